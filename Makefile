@@ -1,0 +1,52 @@
+# event-consumer — every target works on a fresh clone with only python3, node/npm and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+
+.PHONY: all test lint typecheck unit demo simulate bench chaos clean
+
+all: test
+
+# The venv is rebuilt when pyproject.toml changes; the npm peers when package-lock.json changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+venv: $(VENV)/.installed
+peers: node_modules/.installed
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check consumer tests bench
+	$(BIN)/ruff format --check consumer tests bench
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed node_modules/.installed
+	$(BIN)/pytest -q -p no:cacheprovider
+
+# The README's test command: install everything a test needs, lint, type-check, run the suite.
+test: $(VENV)/.installed node_modules/.installed lint typecheck unit
+
+# Live demo: simulator + daemon, output on this terminal.
+demo: $(VENV)/.installed
+	$(BIN)/event-consumer demo
+
+simulate: $(VENV)/.installed
+	$(BIN)/event-consumer simulate
+
+bench: $(VENV)/.installed node_modules/.installed
+	$(PY) bench/run.py
+
+chaos: $(VENV)/.installed node_modules/.installed
+	$(BIN)/pytest -q -p no:cacheprovider -m chaos --chaos-long tests/chaos
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

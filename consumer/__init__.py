@@ -1,0 +1,3 @@
+"""event-consumer: relay a SignalR hub's live events, on behalf of a service account, to sinks."""
+
+__version__ = "0.1.0"

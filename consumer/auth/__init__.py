@@ -1,0 +1,1 @@
+"""Token providers, cache, discovery and the httpx.Auth adapter."""

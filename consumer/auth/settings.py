@@ -1,0 +1,42 @@
+"""The [auth] table of the configuration. Key names are fixed by the product contract."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from consumer.secret import Secret
+
+Grant = Literal["client_credentials", "password", "refresh_token", "token_exchange", "static", "none"]
+ClientAuth = Literal["client_secret_basic", "client_secret_post"]
+
+
+class AuthConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    grant: Grant = "client_credentials"
+    # Where the token endpoint is: exactly one of token_url, issuer (OIDC discovery), base_url + realm.
+    token_url: str | None = None
+    issuer: str | None = None
+    base_url: str | None = None
+    realm: str | None = None
+    client_id: str | None = None
+    client_secret: Secret | None = None
+    client_secret_env: str | None = None
+    client_secret_file: str | None = None
+    client_auth: ClientAuth = "client_secret_basic"
+    scope: str | None = None
+    audience: str | None = None
+    username: str | None = None
+    password_env: str | None = None
+    refresh_token_env: str | None = None
+    subject_token_env: str | None = None
+    subject_token_type: str = "urn:ietf:params:oauth:token-type:access_token"
+    requested_subject: str | None = None
+    static_token_env: str | None = None
+    static_header: str = "Authorization"
+    refresh_before_expiry_seconds: float = 30.0
+    refresh_at_fraction: float = 0.8
+    default_expires_in_seconds: float = 300.0
+    timeout_seconds: float = 10.0
+    backoff_cap_seconds: float = 60.0
+    allow_insecure_http: bool = False

@@ -1,0 +1,208 @@
+"""Configuration: TOML file + `EVENT_CONSUMER__SECTION__KEY` environment overrides, validated at load.
+
+Every mistake is a `ConfigError` naming the file and the dotted key (e.g. `auth.timeout_seconds`) and
+what was expected; secret values are never echoed. Sections are msgspec Structs, so unknown keys are
+errors and types are checked strictly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from consumer.auth.settings import AuthConfig
+from consumer.errors import ConfigError
+from consumer.secret import Secret
+
+ENV_PREFIX = "EVENT_CONSUMER__"
+
+
+class OnConnect(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A hub invocation performed after every connect and reconnect, in order."""
+
+    method: str
+    arguments: list[Any] = msgspec.field(default_factory=list)
+
+
+class HubConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    url: str = "https://api.redmist.racing/status/event-status"
+    name: str = "redmist"
+    protocol: Literal["json", "messagepack"] = "json"
+    skip_negotiation: bool = True
+    token_transport: Literal["header", "query", "both"] = "both"
+    stateful_reconnect: bool = False
+    handshake_timeout_seconds: float = 15.0
+    keepalive_interval_seconds: float = 15.0
+    server_timeout_seconds: float = 30.0
+    reconnect: Literal["daemon", "official", "never"] = "daemon"
+    reconnect_max_delay_seconds: float = 30.0
+    retry_initial_start: bool = True
+    max_message_bytes: int = 1024 * 1024
+    allow_insecure_http: bool = False
+    on_connect: list[OnConnect] = msgspec.field(default_factory=list)
+
+
+class InCar(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    event: int
+    car: str
+
+
+class RedMistConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    events: list[int] = msgspec.field(default_factory=list)
+    access_codes: dict[str, Secret] = msgspec.field(default_factory=dict)
+    control_logs: bool = False
+    in_car: list[InCar] = msgspec.field(default_factory=list)
+    rest_url: str | None = None  # default: derived from hub.url (".../status")
+    snapshot_format: Literal["json", "messagepack"] = "json"
+
+
+class SinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    type: Literal["stdout", "file"] = "stdout"
+    path: str | None = None
+    pretty: bool = False
+    rotate_bytes: int | None = None
+    rotate_daily: bool = False
+    keep: int = 7
+    fsync: Literal["never", "interval", "always"] = "interval"
+    fsync_interval_seconds: float = 1.0
+    queue_size: int = 10000
+    overflow: Literal["block", "drop_oldest"] = "block"
+    include: list[str] = msgspec.field(default_factory=list)
+    exclude: list[str] = msgspec.field(default_factory=list)
+
+
+class HttpConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9464
+    reconnect_grace_seconds: float = 60.0
+
+
+class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    ready: Literal["connected", "started"] = "connected"
+    shutdown_grace_seconds: float = 10.0
+    state_path: str | None = None
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    hub: HubConfig = msgspec.field(default_factory=HubConfig)
+    redmist: RedMistConfig = msgspec.field(default_factory=RedMistConfig)
+    sinks: list[SinkConfig] = msgspec.field(default_factory=lambda: [SinkConfig()])
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    service: ServiceConfig = msgspec.field(default_factory=ServiceConfig)
+    # Where this config was loaded from (not a TOML key); used in error messages.
+    source: str = "<defaults>"
+
+
+def _dec_hook(typ: type, obj: Any) -> Any:
+    if typ is Secret:
+        if not isinstance(obj, str):
+            raise msgspec.ValidationError("Expected `str`")
+        return Secret(obj)
+    raise NotImplementedError
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, Secret):
+        return repr(obj)
+    raise NotImplementedError
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+
+
+def _translate(err: msgspec.ValidationError, file: str) -> ConfigError:
+    m = _AT.match(str(err))
+    msg, path = (m.group("msg"), m.group("path") or "") if m else (str(err), "")
+    key = re.sub(r"\[(\d+)\]", r".\1", path).lstrip(".")
+    unknown = _UNKNOWN.search(msg)
+    if unknown:
+        key = f"{key}.{unknown.group('field')}".lstrip(".")
+        return ConfigError("unknown key", file=file, key=key)
+    msg = msg.replace("`", "")
+    return ConfigError(msg[:1].lower() + msg[1:], file=file, key=key or None)
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Environment values are TOML values when they parse as one (5, true, [1, 2]); else strings."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """`EVENT_CONSUMER__AUTH__CLIENT_ID=x` sets data["auth"]["client_id"]; numeric parts index lists."""
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not parts:
+            continue
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"no list element {part} to override", file=f"${name}")
+                if last:
+                    node[int(part)] = _parse_env_value(env[name])
+                else:
+                    node = node[int(part)]
+                continue
+            if last:
+                node[part] = _parse_env_value(env[name])
+            else:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict | list):
+                    raise ConfigError(f"{'.'.join(parts[: i + 1])} is not a table", file=f"${name}")
+    return data
+
+
+def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Config:
+    if "source" in data:
+        raise ConfigError("unknown key", file=source, key="source")
+    try:
+        cfg = msgspec.convert({**data, "source": source}, Config, dec_hook=_dec_hook)
+    except msgspec.ValidationError as err:
+        raise _translate(err, source) from None
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Load, override from the environment, and validate. Raises ConfigError (exit 78)."""
+    file = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=file) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read: {err.strerror}", file=file) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", file=file) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"invalid TOML: {err}", file=file) from None
+    data = apply_env_overrides(data, os.environ if env is None else env)
+    return parse_config(data, source=file)
+
+
+def to_display(cfg: Config) -> dict[str, Any]:
+    """The effective config as plain data with every secret masked (for `check-config`)."""
+    out: dict[str, Any] = msgspec.to_builtins(cfg, enc_hook=_enc_hook)
+    return out

@@ -1,0 +1,1 @@
+"""Subscriptions, the RedMist profile, the output envelope and live state."""

@@ -1,0 +1,1 @@
+"""The simulator: a Keycloak-compatible IdP and a RedMist-contract hub replaying real races."""

@@ -1,0 +1,1 @@
+"""Where relayed records go: stdout, files, and (later) brokers."""

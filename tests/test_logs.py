@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import io
+import logging
+
+from consumer.logs import get_logger, register_secret, setup_logging
+from consumer.secret import Secret
+
+
+def test_redaction_of_keys_registered_values_and_patterns() -> None:
+    buf = io.StringIO()
+    setup_logging("DEBUG", fmt="json", stream=buf)
+    token = "eyJhbGciOiJSUzI1NiJ9.payload-part-abcdef.signature-xyz"
+    register_secret(token)
+    log = get_logger("t")
+    log.info("got token", client_secret="s3cr3t-value", fp=Secret("other-secret-value"))
+    log.info(f"url wss://h/hub?id=1&access_token={token}")
+    logging.getLogger("httpx").debug("Authorization: Bearer abcdefghijklmnop")
+    try:
+        raise RuntimeError(f"boom {token}")
+    except RuntimeError:
+        log.exception("failed")
+    out = buf.getvalue()
+    assert "got token" in out and "failed" in out
+    for leaked in (token, "s3cr3t-value", "other-secret-value", "abcdefghijklmnop"):
+        assert leaked not in out
