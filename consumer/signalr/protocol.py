@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Literal, Protocol, TypeAlias
 
+import msgspec
+
 RECORD_SEPARATOR = b"\x1e"
 
 
@@ -145,24 +147,766 @@ class HubProtocol(Protocol):
     def reader(self, max_message_size: int = ...) -> MessageReader: ...
 
 
-# --- to be implemented (issue 3) ------------------------------------------------------------------
+# --- implementation ---------------------------------------------------------------------------------
+
+#: Default upper bound for one hub message (JSON record without its separator / MessagePack body).
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+#: Upper bound for a handshake request or response (they are tiny; anything bigger is hostile).
+DEFAULT_MAX_HANDSHAKE_SIZE = 64 * 1024
+#: Protocol names `get_protocol` accepts (the handshake's `protocol` field).
+SUPPORTED_PROTOCOLS = ("json", "messagepack")
+
+_RS = 0x1E
+# Everything a msgspec decode can raise on hostile input: DecodeError/ValidationError (MsgspecError),
+# UnicodeDecodeError (a ValueError) and RecursionError for absurd nesting.
+_DECODE_ERRORS = (msgspec.MsgspecError, ValueError, RecursionError)
+_ENCODE_ERRORS = (msgspec.MsgspecError, TypeError, ValueError, OverflowError, RecursionError)
+_EMPTY_HEADERS: Headers = {}
+_KNOWN_TYPES = frozenset(int(t) for t in MessageType)
+_UNSET = msgspec.UNSET
+
+
+def _as_bytes(data: bytes | bytearray | memoryview | str) -> bytes:
+    """Immutable bytes for `data` (zero-copy for bytes); str is UTF-8 encoded (WebSocket text frames)."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        try:
+            return data.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ProtocolError("text data is not encodable as UTF-8") from exc
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"expected bytes, got {type(data).__name__}")
+
+
+def _headers_or_none(headers: Headers | None) -> Headers | None:
+    return headers or None
+
+
+# --- handshake ----------------------------------------------------------------------------------------
+
+
+class _HandshakeRequestWire(msgspec.Struct):
+    protocol: str
+    version: int
+
+
+class _HandshakeResponseWire(msgspec.Struct):
+    error: str | None = None
+    type: Any = _UNSET
+
+
+_handshake_request_decoder = msgspec.json.Decoder(_HandshakeRequestWire)
+_handshake_response_decoder = msgspec.json.Decoder(_HandshakeResponseWire)
+_json_encoder = msgspec.json.Encoder()
 
 
 def encode_handshake_request(request: HandshakeRequest) -> bytes:
-    raise NotImplementedError
+    """`{"protocol":"json","version":1}` + 0x1E, key order as the official clients write it."""
+    return _json_encoder.encode({"protocol": request.protocol, "version": request.version}) + RECORD_SEPARATOR
 
 
 def encode_handshake_response(response: HandshakeResponse) -> bytes:
-    raise NotImplementedError
+    """`{}` + 0x1E on success, `{"error":"..."}` + 0x1E on failure."""
+    if response.error is None:
+        return b"{}" + RECORD_SEPARATOR
+    return _json_encoder.encode({"error": response.error}) + RECORD_SEPARATOR
 
 
-def parse_handshake_request(buffer: bytes) -> tuple[HandshakeRequest | None, bytes]:
-    raise NotImplementedError
+def _split_handshake(
+    buffer: bytes | bytearray | memoryview | str, max_size: int
+) -> tuple[bytes | None, bytes]:
+    data = _as_bytes(buffer)
+    idx = data.find(RECORD_SEPARATOR)
+    if idx < 0:
+        if len(data) > max_size:
+            raise ProtocolError(f"handshake exceeds {max_size} bytes without a record separator")
+        return None, data
+    if idx > max_size:
+        raise ProtocolError(f"handshake exceeds {max_size} bytes")
+    return data[:idx], data[idx + 1 :]
 
 
-def parse_handshake_response(buffer: bytes) -> tuple[HandshakeResponse | None, bytes]:
-    raise NotImplementedError
+def parse_handshake_request(
+    buffer: bytes | bytearray | memoryview | str, *, max_size: int = DEFAULT_MAX_HANDSHAKE_SIZE
+) -> tuple[HandshakeRequest | None, bytes]:
+    """Parse the client's handshake from the start of `buffer`.
+
+    Returns (None, buffer) when the record separator has not arrived yet, else (request, rest) where
+    rest are the bytes after the separator (hub messages sent right behind the handshake).
+    The version is returned as sent (the official JS client sends 2 when stateful reconnect was
+    negotiated, else 1); use `HubProtocol.is_version_supported` to decide.
+    """
+    record, rest = _split_handshake(buffer, max_size)
+    if record is None:
+        return None, rest
+    try:
+        wire = _handshake_request_decoder.decode(record)
+    except _DECODE_ERRORS as exc:
+        raise ProtocolError(f"invalid handshake request: {exc}") from exc
+    return HandshakeRequest(protocol=wire.protocol, version=wire.version), rest
 
 
-def get_protocol(name: str, **options: Any) -> HubProtocol:
-    raise NotImplementedError
+def parse_handshake_response(
+    buffer: bytes | bytearray | memoryview | str, *, max_size: int = DEFAULT_MAX_HANDSHAKE_SIZE
+) -> tuple[HandshakeResponse | None, bytes]:
+    """Parse the server's handshake response; same contract as `parse_handshake_request`.
+
+    A hub message (an object with `type`) where the response belongs is a ProtocolError, as in the
+    official clients ("Expected a handshake response from the server.").
+    """
+    record, rest = _split_handshake(buffer, max_size)
+    if record is None:
+        return None, rest
+    try:
+        wire = _handshake_response_decoder.decode(record)
+    except _DECODE_ERRORS as exc:
+        raise ProtocolError(f"invalid handshake response: {exc}") from exc
+    if wire.type is not _UNSET:
+        raise ProtocolError("expected a handshake response from the server, got a hub message")
+    return HandshakeResponse(error=wire.error), rest
+
+
+# --- JSON hub protocol: wire structs (decode side; unknown keys are ignored) -----------------------------
+
+
+class _JInvocation(msgspec.Struct, tag=1, tag_field="type", rename="camel", kw_only=True):
+    target: str
+    arguments: list[Any]
+    headers: Headers | None = None
+    invocation_id: str | None = None
+    stream_ids: list[str] | None = None
+
+
+class _JInvocationRaw(msgspec.Struct, tag=1, tag_field="type", rename="camel", kw_only=True):
+    target: str
+    arguments: msgspec.Raw
+    headers: Headers | None = None
+    invocation_id: str | None = None
+    stream_ids: list[str] | None = None
+
+
+class _JStreamItem(msgspec.Struct, tag=2, tag_field="type", rename="camel", kw_only=True):
+    invocation_id: str
+    item: Any
+    headers: Headers | None = None
+
+
+class _JCompletion(msgspec.Struct, tag=3, tag_field="type", rename="camel", kw_only=True):
+    invocation_id: str
+    result: Any = _UNSET
+    error: str | msgspec.UnsetType | None = _UNSET
+    headers: Headers | None = None
+
+
+class _JStreamInvocation(msgspec.Struct, tag=4, tag_field="type", rename="camel", kw_only=True):
+    invocation_id: str
+    target: str
+    arguments: list[Any]
+    stream_ids: list[str] | None = None
+    headers: Headers | None = None
+
+
+class _JCancelInvocation(msgspec.Struct, tag=5, tag_field="type", rename="camel", kw_only=True):
+    invocation_id: str
+    headers: Headers | None = None
+
+
+class _JPing(msgspec.Struct, tag=6, tag_field="type", rename="camel", kw_only=True):
+    pass
+
+
+class _JClose(msgspec.Struct, tag=7, tag_field="type", rename="camel", kw_only=True):
+    error: str | None = None
+    allow_reconnect: bool = False
+
+
+class _JAck(msgspec.Struct, tag=8, tag_field="type", rename="camel", kw_only=True):
+    sequence_id: int
+
+
+class _JSequence(msgspec.Struct, tag=9, tag_field="type", rename="camel", kw_only=True):
+    sequence_id: int
+
+
+class _JTypeProbe(msgspec.Struct):
+    type: int
+
+
+_JsonCommon = (
+    _JStreamItem
+    | _JCompletion
+    | _JStreamInvocation
+    | _JCancelInvocation
+    | _JPing
+    | _JClose
+    | _JAck
+    | _JSequence
+)
+_json_type_probe = msgspec.json.Decoder(_JTypeProbe)
+
+
+def _json_is_unknown_type(record: bytes | memoryview) -> bool:
+    """True when `record` is an object whose integer `type` is not a known message type (ignore it)."""
+    try:
+        probe = _json_type_probe.decode(record)
+    except _DECODE_ERRORS:
+        return False
+    return probe.type not in _KNOWN_TYPES
+
+
+def _from_json(wire: Any) -> HubMessage:
+    cls = type(wire)
+    if cls is _JInvocation or cls is _JInvocationRaw:
+        if cls is _JInvocationRaw and bytes(memoryview(wire.arguments)[:1]) != b"[":
+            raise ProtocolError("Invocation arguments must be an array")
+        return Invocation(
+            target=wire.target,
+            arguments=wire.arguments,
+            invocation_id=wire.invocation_id,
+            stream_ids=wire.stream_ids,
+            headers=wire.headers or None,
+        )
+    if cls is _JStreamItem:
+        return StreamItem(invocation_id=wire.invocation_id, item=wire.item, headers=wire.headers or None)
+    if cls is _JCompletion:
+        headers = wire.headers or None
+        if wire.error is not _UNSET and wire.error is not None:
+            if wire.result is not _UNSET:
+                raise ProtocolError("Completion carries both a result and an error")
+            return Completion(invocation_id=wire.invocation_id, error=wire.error, headers=headers)
+        if wire.result is not _UNSET:
+            return Completion(
+                invocation_id=wire.invocation_id, result=wire.result, has_result=True, headers=headers
+            )
+        return Completion(invocation_id=wire.invocation_id, headers=headers)
+    if cls is _JStreamInvocation:
+        return StreamInvocation(
+            invocation_id=wire.invocation_id,
+            target=wire.target,
+            arguments=wire.arguments,
+            stream_ids=wire.stream_ids,
+            headers=wire.headers or None,
+        )
+    if cls is _JCancelInvocation:
+        return CancelInvocation(invocation_id=wire.invocation_id, headers=wire.headers or None)
+    if cls is _JPing:
+        return Ping()
+    if cls is _JClose:
+        return Close(error=wire.error, allow_reconnect=wire.allow_reconnect)
+    if cls is _JAck:
+        return Ack(sequence_id=wire.sequence_id)
+    if cls is _JSequence:
+        return Sequence(sequence_id=wire.sequence_id)
+    raise AssertionError(f"unhandled wire type {cls.__name__}")  # pragma: no cover
+
+
+def _to_json_dict(message: HubMessage) -> dict[str, Any]:
+    """The JSON object for `message`, keys in the order of the spec's examples; absent fields omitted."""
+    if isinstance(message, Invocation):
+        d: dict[str, Any] = {"type": 1}
+        if message.headers:
+            d["headers"] = message.headers
+        if message.invocation_id is not None:
+            d["invocationId"] = message.invocation_id
+        d["target"] = message.target
+        d["arguments"] = message.arguments
+        if message.stream_ids is not None:
+            d["streamIds"] = message.stream_ids
+        return d
+    if isinstance(message, StreamItem):
+        d = {"type": 2}
+        if message.headers:
+            d["headers"] = message.headers
+        d["invocationId"] = message.invocation_id
+        d["item"] = message.item
+        return d
+    if isinstance(message, Completion):
+        d = {"type": 3}
+        if message.headers:
+            d["headers"] = message.headers
+        d["invocationId"] = message.invocation_id
+        if message.error is not None:
+            d["error"] = message.error
+        elif message.has_result:
+            d["result"] = message.result
+        return d
+    if isinstance(message, StreamInvocation):
+        d = {"type": 4}
+        if message.headers:
+            d["headers"] = message.headers
+        d["invocationId"] = message.invocation_id
+        d["target"] = message.target
+        d["arguments"] = message.arguments
+        if message.stream_ids is not None:
+            d["streamIds"] = message.stream_ids
+        return d
+    if isinstance(message, CancelInvocation):
+        d = {"type": 5}
+        if message.headers:
+            d["headers"] = message.headers
+        d["invocationId"] = message.invocation_id
+        return d
+    if isinstance(message, Ping):
+        return {"type": 6}
+    if isinstance(message, Close):
+        d = {"type": 7}
+        if message.error is not None:
+            d["error"] = message.error
+        if message.allow_reconnect:
+            d["allowReconnect"] = True
+        return d
+    if isinstance(message, Ack):
+        return {"type": 8, "sequenceId": message.sequence_id}
+    if isinstance(message, Sequence):
+        return {"type": 9, "sequenceId": message.sequence_id}
+    raise TypeError(f"not a hub message: {type(message).__name__}")
+
+
+_JSON_PING = b'{"type":6}' + RECORD_SEPARATOR
+
+
+class _JsonReader:
+    """Incremental reader for 0x1E-separated JSON records. Never buffers more than max_message_size."""
+
+    __slots__ = ("_decoder", "_failed", "_max", "_pending")
+
+    def __init__(self, decoder: msgspec.json.Decoder[Any], max_message_size: int) -> None:
+        if max_message_size < 1:
+            raise ValueError("max_message_size must be positive")
+        self._decoder = decoder
+        self._max = max_message_size
+        self._pending = bytearray()  # an incomplete record; never contains the separator
+        self._failed = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete message."""
+        return len(self._pending)
+
+    def feed(self, data: bytes | bytearray | memoryview | str) -> list[HubMessage]:
+        if self._failed:
+            raise ProtocolError("reader is unusable after an earlier protocol error")
+        try:
+            return self._feed(_as_bytes(data))
+        except ProtocolError:
+            self._failed = True
+            self._pending = bytearray()
+            raise
+
+    def _feed(self, data: bytes) -> list[HubMessage]:
+        out: list[HubMessage] = []
+        start = 0
+        if self._pending:
+            idx = data.find(RECORD_SEPARATOR)
+            if idx < 0:
+                if len(self._pending) + len(data) > self._max:
+                    raise ProtocolError(f"message exceeds the maximum size of {self._max} bytes")
+                self._pending += data
+                return out
+            if len(self._pending) + idx > self._max:
+                raise ProtocolError(f"message exceeds the maximum size of {self._max} bytes")
+            record = bytes(self._pending) + data[:idx]
+            self._pending = bytearray()
+            self._decode(record, out)
+            start = idx + 1
+        n = len(data)
+        view = memoryview(data)
+        while start < n:
+            idx = data.find(RECORD_SEPARATOR, start)
+            if idx < 0:
+                if n - start > self._max:
+                    raise ProtocolError(f"message exceeds the maximum size of {self._max} bytes")
+                self._pending = bytearray(view[start:])
+                break
+            if idx - start > self._max:
+                raise ProtocolError(f"message exceeds the maximum size of {self._max} bytes")
+            self._decode(view[start:idx], out)
+            start = idx + 1
+        return out
+
+    def _decode(self, record: bytes | memoryview, out: list[HubMessage]) -> None:
+        try:
+            wire = self._decoder.decode(record)
+        except _DECODE_ERRORS as exc:
+            if isinstance(exc, msgspec.ValidationError) and _json_is_unknown_type(record):
+                return  # a future message type: ignored, as the spec and official clients do
+            raise ProtocolError(f"invalid JSON hub message: {exc}") from exc
+        out.append(_from_json(wire))
+
+
+class JsonHubProtocol:
+    """The JSON hub protocol: one JSON object per message, each terminated by 0x1E."""
+
+    name: str = "json"
+    version: int = 1
+    #: Highest handshake version understood (2 = stateful reconnect's Ack/Sequence messages).
+    max_version: int = 2
+    transfer_format: Literal["text", "binary"] = "text"
+
+    def __init__(self, *, raw_arguments: bool = False) -> None:
+        self.raw_arguments = raw_arguments
+        union: Any = (_JInvocationRaw if raw_arguments else _JInvocation) | _JsonCommon
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(union)
+        self._encoder = msgspec.json.Encoder()
+
+    def is_version_supported(self, version: int) -> bool:
+        return 1 <= version <= self.max_version
+
+    def encode(self, message: HubMessage) -> bytes:
+        if type(message) is Ping:
+            return _JSON_PING
+        obj = _to_json_dict(message)
+        try:
+            return self._encoder.encode(obj) + RECORD_SEPARATOR
+        except _ENCODE_ERRORS as exc:
+            raise ProtocolError(f"cannot encode {type(message).__name__} as JSON: {exc}") from exc
+
+    def reader(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> _JsonReader:
+        return _JsonReader(self._decoder, max_message_size)
+
+    def decode(self, data: bytes | bytearray | memoryview | str) -> list[HubMessage]:
+        """Decode complete records; a trailing incomplete record is a ProtocolError."""
+        reader = _JsonReader(self._decoder, max(len(data), 1))
+        messages = reader.feed(data)
+        if reader.buffered:
+            raise ProtocolError("incomplete JSON hub message (missing record separator)")
+        return messages
+
+
+# --- MessagePack hub protocol ---------------------------------------------------------------------------
+
+
+class _MInvocation(msgspec.Struct, tag=1, array_like=True):
+    headers: Headers | None
+    invocation_id: str | None
+    target: str
+    arguments: list[Any]
+    stream_ids: list[str] | None = None
+
+
+class _MInvocationRaw(msgspec.Struct, tag=1, array_like=True):
+    headers: Headers | None
+    invocation_id: str | None
+    target: str
+    arguments: msgspec.Raw
+    stream_ids: list[str] | None = None
+
+
+class _MStreamItem(msgspec.Struct, tag=2, array_like=True):
+    headers: Headers | None
+    invocation_id: str
+    item: Any
+
+
+class _MCompletion(msgspec.Struct, tag=3, array_like=True):
+    headers: Headers | None
+    invocation_id: str
+    result_kind: int
+    result: Any = _UNSET
+
+
+class _MStreamInvocation(msgspec.Struct, tag=4, array_like=True):
+    headers: Headers | None
+    invocation_id: str
+    target: str
+    arguments: list[Any]
+    stream_ids: list[str] | None = None
+
+
+class _MCancelInvocation(msgspec.Struct, tag=5, array_like=True):
+    headers: Headers | None
+    invocation_id: str
+
+
+class _MPing(msgspec.Struct, tag=6, array_like=True):
+    pass
+
+
+class _MClose(msgspec.Struct, tag=7, array_like=True):
+    error: str | None
+    allow_reconnect: bool = False
+
+
+class _MAck(msgspec.Struct, tag=8, array_like=True):
+    sequence_id: int
+
+
+class _MSequence(msgspec.Struct, tag=9, array_like=True):
+    sequence_id: int
+
+
+class _MTypeProbe(msgspec.Struct, array_like=True):
+    type: int
+
+
+_MsgpackCommon = (
+    _MStreamItem
+    | _MCompletion
+    | _MStreamInvocation
+    | _MCancelInvocation
+    | _MPing
+    | _MClose
+    | _MAck
+    | _MSequence
+)
+_msgpack_type_probe = msgspec.msgpack.Decoder(_MTypeProbe)
+_RESULT_ERROR, _RESULT_VOID, _RESULT_VALUE = 1, 2, 3
+# First byte of a MessagePack array: fixarray, array16, array32.
+_MSGPACK_ARRAY_MARKERS = frozenset(range(0x90, 0xA0)) | {0xDC, 0xDD}
+
+
+def _msgpack_is_unknown_type(body: bytes | memoryview) -> bool:
+    try:
+        probe = _msgpack_type_probe.decode(body)
+    except _DECODE_ERRORS:
+        return False
+    return probe.type not in _KNOWN_TYPES
+
+
+def _from_msgpack(wire: Any) -> HubMessage:
+    cls = type(wire)
+    if cls is _MInvocation or cls is _MInvocationRaw:
+        if cls is _MInvocationRaw and memoryview(wire.arguments)[0] not in _MSGPACK_ARRAY_MARKERS:
+            raise ProtocolError("Invocation arguments must be an array")
+        return Invocation(
+            target=wire.target,
+            arguments=wire.arguments,
+            invocation_id=wire.invocation_id,
+            stream_ids=wire.stream_ids,
+            headers=wire.headers or None,
+        )
+    if cls is _MStreamItem:
+        return StreamItem(invocation_id=wire.invocation_id, item=wire.item, headers=wire.headers or None)
+    if cls is _MCompletion:
+        headers = wire.headers or None
+        kind = wire.result_kind
+        if kind == _RESULT_ERROR:
+            if not isinstance(wire.result, str):
+                raise ProtocolError("Completion with an error result must carry the error as a string")
+            return Completion(invocation_id=wire.invocation_id, error=wire.result, headers=headers)
+        if kind == _RESULT_VOID:
+            return Completion(invocation_id=wire.invocation_id, headers=headers)
+        if kind == _RESULT_VALUE:
+            if wire.result is _UNSET:
+                raise ProtocolError("Completion with a non-void result kind lacks the result")
+            return Completion(
+                invocation_id=wire.invocation_id, result=wire.result, has_result=True, headers=headers
+            )
+        raise ProtocolError(f"invalid Completion result kind {kind}")
+    if cls is _MStreamInvocation:
+        return StreamInvocation(
+            invocation_id=wire.invocation_id,
+            target=wire.target,
+            arguments=wire.arguments,
+            stream_ids=wire.stream_ids,
+            headers=wire.headers or None,
+        )
+    if cls is _MCancelInvocation:
+        return CancelInvocation(invocation_id=wire.invocation_id, headers=wire.headers or None)
+    if cls is _MPing:
+        return Ping()
+    if cls is _MClose:
+        return Close(error=wire.error, allow_reconnect=wire.allow_reconnect)
+    if cls is _MAck:
+        return Ack(sequence_id=wire.sequence_id)
+    if cls is _MSequence:
+        return Sequence(sequence_id=wire.sequence_id)
+    raise AssertionError(f"unhandled wire type {cls.__name__}")  # pragma: no cover
+
+
+def _to_msgpack_array(message: HubMessage) -> tuple[Any, ...]:
+    """The MessagePack array for `message`, laid out as HubProtocol.md and the official clients do."""
+    if isinstance(message, Invocation):
+        headers = message.headers or _EMPTY_HEADERS
+        if message.stream_ids is None:
+            return (1, headers, message.invocation_id, message.target, message.arguments)
+        return (1, headers, message.invocation_id, message.target, message.arguments, message.stream_ids)
+    if isinstance(message, StreamItem):
+        return (2, message.headers or _EMPTY_HEADERS, message.invocation_id, message.item)
+    if isinstance(message, Completion):
+        headers = message.headers or _EMPTY_HEADERS
+        if message.error is not None:
+            return (3, headers, message.invocation_id, _RESULT_ERROR, message.error)
+        if message.has_result:
+            return (3, headers, message.invocation_id, _RESULT_VALUE, message.result)
+        return (3, headers, message.invocation_id, _RESULT_VOID)
+    if isinstance(message, StreamInvocation):
+        headers = message.headers or _EMPTY_HEADERS
+        if message.stream_ids is None:
+            return (4, headers, message.invocation_id, message.target, message.arguments)
+        return (4, headers, message.invocation_id, message.target, message.arguments, message.stream_ids)
+    if isinstance(message, CancelInvocation):
+        return (5, message.headers or _EMPTY_HEADERS, message.invocation_id)
+    if isinstance(message, Close):
+        # [7, error] unless reconnect is allowed (older peers only know the 2-element form).
+        if message.allow_reconnect:
+            return (7, message.error, True)
+        return (7, message.error)
+    if isinstance(message, Ack):
+        return (8, message.sequence_id)
+    if isinstance(message, Sequence):
+        return (9, message.sequence_id)
+    raise TypeError(f"not a hub message: {type(message).__name__}")
+
+
+def encode_varint(value: int) -> bytes:
+    """The VarInt length prefix of the binary framing (7 bits per byte, least significant first)."""
+    if value < 0 or value > 0x7FFFFFFF:
+        raise ValueError("VarInt length must be in 0..2**31-1")
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while True:
+        part = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(part | 0x80)
+        else:
+            out.append(part)
+            return bytes(out)
+
+
+_MSGPACK_PING = b"\x02\x91\x06"
+_VARINT_MAX_BYTES = 5
+
+
+class _MessagePackReader:
+    """Incremental reader for VarInt-length-prefixed MessagePack messages.
+
+    The length prefix is checked against max_message_size before any of the body is buffered.
+    """
+
+    __slots__ = ("_decoder", "_failed", "_max", "_need", "_pending")
+
+    def __init__(self, decoder: msgspec.msgpack.Decoder[Any], max_message_size: int) -> None:
+        if max_message_size < 1:
+            raise ValueError("max_message_size must be positive")
+        self._decoder = decoder
+        self._max = max_message_size
+        self._pending = bytearray()  # start of an incomplete frame (prefix and part of the body)
+        self._need = 0  # bytes `_pending` must hold before parsing can make progress
+        self._failed = False
+
+    @property
+    def buffered(self) -> int:
+        return len(self._pending)
+
+    def feed(self, data: bytes | bytearray | memoryview | str) -> list[HubMessage]:
+        if self._failed:
+            raise ProtocolError("reader is unusable after an earlier protocol error")
+        try:
+            if isinstance(data, str):
+                raise ProtocolError("text data received on the binary MessagePack protocol")
+            if self._pending:
+                self._pending += data
+                if len(self._pending) < self._need:
+                    return []
+                buf = bytes(self._pending)
+                self._pending = bytearray()
+                self._need = 0
+            else:
+                buf = _as_bytes(data)
+            return self._parse(buf)
+        except ProtocolError:
+            self._failed = True
+            self._pending = bytearray()
+            raise
+
+    def _parse(self, data: bytes) -> list[HubMessage]:
+        out: list[HubMessage] = []
+        n = len(data)
+        view = memoryview(data)
+        pos = 0
+        while pos < n:
+            length = 0
+            shift = 0
+            i = pos
+            while True:
+                if i >= n:  # incomplete length prefix
+                    self._pending = bytearray(view[pos:])
+                    self._need = n - pos + 1
+                    return out
+                byte = data[i]
+                i += 1
+                length |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+                if i - pos >= _VARINT_MAX_BYTES:
+                    raise ProtocolError("message length prefix is longer than 5 bytes")
+            if i - pos == _VARINT_MAX_BYTES and data[i - 1] > 7:
+                raise ProtocolError("messages bigger than 2 GB are not supported")
+            if length > self._max:
+                raise ProtocolError(f"message exceeds the maximum size of {self._max} bytes")
+            if length == 0:
+                raise ProtocolError("empty MessagePack hub message")
+            end = i + length
+            if end > n:
+                self._pending = bytearray(view[pos:])
+                self._need = end - pos
+                return out
+            self._decode(view[i:end], out)
+            pos = end
+        return out
+
+    def _decode(self, body: memoryview, out: list[HubMessage]) -> None:
+        try:
+            wire = self._decoder.decode(body)
+        except _DECODE_ERRORS as exc:
+            if isinstance(exc, msgspec.ValidationError) and _msgpack_is_unknown_type(body):
+                return  # a future message type: ignored, as the official clients do
+            raise ProtocolError(f"invalid MessagePack hub message: {exc}") from exc
+        out.append(_from_msgpack(wire))
+
+
+class MessagePackHubProtocol:
+    """The MessagePack hub protocol: VarInt length prefix + one MessagePack array per message."""
+
+    name: str = "messagepack"
+    version: int = 1
+    max_version: int = 2
+    transfer_format: Literal["text", "binary"] = "binary"
+
+    def __init__(self, *, raw_arguments: bool = False) -> None:
+        self.raw_arguments = raw_arguments
+        union: Any = (_MInvocationRaw if raw_arguments else _MInvocation) | _MsgpackCommon
+        self._decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(union)
+        self._encoder = msgspec.msgpack.Encoder()
+
+    def is_version_supported(self, version: int) -> bool:
+        return 1 <= version <= self.max_version
+
+    def encode(self, message: HubMessage) -> bytes:
+        if type(message) is Ping:
+            return _MSGPACK_PING  # always exactly 0x91 0x06
+        array = _to_msgpack_array(message)
+        try:
+            body = self._encoder.encode(array)
+        except _ENCODE_ERRORS as exc:
+            raise ProtocolError(f"cannot encode {type(message).__name__} as MessagePack: {exc}") from exc
+        return encode_varint(len(body)) + body
+
+    def reader(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> _MessagePackReader:
+        return _MessagePackReader(self._decoder, max_message_size)
+
+    def decode(self, data: bytes | bytearray | memoryview) -> list[HubMessage]:
+        """Decode complete frames; a trailing incomplete frame is a ProtocolError."""
+        reader = _MessagePackReader(self._decoder, max(len(data), 1))
+        messages = reader.feed(data)
+        if reader.buffered:
+            raise ProtocolError("incomplete MessagePack hub message")
+        return messages
+
+
+def get_protocol(name: str, **options: Any) -> JsonHubProtocol | MessagePackHubProtocol:
+    """The hub protocol called `name` ("json" or "messagepack"); options: raw_arguments=bool.
+
+    An unknown name raises ProtocolError (a server answers it with a handshake error).
+    """
+    if name == "json":
+        return JsonHubProtocol(**options)
+    if name == "messagepack":
+        return MessagePackHubProtocol(**options)
+    raise ProtocolError(f"Requested protocol {name[:64]!r} is not available.")
