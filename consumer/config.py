@@ -54,16 +54,26 @@ class InCar(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class RedMistConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The RedMist profile: subscriptions, snapshots over REST, live state. Empty `events` = off."""
+
     events: list[int] = msgspec.field(default_factory=list)
+    # eventId (as a string key, TOML tables need string keys) -> access code for private events.
     access_codes: dict[str, Secret] = msgspec.field(default_factory=dict)
     control_logs: bool = False
     in_car: list[InCar] = msgspec.field(default_factory=list)
-    rest_url: str | None = None  # default: derived from hub.url (".../status")
+    rest_url: str | None = None  # default: derived from hub.url ("https://host/status")
     snapshot_format: Literal["json", "messagepack"] = "json"
+    # RedMist allows about one snapshot call per 0.9 s per IP with a token (3 s anonymous).
+    snapshot_min_interval_seconds: float = 1.0
+    snapshot_timeout_seconds: float = 10.0
+    # Optional merged live session per event, rewritten atomically (temp file + rename) on change.
+    state_path: str | None = None
+    state_min_interval_seconds: float = 0.5
 
 
 class SinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     type: Literal["stdout", "file"] = "stdout"
+    name: str | None = None
     path: str | None = None
     pretty: bool = False
     rotate_bytes: int | None = None
@@ -73,6 +83,8 @@ class SinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     fsync_interval_seconds: float = 1.0
     queue_size: int = 10000
     overflow: Literal["block", "drop_oldest"] = "block"
+    # Lines kept (and retried) while the sink fails, e.g. ENOSPC; beyond this the oldest are dropped.
+    max_buffered: int = 100000
     include: list[str] = msgspec.field(default_factory=list)
     exclude: list[str] = msgspec.field(default_factory=list)
 
@@ -90,9 +102,12 @@ class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # When systemd is told READY=1: after the first successful connect, or as soon as we started.
     ready: Literal["connected", "started"] = "connected"
     shutdown_grace_seconds: float = 10.0
-    state_path: str | None = None
+    # Retry delays for failed [[hub.on_connect]] invocations (exponential, capped).
+    subscribe_retry_initial_seconds: float = 1.0
+    subscribe_retry_max_seconds: float = 30.0
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -180,7 +195,53 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Config:
         cfg = msgspec.convert({**data, "source": source}, Config, dec_hook=_dec_hook)
     except msgspec.ValidationError as err:
         raise _translate(err, source) from None
+    _validate(cfg, source)
     return cfg
+
+
+def _validate(cfg: Config, file: str) -> None:
+    """Checks the types alone cannot express; each error names the key and what was expected."""
+
+    def need(ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            raise ConfigError(f"expected {expected}", file=file, key=key)
+
+    hub = cfg.hub
+    need(hub.url.startswith(("http://", "https://", "ws://", "wss://")), "hub.url", "an http(s) or ws(s) URL")
+    need(bool(hub.name), "hub.name", "a non-empty string")
+    for key in ("handshake_timeout_seconds", "keepalive_interval_seconds", "server_timeout_seconds"):
+        need(getattr(hub, key) > 0, f"hub.{key}", "a number > 0")
+    need(hub.max_message_bytes > 0, "hub.max_message_bytes", "an int > 0")
+    for i, oc in enumerate(hub.on_connect):
+        need(bool(oc.method), f"hub.on_connect.{i}.method", "a non-empty string")
+    rm = cfg.redmist
+    need(all(e > 0 for e in rm.events), "redmist.events", "positive event ids")
+    for ev in rm.access_codes:
+        need(ev.isdigit(), f"redmist.access_codes.{ev}", "an event id as key")
+    need(rm.snapshot_min_interval_seconds >= 0, "redmist.snapshot_min_interval_seconds", "a number >= 0")
+    need(rm.snapshot_timeout_seconds > 0, "redmist.snapshot_timeout_seconds", "a number > 0")
+    names: set[str] = set()
+    for i, sink in enumerate(cfg.sinks):
+        key = f"sinks.{i}"
+        if sink.type == "file":
+            need(bool(sink.path), f"{key}.path", 'a file path (required for type = "file")')
+        need(sink.queue_size >= 1, f"{key}.queue_size", "an int >= 1")
+        need(sink.max_buffered >= 1, f"{key}.max_buffered", "an int >= 1")
+        need(sink.keep >= 1, f"{key}.keep", "an int >= 1")
+        need(sink.rotate_bytes is None or sink.rotate_bytes > 0, f"{key}.rotate_bytes", "an int > 0")
+        need(sink.fsync_interval_seconds > 0, f"{key}.fsync_interval_seconds", "a number > 0")
+        name = sink_name(sink)
+        need(name not in names, f"{key}.name", f"a unique sink name ({name!r} is used twice)")
+        names.add(name)
+    need(0 <= cfg.http.port <= 65535, "http.port", "an int in 0..65535")
+    need(cfg.service.shutdown_grace_seconds > 0, "service.shutdown_grace_seconds", "a number > 0")
+
+
+def sink_name(sink: SinkConfig) -> str:
+    """A sink's name in logs and metrics labels: `name`, else `stdout` / `file:PATH`."""
+    if sink.name:
+        return sink.name
+    return "stdout" if sink.type == "stdout" else f"file:{sink.path}"
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:

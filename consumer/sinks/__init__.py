@@ -1,1 +1,51 @@
-"""Where relayed records go: stdout, files, and (later) brokers."""
+"""Where relayed records go: stdout, files, and (later) brokers.
+
+Public API:
+- `Sink` (protocol: open / write(lines) / flush / reopen / close), `PartialWrite`
+- `SinkWorker(sink, queue_size=, overflow=, max_pending=, include=, exclude=)`: bounded queue +
+  writer task; hot path `offer(line) -> bool` / `await put(line)`; `start()`, `close(timeout)`,
+  `request_reopen()`, `depth`, `stats`
+- `FileSink`, `StdoutSink`, `build_worker(cfg: SinkConfig) -> SinkWorker`
+
+A broker sink is one new module implementing `Sink` plus a branch in `build_worker`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from consumer.sinks.base import PartialWrite, Sink, SinkStats, SinkWorker
+from consumer.sinks.file import FileSink
+from consumer.sinks.stdout import StdoutSink
+
+if TYPE_CHECKING:
+    from consumer.config import SinkConfig
+
+__all__ = ["FileSink", "PartialWrite", "Sink", "SinkStats", "SinkWorker", "StdoutSink", "build_worker"]
+
+
+def build_worker(cfg: SinkConfig) -> SinkWorker:
+    from consumer.config import sink_name
+
+    sink: Sink
+    if cfg.type == "file":
+        assert cfg.path is not None  # validated by the config loader
+        sink = FileSink(
+            cfg.path,
+            name=sink_name(cfg),
+            rotate_bytes=cfg.rotate_bytes,
+            rotate_daily=cfg.rotate_daily,
+            keep=cfg.keep,
+            fsync=cfg.fsync,
+            fsync_interval=cfg.fsync_interval_seconds,
+        )
+    else:
+        sink = StdoutSink(pretty=cfg.pretty, name=sink_name(cfg))
+    return SinkWorker(
+        sink,
+        queue_size=cfg.queue_size,
+        overflow=cfg.overflow,
+        max_pending=cfg.max_buffered,
+        include=cfg.include,
+        exclude=cfg.exclude,
+    )

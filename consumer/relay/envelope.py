@@ -1,0 +1,127 @@
+"""The output envelope: one JSON object per line, built without re-encoding pass-through arguments.
+
+Line shape (JSON Schema: docs/envelope.schema.json)::
+
+    {"received_at": "2026-08-22T19:43:12.402117Z", "seq": 17, "hub": "redmist",
+     "kind": "invocation", "target": "ReceiveCarPatches", "event_id": 1187, "arguments": [...]}
+
+- `received_at`: RFC 3339, UTC, microseconds, `Z` suffix; when the daemon received the message.
+- `seq`: per process, strictly increasing (starts at 1); gaps are allowed (filtered records).
+- `kind`: `invocation` (a hub → client call), `snapshot` (a session state fetched over REST; target
+  is the REST action, e.g. `GetCurrentSessionStateJson`), `connection` (target is one of
+  `connected`, `reconnecting`, `reconnected`, `closed`; arguments is `[]` or `[error text]`).
+- `event_id`: present only where the profile knows it (RedMist: from the payload).
+- `arguments`: the invocation's argument array. On the JSON protocol hot path these are the raw bytes
+  received from the hub (a `msgspec.Raw`) spliced into the line without decoding.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import msgspec
+
+Kind = Literal["invocation", "snapshot", "connection"]
+CONNECTION_TARGETS = ("connected", "reconnecting", "reconnected", "closed")
+
+
+class Envelope(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """Field order is the line's key order. `event_id` is omitted when None."""
+
+    received_at: str
+    seq: int
+    hub: str
+    kind: str
+    target: str
+    event_id: int | str | None = None
+    arguments: Any
+
+
+_EMPTY_ARGS = msgspec.Raw(b"[]")
+
+
+class Clock:
+    """RFC 3339 µs UTC timestamps; the `YYYY-MM-DDTHH:MM:SS` prefix is cached per second (hot path)."""
+
+    __slots__ = ("_prefix", "_second", "_time")
+
+    def __init__(self, time_ns: Any = time.time_ns) -> None:
+        self._time = time_ns
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        sec, ns = divmod(self._time(), 1_000_000_000)
+        if sec != self._second:
+            self._second = sec
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self._prefix}.{ns // 1000:06d}Z"
+
+
+class EnvelopeEncoder:
+    """Numbers and encodes records. One instance per process (it owns `seq`)."""
+
+    __slots__ = ("_clock", "_encoder", "hub", "seq")
+
+    def __init__(self, hub: str, *, clock: Clock | None = None) -> None:
+        self.hub = hub
+        self.seq = 0
+        self._clock = clock or Clock()
+        self._encoder = msgspec.json.Encoder()
+
+    def encode(self, kind: Kind, target: str, arguments: Any, event_id: int | str | None = None) -> bytes:
+        """One line without the trailing newline. `arguments` may be a msgspec.Raw (spliced as is)."""
+        self.seq += 1
+        return self._encoder.encode(
+            Envelope(
+                received_at=self._clock.now(),
+                seq=self.seq,
+                hub=self.hub,
+                kind=kind,
+                target=target,
+                event_id=event_id,
+                arguments=arguments,
+            )
+        )
+
+    def invocation(self, target: str, arguments: Any, event_id: int | str | None = None) -> bytes:
+        return self.encode("invocation", target, arguments, event_id)
+
+    def snapshot(self, target: str, state: Any, event_id: int | str | None = None) -> bytes:
+        return self.encode("snapshot", target, [state], event_id)
+
+    def connection(self, state: str, error: str | None = None) -> bytes:
+        if state not in CONNECTION_TARGETS:
+            raise ValueError(f"unknown connection state {state!r}")
+        return self.encode("connection", state, [error] if error else _EMPTY_ARGS)
+
+
+def peek_json_event_id(raw: bytes | memoryview, limit: int = 4096) -> int | str | None:
+    """Cheap RedMist event id peek on raw JSON arguments: the first `"eventId":` value, no full parse.
+
+    Car patches carry it as a string ("1187"), session patches as a number; both become an int
+    when they are digits. Returns None when absent within `limit` bytes.
+    """
+    data = bytes(memoryview(raw)[:limit])
+    i = data.find(b'"eventId":')
+    if i < 0:
+        return None
+    j = i + 10
+    while j < len(data) and data[j] in b" \t\r\n":
+        j += 1
+    if j >= len(data):
+        return None
+    if data[j] == 0x22:  # quoted
+        end = data.find(b'"', j + 1)
+        if end < 0:
+            return None
+        value = data[j + 1 : end].decode("utf-8", "replace")
+    else:
+        end = j
+        while end < len(data) and data[end] in b"-0123456789":
+            end += 1
+        value = data[j:end].decode()
+        if not value:
+            return None
+    return int(value) if value.isdigit() else value

@@ -1,0 +1,203 @@
+"""Append JSON lines to a file: whole lines only, rotation, fsync policy, reopen on SIGHUP.
+
+Guarantees and choices:
+- **Whole lines or nothing.** A batch is written with `os.write` calls on an `O_APPEND` descriptor
+  that we alone write to. We track the last good offset (end of the last complete batch). If a write
+  fails part-way (ENOSPC, EIO), the torn tail is truncated back to that offset and the batch is kept
+  by the worker for a retry. If even the truncate fails, the next attempt truncates first (the file's
+  size is compared with the good offset before every write), so a torn line never stays followed by
+  more data. If the file shrank under us (logrotate `copytruncate`), the new size is accepted.
+- **Mode 0640** for files we create (set explicitly, whatever the umask).
+- **Rotation** by size (`rotate_bytes`: the file is rotated before a line would take it past the
+  limit) and/or daily (the first write on a new UTC date rotates). Rotated files are `PATH.1` (newest)
+  … `PATH.<keep>`; older ones are deleted.
+- **fsync**: `always` after every batch, `interval` every `fsync_interval` seconds while there is
+  unsynced data (driven by the worker), `never` (the OS decides; still synced at close/reopen).
+- **SIGHUP** → `reopen()`: the current file is synced and closed and PATH is opened (created) again,
+  which is what logrotate's rename-then-signal expects.
+
+Blocking file calls run in a worker thread (`asyncio.to_thread`), one batch per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+from consumer.sinks.base import PartialWrite
+
+Writer = Callable[[int, memoryview], int]
+FsyncPolicy = Literal["never", "interval", "always"]
+
+FILE_MODE = 0o640
+
+
+def _utc_day(t: float | None = None) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(t))
+
+
+class FileSink:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        rotate_bytes: int | None = None,
+        rotate_daily: bool = False,
+        keep: int = 7,
+        fsync: FsyncPolicy = "interval",
+        fsync_interval: float = 1.0,
+        writer: Writer = os.write,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.name = name or f"file:{self.path}"
+        self.rotate_bytes = rotate_bytes
+        self.rotate_daily = rotate_daily
+        self.keep = max(1, keep)
+        self.fsync = fsync
+        self.sync_interval: float | None = fsync_interval if fsync == "interval" else None
+        self._writer = writer
+        self._clock = clock
+        self._fd: int | None = None
+        self._good = 0  # offset just after the last complete line
+        self._day = ""
+        self._unsynced = False
+
+    # -- async interface (one thread hop per call) ---------------------------------------------
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    async def write(self, lines: Sequence[bytes]) -> None:
+        await asyncio.to_thread(self._write_batch, lines)
+
+    async def flush(self) -> None:
+        await asyncio.to_thread(self._sync)
+
+    async def reopen(self) -> None:
+        await asyncio.to_thread(self._reopen)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    # -- blocking implementation ---------------------------------------------------------------
+
+    def _open(self) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags | os.O_EXCL, FILE_MODE)
+            os.fchmod(fd, FILE_MODE)
+        except FileExistsError:
+            fd = os.open(self.path, flags, FILE_MODE)
+        self._fd = fd
+        self._good = os.fstat(fd).st_size
+        st_day = _utc_day(os.fstat(fd).st_mtime) if self._good else _utc_day(self._clock())
+        self._day = st_day
+
+    def _close(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            if self._unsynced:
+                os.fsync(fd)
+                self._unsynced = False
+        finally:
+            os.close(fd)
+
+    def _sync(self) -> None:
+        if self._fd is not None and self._unsynced:
+            os.fsync(self._fd)
+            self._unsynced = False
+
+    def _reopen(self) -> None:
+        self._close()
+        self._open()
+
+    def _rotate(self) -> None:
+        self._close()
+        base = str(self.path)
+        oldest = Path(f"{base}.{self.keep}")
+        if oldest.exists():
+            oldest.unlink()
+        for i in range(self.keep - 1, 0, -1):
+            src = Path(f"{base}.{i}")
+            if src.exists():
+                src.rename(f"{base}.{i + 1}")
+        if self.path.exists():
+            self.path.rename(f"{base}.1")
+        self._open()
+        self._day = _utc_day(self._clock())
+
+    def _needs_rotation(self, size: int) -> bool:
+        if self._good == 0:
+            return False
+        if self.rotate_bytes is not None and self._good + size > self.rotate_bytes:
+            return True
+        return self.rotate_daily and _utc_day(self._clock()) != self._day
+
+    def _write_batch(self, lines: Sequence[bytes]) -> None:
+        if self._fd is None:
+            self._open()
+        done = 0
+        try:
+            for chunk in self._chunks(lines):
+                data = b"\n".join(chunk) + b"\n"
+                if self._needs_rotation(len(data)):
+                    self._rotate()
+                self._write_all(data)
+                done += len(chunk)
+        except OSError as err:
+            if done:
+                raise PartialWrite(done, err) from err
+            raise
+
+    def _chunks(self, lines: Sequence[bytes]) -> list[Sequence[bytes]]:
+        """Split a batch where a size rotation must happen between lines."""
+        limit = self.rotate_bytes
+        if limit is None:
+            return [lines]
+        chunks: list[Sequence[bytes]] = []
+        start, size, base = 0, 0, self._good
+        for i, line in enumerate(lines):
+            n = len(line) + 1
+            if i > start and base + size + n > limit:
+                chunks.append(lines[start:i])
+                start, size, base = i, 0, 0
+            size += n
+        chunks.append(lines[start:])
+        return chunks
+
+    def _write_all(self, data: bytes) -> None:
+        fd = self._fd
+        assert fd is not None
+        size = os.fstat(fd).st_size
+        if size > self._good:  # a torn tail from an earlier failure that could not be truncated
+            os.ftruncate(fd, self._good)
+        elif size < self._good:  # truncated by someone else (copytruncate): follow it
+            self._good = size
+        view = memoryview(data)
+        off = 0
+        try:
+            while off < len(view):
+                n = self._writer(fd, view[off:])
+                if n <= 0:
+                    raise OSError(errno.EIO, "write returned 0")
+                off += n
+        except OSError:
+            if off:
+                with contextlib.suppress(OSError):  # else retried before the next write (size check)
+                    os.ftruncate(fd, self._good)
+            raise
+        self._good += len(view)
+        self._unsynced = True
+        if self.fsync == "always":
+            os.fsync(fd)
+            self._unsynced = False
