@@ -1,0 +1,1371 @@
+"""asyncio SignalR hub client: accessTokenFactory semantics, automatic reconnect that never gives up.
+
+Point by point it follows the official @microsoft/signalr client (HttpConnection.js, HubConnection.js,
+MessageBuffer.js) and goes past it where a daemon needs it:
+
+- Negotiate: `POST {url}/negotiate?negotiateVersion=1` (plus `useStatefulReconnect=true` when asked);
+  `connectionToken` (v1) or `connectionId` (v0); redirect responses (`url` + optional `accessToken`)
+  are followed, at most 100 hops, the redirect token replacing the factory for that attempt; the
+  WebSockets transport must be offered with the protocol's transfer format. `skip_negotiation=True`
+  connects straight to the WebSocket URL (RedMist does this).
+- Transport: `websockets` (asyncio API). http(s) → ws(s); the bearer goes in an `Authorization` header,
+  the `access_token` query parameter or both (`token_transport`); TLS verification is on. Plain
+  http/ws is refused (ConfigError) unless the host is loopback or `allow_insecure_http=True`.
+- The async token factory is awaited before every negotiate and every WebSocket connect. A 401/403
+  there calls `invalidate_token(token)` and retries once at once with a fresh token before the
+  attempt counts as failed.
+- Handshake timeout; keepalive Ping only when nothing was sent for `keepalive_interval`; server
+  timeout (any received frame resets it) → the transport is treated as lost (half-open detection).
+- `on(target, handler)` (sync or async, target case-insensitive like the official client); handlers
+  run one at a time, in arrival order, in a dispatcher task fed by a bounded queue; a handler
+  exception is logged and never stops the connection. A server invocation that expects a result gets
+  a Completion with the handler's return value, or an error Completion ("Client didn't provide a
+  result." when nothing handled it).
+- `raw_arguments=True` builds the protocol with its `raw_arguments` option: invocations whose target
+  has no `on()` handler go to the single `on_raw(handler(target, raw_args))` handler, undecoded
+  (`msgspec.Raw` of the arguments array). `on()` handlers still get decoded arguments.
+- `send` (no invocation id), `invoke` (awaits the Completion; raises `HubError` with the hub's
+  message), `stream` (a `HubStream` async iterator; `aclose()`, leaving `async with`, or cancelling
+  the consuming task sends CancelInvocation).
+- States `disconnected, connecting, connected, reconnecting, disconnecting`; callbacks
+  `on_reconnecting(error)`, `on_reconnected(connection_id)`, `on_closed(error)`. Pending invocations
+  and streams fail with `ConnectionLostError` when the connection is lost (unless a stateful reconnect
+  resumes it), so nothing hangs.
+- Automatic reconnect with a `RetryPolicy` (default `DaemonRetryPolicy`: never gives up). With
+  `retry_initial_start=True` (default) a failed first start is retried with the same policy.
+  Close(allowReconnect=false) stops; Close(allowReconnect=true) or transport loss reconnects.
+- Stateful reconnect (opt-in): negotiates `useStatefulReconnect`, handshake version 2, counts
+  trackable messages (types 1-5) both ways, Acks about every `ack_interval`, keeps a byte-bounded
+  replay buffer (sends wait when it is full), on a transport drop reconnects with the same
+  connection token without negotiating or handshaking, sends Sequence and replays, drops duplicates.
+  If that single resume attempt fails, a normal reconnect follows.
+
+Logging: structlog via `consumer.logs.get_logger`; tokens never logged; every logged URL goes
+through `redact_url` (access_token and the connection token `id` masked).
+
+Public API::
+
+    conn = HubConnection(url, access_token_factory=provider.get_token,
+                         invalidate_token=provider.invalidate, protocol="messagepack")
+    conn.on("ReceiveCarPatches", handler)            # handler(*args), sync or async
+    conn.on_reconnected(resubscribe)                 # also on_reconnecting / on_closed
+    await conn.start(); await conn.invoke("SubscribeToEventV2", 42); ...; await conn.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import ipaddress
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Protocol, TypeAlias
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+import msgspec
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from consumer.errors import ConfigError, CredentialsRejected
+from consumer.logs import get_logger, register_secret
+from consumer.signalr import protocol as proto
+from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy
+
+__all__ = [
+    "ConnectionLostError",
+    "ConnectionState",
+    "HandshakeError",
+    "HubAuthError",
+    "HubConnection",
+    "HubConnectionError",
+    "HubError",
+    "HubStream",
+    "NegotiateError",
+    "ServerClosedError",
+    "ServerTimeoutError",
+    "build_negotiate_url",
+    "build_ws_url",
+    "check_url_security",
+    "redact_url",
+]
+
+log = get_logger(__name__)
+
+MAX_REDIRECTS = 100
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+NO_RESULT_ERROR = "Client didn't provide a result."
+_TRACKABLE = frozenset(
+    {
+        proto.MessageType.INVOCATION,
+        proto.MessageType.STREAM_ITEM,
+        proto.MessageType.COMPLETION,
+        proto.MessageType.STREAM_INVOCATION,
+        proto.MessageType.CANCEL_INVOCATION,
+    }
+)
+
+TokenFactory: TypeAlias = Callable[[], Awaitable[str]]
+Handler: TypeAlias = Callable[..., Any]
+RawHandler: TypeAlias = Callable[[str, Any], Any]
+Callback: TypeAlias = Callable[..., Any]
+
+
+class TokenProviderLike(Protocol):
+    async def get_token(self) -> str: ...
+
+    def invalidate(self, token: str) -> None: ...
+
+
+# --- errors -----------------------------------------------------------------------------------------
+
+
+class HubConnectionError(Exception):
+    """Base class of every error this client raises (besides ConfigError at construction)."""
+
+
+class HubError(HubConnectionError):
+    """The hub completed an invocation with an error; the message is the hub's."""
+
+
+class ConnectionLostError(HubConnectionError):
+    """The connection was lost or stopped while an invocation or stream was pending."""
+
+
+class NegotiateError(HubConnectionError):
+    """The negotiate request failed or its response cannot be used."""
+
+
+class HandshakeError(HubConnectionError):
+    """The hub refused the handshake, answered garbage, or did not answer within the timeout."""
+
+
+class HubAuthError(HubConnectionError):
+    """The bearer was rejected (401/403) twice in a row: once with the cached and once with a fresh token."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ServerClosedError(HubConnectionError):
+    """The server sent a Close message with an error."""
+
+
+class ServerTimeoutError(HubConnectionError):
+    """Nothing was received from the server within the server timeout (half-open connection)."""
+
+
+class _AuthRejected(Exception):
+    def __init__(self, status: int, token: str | None, where: str) -> None:
+        super().__init__(f"{where} rejected the bearer with HTTP {status}")
+        self.status = status
+        self.token = token
+        self.where = where
+
+
+# --- URLs -------------------------------------------------------------------------------------------
+
+_REDACT_PARAMS = frozenset({"access_token", "id"})
+
+
+def redact_url(url: str) -> str:
+    """The URL with `access_token` and the connection token (`id`) query values masked, for logging."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if not parts.query:
+        return url
+    query = [(k, "[redacted]" if k in _REDACT_PARAMS else v) for k, v in parse_qsl(parts.query, True)]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="[]")))
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url_security(url: str, allow_insecure_http: bool = False) -> None:
+    """Refuse plain http/ws unless the host is loopback or insecure transport was explicitly allowed.
+
+    Same rule as the token factory (`consumer.auth`); kept here behind one function so the client can
+    switch to the shared one without touching callers.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("https", "wss"):
+        return
+    if scheme not in ("http", "ws"):
+        raise ConfigError(f"hub URL must be http(s) or ws(s), got {redact_url(url)!r}", key="url")
+    if allow_insecure_http or _is_loopback(parts.hostname):
+        return
+    raise ConfigError(
+        f"refusing plain {scheme} hub URL {redact_url(url)!r}: use https, a loopback host, "
+        "or set allow_insecure_http = true",
+        key="url",
+    )
+
+
+def _with_query(url: str, **params: str) -> str:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    names = {k for k, _ in query}
+    query.extend((k, v) for k, v in params.items() if k not in names)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def build_negotiate_url(url: str, *, stateful_reconnect: bool = False, negotiate_version: int = 1) -> str:
+    """`{url}/negotiate?negotiateVersion=1[&useStatefulReconnect=true]`, keeping the URL's own query."""
+    parts = urlsplit(url)
+    path = parts.path + ("negotiate" if parts.path.endswith("/") else "/negotiate")
+    extra = {"negotiateVersion": str(negotiate_version)}
+    if stateful_reconnect:
+        extra["useStatefulReconnect"] = "true"
+    return _with_query(urlunsplit(parts._replace(path=path)), **extra)
+
+
+def build_ws_url(url: str, connection_token: str | None = None, access_token: str | None = None) -> str:
+    """http(s)→ws(s), plus `id=<connectionToken>` and `access_token=` query parameters when given."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme.lower(), parts.scheme.lower())
+    out = urlunsplit(parts._replace(scheme=scheme))
+    params: dict[str, str] = {}
+    if connection_token:
+        params["id"] = connection_token
+    if access_token:
+        params["access_token"] = access_token
+    return _with_query(out, **params) if params else out
+
+
+# --- negotiate --------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Negotiated:
+    url: str
+    connection_id: str | None
+    connection_token: str | None
+    stateful_reconnect: bool
+
+
+@dataclass(slots=True)
+class _Redirect:
+    url: str
+    access_token: str | None
+
+
+# --- stateful reconnect buffer ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Buffered:
+    id: int
+    data: bytes
+    waiter: asyncio.Future[None] | None
+
+
+class _MessageBuffer:
+    """Sequence bookkeeping and the byte-bounded replay buffer (MessageBuffer.js semantics)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.messages: list[_Buffered] = []
+        self.total_sent = 0
+        self.buffered_bytes = 0
+        self.next_receiving_id = 1
+        self.latest_received_id = 0
+        self.wait_for_sequence = False
+        self.reconnect_in_progress = False
+        self.ack_needed = asyncio.Event()
+
+    def append(self, data: bytes) -> asyncio.Future[None] | None:
+        self.total_sent += 1
+        self.buffered_bytes += len(data)
+        waiter: asyncio.Future[None] | None = None
+        if self.buffered_bytes >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+        self.messages.append(_Buffered(self.total_sent, data, waiter))
+        return waiter
+
+    def ack(self, sequence_id: int) -> None:
+        keep_from = 0
+        for index, item in enumerate(self.messages):
+            if item.id <= sequence_id:
+                keep_from = index + 1
+                self.buffered_bytes -= len(item.data)
+                _resolve(item.waiter)
+            elif self.buffered_bytes < self.limit:
+                _resolve(item.waiter)
+            else:
+                break
+        if keep_from:
+            del self.messages[:keep_from]
+
+    def should_process(self, message: proto.HubMessage) -> bool:
+        if self.wait_for_sequence:
+            if message.type != proto.MessageType.SEQUENCE:
+                return False
+            self.wait_for_sequence = False
+            return True
+        if message.type not in _TRACKABLE:
+            return True
+        current = self.next_receiving_id
+        self.next_receiving_id += 1
+        if current <= self.latest_received_id:
+            if current == self.latest_received_id:
+                self.ack_needed.set()
+            return False
+        self.latest_received_id = current
+        self.ack_needed.set()
+        return True
+
+    def reset_sequence(self, sequence_id: int) -> None:
+        if sequence_id > self.next_receiving_id:
+            raise proto.ProtocolError("Sequence ID greater than amount of messages we've received.")
+        self.next_receiving_id = sequence_id
+
+    def disconnected(self) -> None:
+        self.reconnect_in_progress = True
+        self.wait_for_sequence = True
+
+    def first_unacked_id(self) -> int:
+        return self.messages[0].id if self.messages else self.total_sent + 1
+
+    def dispose(self, error: BaseException) -> None:
+        for item in self.messages:
+            if item.waiter is not None and not item.waiter.done():
+                item.waiter.set_exception(error)
+                item.waiter.exception()  # mark retrieved: nobody may be waiting any more
+        self.messages.clear()
+
+
+def _resolve(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+# --- streams ----------------------------------------------------------------------------------------
+
+_WAKE = object()
+_END = object()
+
+
+class HubStream(AsyncIterator[Any]):
+    """A server-to-client stream. Iterate it; `aclose()` (or `async with`) cancels it on the server."""
+
+    def __init__(self, connection: HubConnection, target: str, args: tuple[Any, ...], buffer: int) -> None:
+        self._connection = connection
+        self._target = target
+        self._args = args
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=buffer)
+        self._terminal: Any = None  # _END or an exception
+        self._invocation_id: str | None = None
+        self._finished = False
+
+    @property
+    def invocation_id(self) -> str | None:
+        return self._invocation_id
+
+    def __aiter__(self) -> HubStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._finished:
+            raise StopAsyncIteration
+        if self._invocation_id is None:
+            await self._connection._start_stream(self)
+        while True:
+            if not self._queue.empty():
+                item = self._queue.get_nowait()
+            elif self._terminal is not None:
+                return self._finish()
+            else:
+                try:
+                    item = await self._queue.get()
+                except asyncio.CancelledError:
+                    self._cancel_in_background()
+                    raise
+            if item is not _WAKE:
+                return item
+
+    def _finish(self) -> Any:
+        self._finished = True
+        self._connection._streams.pop(self._invocation_id or "", None)
+        terminal = self._terminal
+        if terminal is _END:
+            raise StopAsyncIteration
+        raise terminal
+
+    # called by the connection's receive loop
+    async def _put(self, item: Any) -> None:
+        if not self._finished:
+            await self._queue.put(item)
+
+    def _complete(self, terminal: Any) -> None:
+        if self._terminal is None:
+            self._terminal = terminal
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(_WAKE)
+
+    def _cancel_in_background(self) -> None:
+        if self._finished or self._invocation_id is None:
+            return
+        self._finished = True
+        self._connection._streams.pop(self._invocation_id, None)
+        self._connection._spawn(self._connection._send_cancel(self._invocation_id))
+
+    async def aclose(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._invocation_id is not None:
+            self._connection._streams.pop(self._invocation_id, None)
+            if self._terminal is None:
+                await self._connection._send_cancel(self._invocation_id)
+
+    async def __aenter__(self) -> HubStream:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+# --- the connection ---------------------------------------------------------------------------------
+
+
+class ConnectionState(enum.StrEnum):
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    DISCONNECTING = "disconnecting"
+
+
+@dataclass(slots=True)
+class _Ended:
+    """Why a transport ended: the error, whether reconnecting is allowed, and whether to try a resume."""
+
+    error: BaseException | None
+    allow_reconnect: bool
+    resumable: bool
+
+
+class HubConnection:
+    """One logical SignalR hub connection. See the module docstring for the behaviour."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        access_token_factory: TokenFactory | None = None,
+        invalidate_token: Callable[[str], None] | None = None,
+        token_provider: TokenProviderLike | None = None,
+        protocol: Literal["json", "messagepack"] | str = "json",
+        skip_negotiation: bool = False,
+        token_transport: Literal["header", "query", "both"] = "both",
+        headers: Mapping[str, str] | None = None,
+        retry_policy: RetryPolicy | None = None,
+        retry_initial_start: bool = True,
+        stateful_reconnect: bool = False,
+        stateful_buffer_size: int = 100_000,
+        ack_interval: float = 1.0,
+        handshake_timeout: float = 15.0,
+        keepalive_interval: float = 15.0,
+        server_timeout: float = 30.0,
+        negotiate_timeout: float = 100.0,
+        close_timeout: float = 2.0,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+        dispatch_queue_size: int = 10_000,
+        stream_buffer_size: int = 1_000,
+        allow_insecure_http: bool = False,
+        raw_arguments: bool = False,
+        http_client: httpx.AsyncClient | None = None,
+        ssl: Any = None,
+    ) -> None:
+        check_url_security(url, allow_insecure_http)
+        if token_transport not in ("header", "query", "both"):
+            raise ConfigError(f"token_transport must be header, query or both, not {token_transport!r}")
+        if token_provider is not None:
+            access_token_factory = access_token_factory or token_provider.get_token
+            invalidate_token = invalidate_token or token_provider.invalidate
+        self.url = url
+        self._token_factory = access_token_factory
+        self._invalidate = invalidate_token
+        self._protocol_name = protocol
+        self._raw_arguments = raw_arguments
+        try:
+            self._protocol: proto.HubProtocol = proto.get_protocol(protocol, raw_arguments=raw_arguments)
+        except proto.ProtocolError as exc:
+            raise ConfigError(str(exc), key="protocol") from None
+        self._text = self._protocol.transfer_format == "text"
+        self._skip_negotiation = skip_negotiation
+        self._token_transport = token_transport
+        self._headers = dict(headers or {})
+        self._retry_policy: RetryPolicy = retry_policy if retry_policy is not None else DaemonRetryPolicy()
+        self._retry_initial_start = retry_initial_start
+        self._stateful_requested = stateful_reconnect and not skip_negotiation
+        self._stateful_buffer_size = stateful_buffer_size
+        self._ack_interval = ack_interval
+        self._handshake_timeout = handshake_timeout
+        self._keepalive_interval = keepalive_interval
+        self._server_timeout = server_timeout
+        self._negotiate_timeout = negotiate_timeout
+        self._close_timeout = close_timeout
+        self._max_message_size = max_message_size
+        self._max_frame_size = max_frame_size if max_frame_size is not None else 8 * max_message_size
+        self._dispatch_queue_size = dispatch_queue_size
+        self._stream_buffer_size = stream_buffer_size
+        self._allow_insecure = allow_insecure_http
+        self._http_client = http_client
+        self._ssl = ssl
+
+        self._state = ConnectionState.DISCONNECTED
+        self._handlers: dict[str, list[Handler]] = {}
+        self._raw_handler: RawHandler | None = None
+        self._reconnecting_cbs: list[Callback] = []
+        self._reconnected_cbs: list[Callback] = []
+        self._closed_cbs: list[Callback] = []
+        self._ids = itertools.count()
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._streams: dict[str, HubStream] = {}
+        self._warned_targets: set[str] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+
+        self._ws: ClientConnection | None = None
+        self._reader: proto.MessageReader | None = None
+        self._early: list[proto.HubMessage] = []
+        self._buffer: _MessageBuffer | None = None
+        self._resume_url: str | None = None
+        self._connection_id: str | None = None
+        self._send_lock = asyncio.Lock()
+        self._last_send = 0.0
+        self._dispatch_queue: asyncio.Queue[proto.Invocation] | None = None
+        self._main_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._give_up_error: BaseException | None = None
+        self._closed_event = asyncio.Event()
+        self._closed_event.set()
+
+    # --- public surface --------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def connection_id(self) -> str | None:
+        return self._connection_id
+
+    @property
+    def protocol_name(self) -> str:
+        return self._protocol.name
+
+    def on(self, target: str, handler: Handler) -> None:
+        """Register `handler(*args)` (sync or async) for a hub → client method; case-insensitive."""
+        self._handlers.setdefault(target.lower(), []).append(handler)
+
+    def off(self, target: str, handler: Handler | None = None) -> None:
+        if handler is None:
+            self._handlers.pop(target.lower(), None)
+            return
+        handlers = self._handlers.get(target.lower(), [])
+        with contextlib.suppress(ValueError):
+            handlers.remove(handler)
+        if not handlers:
+            self._handlers.pop(target.lower(), None)
+
+    def on_raw(self, handler: RawHandler | None) -> None:
+        """With `raw_arguments=True`: `handler(target, raw_args)` gets invocations no `on()` handler takes."""
+        self._raw_handler = handler
+
+    def on_reconnecting(self, callback: Callback) -> None:
+        self._reconnecting_cbs.append(callback)
+
+    def on_reconnected(self, callback: Callback) -> None:
+        self._reconnected_cbs.append(callback)
+
+    def on_closed(self, callback: Callback) -> None:
+        self._closed_cbs.append(callback)
+
+    async def start(self) -> None:
+        """Connect (retrying with the policy when `retry_initial_start`); returns once connected."""
+        if self._state != ConnectionState.DISCONNECTED:
+            raise HubConnectionError(f"Cannot start a HubConnection that is in the {self._state} state.")
+        self._stopping = False
+        self._state = ConnectionState.CONNECTING
+        self._closed_event.clear()
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._main_task = asyncio.create_task(self._main(started), name=f"signalr:{redact_url(self.url)}")
+        try:
+            await asyncio.shield(started)
+        except asyncio.CancelledError:
+            if not started.done():
+                await self._cancel_main()
+            raise
+
+    async def stop(self) -> None:
+        """Close gracefully (Close message, then the WebSocket). Pending calls fail; on_closed fires."""
+        task = self._main_task
+        if task is None or task.done():
+            self._state = ConnectionState.DISCONNECTED
+            return
+        if self._stopping:
+            await self._closed_event.wait()
+            return
+        self._stopping = True
+        was_connected = self._state == ConnectionState.CONNECTED
+        self._state = ConnectionState.DISCONNECTING
+        if was_connected and self._ws is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._close_timeout):
+                    await self._transmit(self._protocol.encode(proto.Close()))
+        await self._cancel_main()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed for good (stop, policy gave up, Close without reconnect)."""
+        await self._closed_event.wait()
+
+    async def send(self, target: str, *args: Any) -> None:
+        """Non-blocking invocation: no invocation id, no Completion."""
+        self._require_connected()
+        await self._send_message(proto.Invocation(target=target, arguments=list(args)))
+
+    async def invoke(self, target: str, *args: Any) -> Any:
+        """Invoke a hub method and return its result; raises HubError with the hub's error message."""
+        self._require_connected()
+        invocation_id = str(next(self._ids))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[invocation_id] = future
+        try:
+            await self._send_message(
+                proto.Invocation(target=target, arguments=list(args), invocation_id=invocation_id)
+            )
+            return await future
+        finally:
+            self._pending.pop(invocation_id, None)
+
+    def stream(self, target: str, *args: Any) -> HubStream:
+        """A server→client stream; the StreamInvocation is sent on first iteration."""
+        return HubStream(self, target, args, self._stream_buffer_size)
+
+    # --- internals: streams --------------------------------------------------------------------
+
+    async def _start_stream(self, stream: HubStream) -> None:
+        self._require_connected()
+        invocation_id = str(next(self._ids))
+        stream._invocation_id = invocation_id
+        self._streams[invocation_id] = stream
+        try:
+            await self._send_message(
+                proto.StreamInvocation(
+                    invocation_id=invocation_id, target=stream._target, arguments=list(stream._args)
+                )
+            )
+        except BaseException:
+            self._streams.pop(invocation_id, None)
+            stream._finished = True
+            raise
+
+    async def _send_cancel(self, invocation_id: str) -> None:
+        if self._state != ConnectionState.CONNECTED:
+            return
+        try:
+            await self._send_message(proto.CancelInvocation(invocation_id=invocation_id))
+        except Exception as exc:  # the connection is going away; nothing to cancel any more
+            log.debug("signalr.cancel_not_sent", invocation_id=invocation_id, error=repr(exc))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- internals: sending --------------------------------------------------------------------
+
+    def _require_connected(self) -> None:
+        if self._state != ConnectionState.CONNECTED:
+            raise HubConnectionError(
+                f"Cannot send data if the connection is not in the 'connected' state (it is {self._state})."
+            )
+
+    async def _transmit(self, data: bytes) -> None:
+        ws = self._ws
+        if ws is None:
+            raise ConnectionLostError("the connection has no transport")
+        async with self._send_lock:
+            await self._ws_send(ws, data)
+
+    async def _ws_send(self, ws: ClientConnection, data: bytes) -> None:
+        try:
+            if self._text:
+                await ws.send(data.decode("utf-8"))
+            else:
+                await ws.send(data)
+        except ConnectionClosed as exc:
+            raise ConnectionLostError(f"the WebSocket is closed ({exc})") from exc
+        self._last_send = asyncio.get_running_loop().time()
+
+    async def _send_message(self, message: proto.HubMessage) -> None:
+        data = self._protocol.encode(message)
+        buffer = self._buffer
+        if buffer is None or message.type not in _TRACKABLE:
+            await self._transmit(data)
+            return
+        async with self._send_lock:
+            waiter = buffer.append(data)
+            ws = self._ws
+            if not buffer.reconnect_in_progress and ws is not None:
+                try:
+                    await self._ws_send(ws, data)
+                except ConnectionLostError:
+                    buffer.disconnected()  # kept in the buffer; replayed after the resume
+        if waiter is not None:
+            await waiter
+
+    # --- internals: connecting -----------------------------------------------------------------
+
+    async def _get_token(self) -> str | None:
+        if self._token_factory is None:
+            return None
+        token = await self._token_factory()
+        register_secret(token)
+        return token
+
+    def _auth_headers(self, token: str | None) -> dict[str, str]:
+        headers = dict(self._headers)
+        if token and self._token_transport in ("header", "both"):
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def _token_query(self, token: str | None) -> str | None:
+        return token if token and self._token_transport in ("query", "both") else None
+
+    @contextlib.asynccontextmanager
+    async def _http(self) -> AsyncIterator[httpx.AsyncClient]:
+        if self._http_client is not None:
+            yield self._http_client
+            return
+        async with httpx.AsyncClient(timeout=self._negotiate_timeout, follow_redirects=True) as client:
+            yield client
+
+    async def _negotiate_once(self, url: str, token: str | None) -> _Negotiated | _Redirect:
+        negotiate_url = build_negotiate_url(url, stateful_reconnect=self._stateful_requested)
+        query_token = self._token_query(token)
+        if query_token:
+            negotiate_url = _with_query(negotiate_url, access_token=query_token)
+        log.debug("signalr.negotiate", url=redact_url(negotiate_url))
+        try:
+            async with self._http() as client:
+                response = await client.post(
+                    negotiate_url,
+                    headers=self._auth_headers(token),
+                    content=b"",
+                    timeout=self._negotiate_timeout,
+                )
+        except httpx.HTTPError as exc:
+            raise NegotiateError(
+                f"Failed to complete negotiation with the server at {redact_url(url)}: {type(exc).__name__}"
+            ) from None
+        if response.status_code in (401, 403):
+            raise _AuthRejected(response.status_code, token, "negotiate")
+        if response.status_code != 200:
+            hint = (
+                " (not a SignalR endpoint, or a proxy is in the way)" if response.status_code == 404 else ""
+            )
+            raise NegotiateError(
+                f"Unexpected status code returned from negotiate '{response.status_code}'{hint}"
+            )
+        try:
+            body = msgspec.json.decode(response.content)
+        except msgspec.DecodeError:
+            raise NegotiateError("negotiate response is not JSON") from None
+        if not isinstance(body, dict):
+            raise NegotiateError("negotiate response is not a JSON object")
+        if body.get("error"):
+            raise NegotiateError(f"negotiate refused: {body['error']}")
+        if "ProtocolVersion" in body:
+            raise NegotiateError(
+                "Detected a connection attempt to an ASP.NET SignalR Server; "
+                "only ASP.NET Core SignalR is supported."
+            )
+        if body.get("url"):
+            new_url = str(body["url"])
+            access_token = body.get("accessToken")
+            if access_token is not None:
+                access_token = str(access_token)
+                register_secret(access_token)
+            return _Redirect(new_url, access_token)
+        version = body.get("negotiateVersion") or 0
+        connection_id = body.get("connectionId")
+        connection_token = body.get("connectionToken") if version >= 1 else connection_id
+        if not isinstance(connection_token, str) or not connection_token:
+            raise NegotiateError("negotiate response has no connection token")
+        stateful = bool(body.get("useStatefulReconnect"))
+        if stateful and not self._stateful_requested:
+            raise NegotiateError("Client didn't negotiate Stateful Reconnect but the server did.")
+        wanted = "Text" if self._text else "Binary"
+        transports = body.get("availableTransports") or []
+        if not any(
+            isinstance(t, dict)
+            and t.get("transport") == "WebSockets"
+            and wanted in (t.get("transferFormats") or [])
+            for t in transports
+        ):
+            raise NegotiateError(f"the server does not offer the WebSockets transport with {wanted} frames")
+        return _Negotiated(url, str(connection_id) if connection_id else None, connection_token, stateful)
+
+    async def _open_ws(self, url: str, token: str | None) -> ClientConnection:
+        ws_url = build_ws_url(url, access_token=self._token_query(token))
+        check_url_security(ws_url, self._allow_insecure)
+        log.debug("signalr.websocket_connect", url=redact_url(ws_url))
+        extra: dict[str, Any] = {"ssl": self._ssl} if self._ssl is not None else {}
+        try:
+            return await websockets.connect(
+                ws_url,
+                additional_headers=self._auth_headers(token),
+                max_size=self._max_frame_size,
+                open_timeout=self._handshake_timeout,
+                close_timeout=self._close_timeout,
+                ping_interval=None,
+                ping_timeout=None,
+                proxy=None,
+                **extra,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise _AuthRejected(status, token, "WebSocket upgrade") from None
+            raise HubConnectionError(
+                f"WebSocket upgrade to {redact_url(ws_url)} refused with HTTP {status}"
+            ) from None
+        except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+            raise HubConnectionError(
+                f"WebSocket connect to {redact_url(ws_url)} failed: {type(exc).__name__}: "
+                f"{redact_url(str(exc)) if 'access_token' not in str(exc) else '[redacted]'}"
+            ) from None
+
+    async def _establish(self) -> None:
+        """One connect: [negotiate (+redirects)] → WebSocket → handshake. Raises _AuthRejected on 401/403."""
+        url = self.url
+        token = await self._get_token()
+        fixed_token: str | None = None  # a redirect's accessToken replaces the factory for this attempt
+        negotiated: _Negotiated | None = None
+        if not self._skip_negotiation:
+            for _ in range(MAX_REDIRECTS):
+                result = await self._negotiate_once(url, token)
+                if isinstance(result, _Negotiated):
+                    negotiated = result
+                    break
+                check_url_security(result.url, self._allow_insecure)
+                log.info("signalr.negotiate_redirect", url=redact_url(result.url))
+                url = result.url
+                if result.access_token is not None:
+                    fixed_token = token = result.access_token
+            else:
+                raise NegotiateError("Negotiate redirection limit exceeded.")
+            if fixed_token is None:
+                token = await self._get_token()  # awaited again before the WebSocket connect
+        connect_url = build_ws_url(url, negotiated.connection_token if negotiated else None)
+        ws = await self._open_ws(connect_url, token)
+        try:
+            stateful = bool(negotiated and negotiated.stateful_reconnect)
+            await self._handshake(ws, version=2 if stateful else 1)
+        except BaseException:
+            await self._abort(ws)
+            raise
+        self._ws = ws
+        self._last_send = asyncio.get_running_loop().time()
+        self._connection_id = negotiated.connection_id if negotiated else None
+        self._resume_url = connect_url if negotiated and negotiated.stateful_reconnect else None
+        if self._buffer is not None:
+            self._buffer.dispose(ConnectionLostError("the connection was re-established without resume"))
+        self._buffer = _MessageBuffer(self._stateful_buffer_size) if self._resume_url else None
+        log.info(
+            "signalr.connected",
+            url=redact_url(connect_url),
+            protocol=self._protocol.name,
+            connection_id=self._connection_id,
+            stateful_reconnect=self._buffer is not None,
+        )
+
+    async def _handshake(self, ws: ClientConnection, version: int) -> None:
+        request = proto.encode_handshake_request(proto.HandshakeRequest(self._protocol.name, version))
+        await ws.send(request.decode("utf-8"))
+        received = b""
+        try:
+            async with asyncio.timeout(self._handshake_timeout):
+                while True:
+                    frame = await ws.recv(decode=False)
+                    received += frame
+                    if len(received) > self._max_message_size:
+                        raise HandshakeError("handshake response too large")
+                    response, rest = proto.parse_handshake_response(received)
+                    if response is not None:
+                        break
+        except TimeoutError:
+            raise HandshakeError(f"no handshake response within {self._handshake_timeout} s") from None
+        except ConnectionClosed as exc:
+            raise HandshakeError(f"the server closed the WebSocket during the handshake ({exc})") from None
+        except proto.ProtocolError as exc:
+            raise HandshakeError(f"Error parsing handshake response: {exc}") from None
+        if response.error:
+            raise HandshakeError(f"Server returned handshake error: {response.error}")
+        self._reader = self._protocol.reader(max_message_size=self._max_message_size)
+        try:
+            self._early = self._reader.feed(rest) if rest else []
+        except proto.ProtocolError as exc:
+            raise HandshakeError(f"malformed data after the handshake: {exc}") from None
+
+    async def _connect_once(self) -> None:
+        """`_establish` with the 401/403 rule: invalidate the token and retry once at once."""
+        try:
+            await self._establish()
+        except _AuthRejected as first:
+            log.warning("signalr.auth_rejected", where=first.where, status=first.status, retry="fresh token")
+            if first.token is not None and self._invalidate is not None:
+                self._invalidate(first.token)
+            try:
+                await self._establish()
+            except _AuthRejected as second:
+                if second.token is not None and self._invalidate is not None:
+                    self._invalidate(second.token)
+                raise HubAuthError(
+                    f"{second.where} rejected the bearer with HTTP {second.status} (also with a fresh token)",
+                    second.status,
+                ) from None
+
+    async def _abort(self, ws: ClientConnection) -> None:
+        try:
+            async with asyncio.timeout(self._close_timeout):
+                await ws.close()
+        except Exception:
+            ws.transport.abort()
+
+    async def _connect_with_policy(self, reason: BaseException | None, *, initial: bool) -> bool:
+        """Attempt until connected (True) or the policy gives up (False, or raises on initial start)."""
+        started_at = time.monotonic()
+        attempts = 0
+        last: BaseException | None = reason
+        delay: float | None = 0.0 if initial else self._next_delay(0, 0.0, reason)
+        if delay is None:
+            return False
+        if not initial:
+            self._state = ConnectionState.RECONNECTING
+            log.warning("signalr.reconnecting", reason=_describe(reason), url=redact_url(self.url))
+            await self._fire(self._reconnecting_cbs, reason)
+            if self._stopping:
+                return False
+        while delay is not None:
+            if delay > 0:
+                log.info(
+                    "signalr.retry_scheduled",
+                    attempt=attempts + 1,
+                    delay=round(delay, 3),
+                    reason=_describe(last),
+                    initial_start=initial,
+                )
+                await asyncio.sleep(delay)
+            if self._stopping:
+                return False
+            try:
+                await self._connect_once()
+                return True
+            except (ConfigError, CredentialsRejected):
+                raise  # permanent: retrying cannot help
+            except Exception as exc:  # every other failure is retried by the policy
+                attempts += 1
+                last = exc
+                log.warning(
+                    "signalr.connect_failed", attempt=attempts, error=_describe(exc), initial_start=initial
+                )
+                if initial and not self._retry_initial_start:
+                    raise
+                delay = self._next_delay(attempts, time.monotonic() - started_at, exc)
+        log.error("signalr.retries_exhausted", attempts=attempts, error=_describe(last))
+        if initial and last is not None:
+            raise last
+        self._give_up_error = last
+        return False
+
+    def _next_delay(self, count: int, elapsed: float, reason: BaseException | None) -> float | None:
+        try:
+            delay = self._retry_policy.next_delay(count, elapsed, reason)
+        except Exception as exc:
+            log.error("signalr.retry_policy_failed", error=_describe(exc))
+            return None
+        return None if delay is None else max(0.0, float(delay))
+
+    # --- internals: lifecycle ------------------------------------------------------------------
+
+    async def _cancel_main(self) -> None:
+        task = self._main_task
+        if task is None:
+            return
+        if not task.done():
+            task.cancel()
+        await asyncio.wait([task])
+
+    async def _main(self, started: asyncio.Future[None]) -> None:
+        close_error: BaseException | None = None
+        connected_once = False
+        self._give_up_error = None
+        self._dispatch_queue = asyncio.Queue(maxsize=self._dispatch_queue_size)
+        dispatcher = asyncio.create_task(self._dispatch_loop(self._dispatch_queue))
+        try:
+            await self._connect_with_policy(None, initial=True)
+            connected_once = True
+            self._state = ConnectionState.CONNECTED
+            started.set_result(None)
+            while True:
+                ended = await self._run_transport()
+                if self._stopping:
+                    break
+                if not ended.allow_reconnect:
+                    close_error = ended.error
+                    log.warning("signalr.closed_by_server", error=_describe(ended.error), reconnect=False)
+                    break
+                if ended.resumable and self._buffer is not None and await self._resume():
+                    continue
+                self._fail_pending(ConnectionLostError(f"connection lost: {_describe(ended.error)}"))
+                if await self._connect_with_policy(ended.error, initial=False):
+                    self._state = ConnectionState.CONNECTED
+                    log.info("signalr.reconnected", connection_id=self._connection_id)
+                    await self._fire(self._reconnected_cbs, self._connection_id)
+                    continue
+                close_error = self._give_up_error or ended.error
+                break
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            if not started.done():
+                started.set_exception(HubConnectionError("The connection was stopped during start."))
+        except BaseException as exc:
+            close_error = exc
+            if not started.done():
+                started.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            dispatcher.cancel()
+            await asyncio.wait([dispatcher])
+            ws, self._ws = self._ws, None
+            if ws is not None:
+                await self._abort(ws)
+            for task in list(self._background):
+                task.cancel()
+            self._fail_pending(
+                ConnectionLostError("the connection was stopped")
+                if close_error is None
+                else ConnectionLostError(f"the connection was closed: {_describe(close_error)}")
+            )
+            if self._buffer is not None:
+                self._buffer.dispose(ConnectionLostError("connection closed"))
+                self._buffer = None
+            self._state = ConnectionState.DISCONNECTED
+            log.info("signalr.closed", error=_describe(close_error))
+        if connected_once:
+            await self._fire(self._closed_cbs, close_error)
+        self._closed_event.set()
+
+    async def _run_transport(self) -> _Ended:
+        ws = self._ws
+        reader = self._reader
+        assert ws is not None and reader is not None
+        keepalive = asyncio.create_task(self._keepalive_loop(ws))
+        acker = asyncio.create_task(self._ack_loop(self._buffer)) if self._buffer is not None else None
+        try:
+            early, self._early = self._early, []
+            ended = await self._handle_messages(early) if early else None
+            if ended is None:
+                ended = await self._receive_loop(ws, reader)
+        finally:
+            keepalive.cancel()
+            if acker is not None:
+                acker.cancel()
+            await asyncio.wait([t for t in (keepalive, acker) if t is not None])
+        if self._ws is ws:
+            self._ws = None
+        await self._abort(ws)
+        if not self._stopping:
+            log.warning(
+                "signalr.transport_ended",
+                error=_describe(ended.error),
+                allow_reconnect=ended.allow_reconnect,
+                resumable=ended.resumable and self._buffer is not None,
+            )
+        return ended
+
+    async def _receive_loop(self, ws: ClientConnection, reader: proto.MessageReader) -> _Ended:
+        while True:
+            try:
+                async with asyncio.timeout(self._server_timeout):
+                    data = await ws.recv(decode=False)
+            except TimeoutError:
+                return _Ended(
+                    ServerTimeoutError(
+                        f"Server timeout elapsed without receiving a message from the server "
+                        f"({self._server_timeout} s)."
+                    ),
+                    allow_reconnect=True,
+                    resumable=False,
+                )
+            except ConnectionClosed as exc:
+                return _Ended(
+                    ConnectionLostError(f"WebSocket closed ({exc})"), allow_reconnect=True, resumable=True
+                )
+            try:
+                messages = reader.feed(data)
+            except proto.ProtocolError as exc:
+                return _Ended(exc, allow_reconnect=True, resumable=False)
+            ended = await self._handle_messages(messages)
+            if ended is not None:
+                return ended
+
+    async def _handle_messages(self, messages: list[proto.HubMessage]) -> _Ended | None:
+        buffer = self._buffer
+        for message in messages:
+            if buffer is not None and not buffer.should_process(message):
+                continue
+            if isinstance(message, proto.Invocation):
+                assert self._dispatch_queue is not None
+                await self._dispatch_queue.put(message)
+            elif isinstance(message, proto.StreamItem):
+                stream = self._streams.get(message.invocation_id)
+                if stream is not None:
+                    await stream._put(message.item)
+            elif isinstance(message, proto.Completion):
+                self._complete(message)
+            elif isinstance(message, proto.Close):
+                error = (
+                    ServerClosedError(f"Server returned an error on close: {message.error}")
+                    if message.error
+                    else None
+                )
+                log.info(
+                    "signalr.close_message", error=message.error, allow_reconnect=message.allow_reconnect
+                )
+                return _Ended(error, allow_reconnect=message.allow_reconnect, resumable=False)
+            elif isinstance(message, proto.Ack):
+                if buffer is not None:
+                    buffer.ack(message.sequence_id)
+            elif isinstance(message, proto.Sequence):
+                if buffer is not None:
+                    try:
+                        buffer.reset_sequence(message.sequence_id)
+                    except proto.ProtocolError as exc:
+                        return _Ended(exc, allow_reconnect=True, resumable=False)
+            elif isinstance(message, proto.Ping):
+                pass
+            else:
+                log.warning("signalr.unexpected_message", type=int(message.type))
+        return None
+
+    def _complete(self, message: proto.Completion) -> None:
+        future = self._pending.pop(message.invocation_id, None)
+        if future is not None:
+            if not future.done():
+                if message.error is not None:
+                    future.set_exception(HubError(message.error))
+                else:
+                    future.set_result(message.result)
+            return
+        stream = self._streams.get(message.invocation_id)
+        if stream is not None:
+            stream._complete(HubError(message.error) if message.error is not None else _END)
+
+    def _fail_pending(self, error: ConnectionLostError) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(error)
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            stream._complete(error)
+
+    async def _keepalive_loop(self, ws: ClientConnection) -> None:
+        loop = asyncio.get_running_loop()
+        ping = self._protocol.encode(proto.Ping())
+        while True:
+            delay = self._last_send + self._keepalive_interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            try:
+                await self._transmit(ping)
+            except HubConnectionError:
+                return
+
+    async def _ack_loop(self, buffer: _MessageBuffer) -> None:
+        while True:
+            await buffer.ack_needed.wait()
+            await asyncio.sleep(self._ack_interval)
+            buffer.ack_needed.clear()
+            if buffer.reconnect_in_progress:
+                continue
+            try:
+                await self._transmit(self._protocol.encode(proto.Ack(sequence_id=buffer.latest_received_id)))
+            except HubConnectionError:
+                return
+
+    async def _resume(self) -> bool:
+        """Stateful reconnect: same connection token, no negotiate, no handshake; Sequence + replay."""
+        buffer = self._buffer
+        url = self._resume_url
+        assert buffer is not None and url is not None
+        buffer.disconnected()
+        log.info("signalr.resuming", url=redact_url(url), unacked=len(buffer.messages))
+        try:
+            ws = await self._open_ws_with_auth_retry(url)
+        except (HubConnectionError, OSError, TimeoutError) as exc:
+            log.warning("signalr.resume_failed", error=_describe(exc))
+            return False
+        self._reader = self._protocol.reader(max_message_size=self._max_message_size)
+        self._early = []
+        try:
+            async with self._send_lock:
+                await self._ws_send(
+                    ws, self._protocol.encode(proto.Sequence(sequence_id=buffer.first_unacked_id()))
+                )
+                for item in list(buffer.messages):
+                    await self._ws_send(ws, item.data)
+                buffer.reconnect_in_progress = False
+        except HubConnectionError as exc:
+            log.warning("signalr.resume_failed", error=_describe(exc))
+            await self._abort(ws)
+            return False
+        self._ws = ws
+        log.info("signalr.resumed", replayed=len(buffer.messages))
+        return True
+
+    async def _open_ws_with_auth_retry(self, url: str) -> ClientConnection:
+        token = await self._get_token()
+        try:
+            return await self._open_ws(url, token)
+        except _AuthRejected as first:
+            if first.token is not None and self._invalidate is not None:
+                self._invalidate(first.token)
+            try:
+                return await self._open_ws(url, await self._get_token())
+            except _AuthRejected as second:
+                raise HubAuthError(str(second), second.status) from None
+
+    # --- internals: dispatching ----------------------------------------------------------------
+
+    async def _dispatch_loop(self, queue: asyncio.Queue[proto.Invocation]) -> None:
+        while True:
+            message = await queue.get()
+            try:
+                await self._dispatch(message)
+            except Exception as exc:  # never let one invocation stop the dispatcher
+                log.error("signalr.dispatch_failed", target=message.target, error=_describe(exc))
+
+    def _decode_raw(self, raw: Any) -> list[Any]:
+        if not isinstance(raw, msgspec.Raw):
+            return list(raw)
+        data = bytes(raw)
+        decoded = msgspec.json.decode(data) if self._text else msgspec.msgpack.decode(data)
+        return list(decoded)
+
+    async def _dispatch(self, message: proto.Invocation) -> None:
+        handlers = list(self._handlers.get(message.target.lower(), ()))
+        expects = message.invocation_id is not None
+        if not handlers and self._raw_arguments and self._raw_handler is not None:
+            raw_handler: RawHandler = self._raw_handler
+            try:
+                raw_result = await _maybe_await(raw_handler(message.target, message.arguments))
+            except Exception as exc:
+                log.error("signalr.handler_failed", target=message.target, error=_describe(exc))
+                if expects:
+                    await self._send_completion(message.invocation_id, error=str(exc))
+                return
+            if expects:
+                if raw_result is None:
+                    await self._send_completion(message.invocation_id, error=NO_RESULT_ERROR)
+                else:
+                    await self._send_completion(message.invocation_id, result=raw_result)
+            return
+        if not handlers:
+            if message.target.lower() not in self._warned_targets:
+                self._warned_targets.add(message.target.lower())
+                log.warning("signalr.no_handler", target=message.target)
+            if expects:
+                await self._send_completion(message.invocation_id, error=NO_RESULT_ERROR)
+            return
+        args = self._decode_raw(message.arguments) if self._raw_arguments else list(message.arguments)
+        result: Any = None
+        error: BaseException | None = None
+        multiple = False
+        for handler in handlers:
+            try:
+                previous = result
+                result = await _maybe_await(handler(*args))
+                if expects and result is not None and previous is not None:
+                    multiple = True
+                error = None
+            except Exception as exc:
+                error = exc
+                log.error("signalr.handler_failed", target=message.target, error=_describe(exc))
+        if not expects:
+            return
+        if multiple:
+            await self._send_completion(message.invocation_id, error="Client provided multiple results.")
+        elif error is not None:
+            await self._send_completion(message.invocation_id, error=str(error) or type(error).__name__)
+        elif result is not None:
+            await self._send_completion(message.invocation_id, result=result)
+        else:
+            await self._send_completion(message.invocation_id, error=NO_RESULT_ERROR)
+
+    async def _send_completion(
+        self, invocation_id: str | None, *, result: Any = None, error: str | None = None
+    ) -> None:
+        assert invocation_id is not None
+        completion = (
+            proto.Completion(invocation_id=invocation_id, error=error)
+            if error is not None
+            else proto.Completion(invocation_id=invocation_id, result=result, has_result=True)
+        )
+        try:
+            await self._send_message(completion)
+        except HubConnectionError as exc:
+            log.warning("signalr.completion_not_sent", invocation_id=invocation_id, error=_describe(exc))
+
+    async def _fire(self, callbacks: list[Callback], *args: Any) -> None:
+        for callback in list(callbacks):
+            try:
+                await _maybe_await(callback(*args))
+            except Exception as exc:
+                log.error(
+                    "signalr.callback_failed",
+                    callback=getattr(callback, "__name__", "?"),
+                    error=_describe(exc),
+                )
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def _describe(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

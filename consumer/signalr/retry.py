@@ -1,0 +1,80 @@
+"""Reconnect retry policies for the SignalR client (`consumer.signalr.connection`).
+
+A policy answers one question: after `previous_retry_count` failed attempts, `elapsed` seconds since
+the connection was lost (or since the first start attempt), and the error that caused the last
+failure, how many seconds to wait before the next attempt — or `None` to give up.
+
+Presets:
+- `DaemonRetryPolicy()` (the default): 0 s, then exponential backoff with full jitter
+  (uniform in [0, min(cap, base * 2**(n-1))]) capped at 30 s; never gives up.
+- `OFFICIAL` (`FixedDelaysRetryPolicy((0, 2, 10, 30))`): the @microsoft/signalr
+  `withAutomaticReconnect()` default — four attempts, then stop.
+- `NEVER` (`NeverRetryPolicy()`): no automatic reconnect.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class RetryPolicy(Protocol):
+    def next_delay(
+        self, previous_retry_count: int, elapsed: float, reason: BaseException | None
+    ) -> float | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonRetryPolicy:
+    """0 s first, then full-jitter exponential backoff capped at `cap` seconds, forever."""
+
+    first_delay: float = 0.0
+    base: float = 1.0
+    cap: float = 30.0
+    uniform: Callable[[float, float], float] = field(default=random.uniform, compare=False, repr=False)
+
+    def next_delay(self, previous_retry_count: int, elapsed: float, reason: BaseException | None) -> float:
+        if previous_retry_count <= 0:
+            return self.first_delay
+        exponent = min(previous_retry_count - 1, 62)
+        ceiling = min(self.cap, self.base * float(2**exponent))
+        return min(self.cap, max(0.0, self.uniform(0.0, ceiling)))
+
+
+@dataclass(frozen=True, slots=True)
+class FixedDelaysRetryPolicy:
+    """Delays taken from a list by attempt number; `None` (give up) once the list is exhausted."""
+
+    delays: Sequence[float]
+
+    def next_delay(
+        self, previous_retry_count: int, elapsed: float, reason: BaseException | None
+    ) -> float | None:
+        if 0 <= previous_retry_count < len(self.delays):
+            return float(self.delays[previous_retry_count])
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class NeverRetryPolicy:
+    """Never reconnect automatically."""
+
+    def next_delay(
+        self, previous_retry_count: int, elapsed: float, reason: BaseException | None
+    ) -> float | None:
+        return None
+
+
+OFFICIAL = FixedDelaysRetryPolicy((0.0, 2.0, 10.0, 30.0))
+NEVER = NeverRetryPolicy()
+
+
+def retry_policy(name: str) -> RetryPolicy:
+    """A preset by name: `daemon`, `official` or `never` (for configuration files)."""
+    presets: dict[str, RetryPolicy] = {"daemon": DaemonRetryPolicy(), "official": OFFICIAL, "never": NEVER}
+    try:
+        return presets[name]
+    except KeyError:
+        raise ValueError(f"unknown retry policy {name!r}; expected one of {sorted(presets)}") from None

@@ -1,0 +1,125 @@
+"""Unit tests of the client's pure parts: retry policies, URL building, redaction, the URL rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumer.errors import ConfigError
+from consumer.signalr.connection import (
+    HubConnection,
+    build_negotiate_url,
+    build_ws_url,
+    check_url_security,
+    redact_url,
+)
+from consumer.signalr.retry import (
+    NEVER,
+    OFFICIAL,
+    DaemonRetryPolicy,
+    FixedDelaysRetryPolicy,
+    retry_policy,
+)
+
+
+def test_daemon_policy_zero_then_full_jitter_capped_never_none() -> None:
+    calls: list[tuple[float, float]] = []
+
+    def upper(lo: float, hi: float) -> float:
+        calls.append((lo, hi))
+        return hi  # the top of the jitter window, to see the ceiling
+
+    policy = DaemonRetryPolicy(uniform=upper)
+    assert policy.next_delay(0, 0.0, None) == 0.0
+    delays = [policy.next_delay(n, 1.0, RuntimeError("x")) for n in range(1, 12)]
+    assert delays[:6] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
+    assert all(d == 30.0 for d in delays[5:])
+    assert all(lo == 0.0 for lo, _ in calls)
+    # huge attempt counts neither overflow nor give up
+    assert policy.next_delay(10_000, 1e9, None) == 30.0
+
+
+def test_daemon_policy_default_jitter_stays_in_window() -> None:
+    policy = DaemonRetryPolicy()
+    for n in range(1, 50):
+        delay = policy.next_delay(n, 0.0, None)
+        assert delay is not None and 0.0 <= delay <= min(30.0, 2 ** (n - 1))
+
+
+def test_official_and_never_presets() -> None:
+    assert [OFFICIAL.next_delay(n, 0.0, None) for n in range(5)] == [0.0, 2.0, 10.0, 30.0, None]
+    assert NEVER.next_delay(0, 0.0, None) is None
+    assert FixedDelaysRetryPolicy((0.5,)).next_delay(1, 0.0, None) is None
+    assert retry_policy("official") is OFFICIAL
+    assert retry_policy("never") is NEVER
+    assert isinstance(retry_policy("daemon"), DaemonRetryPolicy)
+    with pytest.raises(ValueError, match="unknown retry policy"):
+        retry_policy("sometimes")
+
+
+@pytest.mark.parametrize(
+    ("url", "stateful", "expected"),
+    [
+        ("https://h/hub", False, "https://h/hub/negotiate?negotiateVersion=1"),
+        ("https://h/hub/", False, "https://h/hub/negotiate?negotiateVersion=1"),
+        (
+            "https://h/hub?x=1",
+            True,
+            "https://h/hub/negotiate?x=1&negotiateVersion=1&useStatefulReconnect=true",
+        ),
+        ("https://h/hub?negotiateVersion=0", False, "https://h/hub/negotiate?negotiateVersion=0"),
+    ],
+)
+def test_negotiate_url(url: str, stateful: bool, expected: str) -> None:
+    assert build_negotiate_url(url, stateful_reconnect=stateful) == expected
+
+
+def test_ws_url_scheme_id_and_token() -> None:
+    assert build_ws_url("https://h:8443/status/event-status") == "wss://h:8443/status/event-status"
+    assert build_ws_url("http://127.0.0.1:5/hub", "tok/en+=") == "ws://127.0.0.1:5/hub?id=tok%2Fen%2B%3D"
+    assert build_ws_url("https://h/hub?a=b", "c", "t.o.k") == "wss://h/hub?a=b&id=c&access_token=t.o.k"
+    assert build_ws_url("wss://h/hub") == "wss://h/hub"
+
+
+def test_redact_url_masks_access_token_and_connection_token() -> None:
+    url = "wss://h/hub?a=b&id=secret-connection&access_token=eyJ.secret.sig"
+    red = redact_url(url)
+    assert "eyJ.secret.sig" not in red and "secret-connection" not in red
+    assert red.startswith("wss://h/hub?a=b&id=") and "access_token=[redacted]" in red
+    assert redact_url("https://h/hub") == "https://h/hub"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/hub",
+        "wss://example.com/hub",
+        "http://127.0.0.1:1/hub",
+        "http://localhost/x",
+        "ws://[::1]:80/hub",
+        "http://127.3.4.5/hub",
+    ],
+)
+def test_url_rule_accepts_tls_and_loopback(url: str) -> None:
+    check_url_security(url)
+
+
+def test_url_rule_refuses_plain_http_unless_allowed() -> None:
+    with pytest.raises(ConfigError, match="allow_insecure_http"):
+        check_url_security("http://example.com/hub?access_token=abcdefgh")
+    try:
+        check_url_security("http://example.com/hub?access_token=abcdefgh")
+    except ConfigError as exc:
+        assert "abcdefgh" not in str(exc)
+    check_url_security("http://example.com/hub", allow_insecure_http=True)
+    with pytest.raises(ConfigError):
+        check_url_security("ftp://example.com/hub")
+    with pytest.raises(ConfigError):
+        HubConnection("http://example.com/hub")
+    HubConnection("http://example.com/hub", allow_insecure_http=True)
+
+
+def test_unknown_protocol_and_token_transport_are_config_errors() -> None:
+    with pytest.raises(ConfigError):
+        HubConnection("https://h/hub", protocol="xml")
+    with pytest.raises(ConfigError):
+        HubConnection("https://h/hub", token_transport="cookie")  # type: ignore[arg-type]
