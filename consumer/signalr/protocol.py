@@ -14,6 +14,25 @@ PUBLIC API (pinned: the server, the client and the relay are written against the
     handles partial frames, many messages per frame and messages split across frames.
   - `raw_arguments=True` (constructor option): Invocation.arguments is left undecoded as a
     `msgspec.Raw` of the arguments array (JSON text or MessagePack bytes) for pass-through relays.
+
+ADDITIONS (beyond the pinned API):
+- `HubProtocol.decode(data)` for whole frames; `reader(...).buffered` (bytes held for a partial message).
+- JSON readers also accept `str` (WebSocket text frames); the MessagePack reader rejects text.
+- `max_version` (2) and `is_version_supported(v)`: the official clients send handshake version 2 when
+  stateful reconnect was negotiated (then Ack/Sequence may flow), else 1; `version` stays 1.
+- `encode_varint`, `decode_varint`, `frame_binary` (binary framing), `SUPPORTED_PROTOCOLS`,
+  `DEFAULT_MAX_MESSAGE_SIZE` (1 MiB), `parse_handshake_*(..., max_size=64 KiB)`.
+
+Wire decisions where the spec is silent:
+- Unknown message types (an integer `type` outside 1..9) are skipped, as the official clients do.
+  Unknown JSON properties and extra trailing MessagePack array items are ignored.
+- Empty headers decode to `headers=None`; `None`/empty headers encode as absent (JSON) / 0x80 (MsgPack).
+- `stream_ids=None` is omitted on the wire; `[]` is written (`"streamIds":[]` / 0x90) and read back as [].
+- Close encodes as [7, error] unless allow_reconnect (then [7, error, true]); JSON omits falsy fields.
+- After a reader raised ProtocolError it stays failed (the connection must be closed).
+- Encoding a value msgspec cannot serialise raises ProtocolError; a non-message raises TypeError.
+- A `msgspec.Raw` given as Invocation arguments is written verbatim: it must already be in the
+  protocol's encoding (JSON text for json, MessagePack bytes for messagepack).
 """
 
 from __future__ import annotations
@@ -744,11 +763,26 @@ def _to_msgpack_array(message: HubMessage) -> tuple[Any, ...]:
         if message.allow_reconnect:
             return (7, message.error, True)
         return (7, message.error)
-    if isinstance(message, Ack):
-        return (8, message.sequence_id)
-    if isinstance(message, Sequence):
-        return (9, message.sequence_id)
     raise TypeError(f"not a hub message: {type(message).__name__}")
+
+
+def _encode_sequence_message(kind: int, sequence_id: int) -> bytes:
+    """[8|9, SequenceId] with the id written as a MessagePack uint (0xcc/0xcd/0xce/0xcf).
+
+    HubProtocol.md's Ack/Sequence examples use this form (0x92 0x08 0xcc 0x24) rather than a fixint;
+    both are valid MessagePack, and this one matches the spec byte for byte.
+    """
+    if sequence_id < 0 or sequence_id > 0xFFFFFFFFFFFFFFFF or isinstance(sequence_id, bool):
+        raise ProtocolError(f"sequence id must be an unsigned 64-bit integer, got {sequence_id!r}")
+    if sequence_id <= 0xFF:
+        body = bytes((0x92, kind, 0xCC, sequence_id))
+    elif sequence_id <= 0xFFFF:
+        body = bytes((0x92, kind, 0xCD)) + sequence_id.to_bytes(2, "big")
+    elif sequence_id <= 0xFFFFFFFF:
+        body = bytes((0x92, kind, 0xCE)) + sequence_id.to_bytes(4, "big")
+    else:
+        body = bytes((0x92, kind, 0xCF)) + sequence_id.to_bytes(8, "big")
+    return encode_varint(len(body)) + body
 
 
 def encode_varint(value: int) -> bytes:
@@ -768,8 +802,40 @@ def encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
-_MSGPACK_PING = b"\x02\x91\x06"
 _VARINT_MAX_BYTES = 5
+
+
+def decode_varint(data: bytes | bytearray | memoryview, offset: int = 0) -> tuple[int, int] | None:
+    """Read a VarInt length prefix at `offset`: (value, bytes used), or None if `data` ends inside it.
+
+    At most 5 bytes; values above 2**31-1 (the 2 GB limit of HubProtocol.md) raise ProtocolError.
+    """
+    value = 0
+    shift = 0
+    i = offset
+    n = len(data)
+    while True:
+        if i >= n:
+            return None
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            break
+        shift += 7
+        if i - offset >= _VARINT_MAX_BYTES:
+            raise ProtocolError("message length prefix is longer than 5 bytes")
+    if i - offset == _VARINT_MAX_BYTES and byte > 7:
+        raise ProtocolError("messages bigger than 2 GB are not supported")
+    return value, i - offset
+
+
+def frame_binary(payload: bytes) -> bytes:
+    """One frame of the binary framing: VarInt length prefix + payload."""
+    return encode_varint(len(payload)) + payload
+
+
+_MSGPACK_PING = b"\x02\x91\x06"
 
 
 class _MessagePackReader:
@@ -820,24 +886,13 @@ class _MessagePackReader:
         view = memoryview(data)
         pos = 0
         while pos < n:
-            length = 0
-            shift = 0
-            i = pos
-            while True:
-                if i >= n:  # incomplete length prefix
-                    self._pending = bytearray(view[pos:])
-                    self._need = n - pos + 1
-                    return out
-                byte = data[i]
-                i += 1
-                length |= (byte & 0x7F) << shift
-                if byte < 0x80:
-                    break
-                shift += 7
-                if i - pos >= _VARINT_MAX_BYTES:
-                    raise ProtocolError("message length prefix is longer than 5 bytes")
-            if i - pos == _VARINT_MAX_BYTES and data[i - 1] > 7:
-                raise ProtocolError("messages bigger than 2 GB are not supported")
+            prefix = decode_varint(data, pos)
+            if prefix is None:  # incomplete length prefix
+                self._pending = bytearray(view[pos:])
+                self._need = n - pos + 1
+                return out
+            length, size = prefix
+            i = pos + size
             if length > self._max:
                 raise ProtocolError(f"message exceeds the maximum size of {self._max} bytes")
             if length == 0:
@@ -879,8 +934,11 @@ class MessagePackHubProtocol:
         return 1 <= version <= self.max_version
 
     def encode(self, message: HubMessage) -> bytes:
-        if type(message) is Ping:
+        cls = type(message)
+        if cls is Ping:
             return _MSGPACK_PING  # always exactly 0x91 0x06
+        if isinstance(message, Ack | Sequence):
+            return _encode_sequence_message(int(message.type), message.sequence_id)
         array = _to_msgpack_array(message)
         try:
             body = self._encoder.encode(array)
