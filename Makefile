@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: all test lint typecheck unit demo simulate bench chaos clean
+.PHONY: all test lint typecheck unit demo simulate bench chaos clean systemd-analyze
 
 all: test
 
@@ -29,7 +29,13 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
-unit: $(VENV)/.installed node_modules/.installed
+# systemd-analyze for the unit-file test (tests/daemon/test_deploy.py); installed from Debian when root.
+systemd-analyze:
+	@command -v systemd-analyze >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd \
+	  >/dev/null; } || echo "systemd-analyze unavailable: the unit-file test will skip"
+
+unit: $(VENV)/.installed node_modules/.installed systemd-analyze
 	$(BIN)/pytest -q -p no:cacheprovider
 
 # The README's test command: install everything a test needs, lint, type-check, run the suite.
