@@ -100,6 +100,7 @@ class ProtocolArgs:
 class ServerStats:
     connections_current: int = 0
     connections_total: int = 0
+    negotiations: Counter[int] = field(default_factory=Counter)  # per negotiate version answered
     reconnects: int = 0
     messages_sent: Counter[str] = field(default_factory=Counter)  # per target, one per recipient
     messages_received: int = 0
@@ -635,6 +636,7 @@ class HubServer:
         except ValueError:
             return web.json_response({"error": "Invalid negotiateVersion."}, status=400)
         version = 1 if requested >= 1 else 0
+        self.stats.negotiations[version] += 1
         connection_id = _new_id()
         token = _new_id() if version >= 1 else connection_id
         conn = _Connection(self, connection_id, token, principal)

@@ -27,6 +27,7 @@ async def test_invoke_errors_groups_and_streams(
     assert len(server.connection_ids) == 1
     cid = server.connection_ids[0]
     assert server.protocol_of(cid) == protocol
+    assert server.stats.negotiations == ({} if skip else {1: 1})
 
     assert (await client.ok("invoke", method="Add", args=[40, 2]))["result"] == 42
     assert (await client.ok("invoke", method="Echo", args=[{"a": [1, "x", None]}]))["result"] == {
