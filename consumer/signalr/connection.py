@@ -618,6 +618,9 @@ class HubConnection:
             if not started.done():
                 await self._cancel_main()
             raise
+        except BaseException:
+            await asyncio.wait([self._main_task])  # cleanup done, state is disconnected
+            raise
 
     async def stop(self) -> None:
         """Close gracefully (Close message, then the WebSocket). Pending calls fail; on_closed fires."""
@@ -1101,7 +1104,10 @@ class HubConnection:
             await asyncio.wait([t for t in (keepalive, acker) if t is not None])
         if self._ws is ws:
             self._ws = None
-        await self._abort(ws)
+        if ended.error is None or isinstance(ended.error, ServerClosedError):
+            await self._abort(ws)  # the server said goodbye: close the WebSocket politely
+        else:
+            ws.transport.abort()  # dead, half-open or broken: do not wait for a close handshake
         if not self._stopping:
             log.warning(
                 "signalr.transport_ended",
