@@ -1,1 +1,11 @@
-"""Subscriptions, the RedMist profile, the output envelope and live state."""
+"""Subscriptions, the RedMist profile, the output envelope and live state.
+
+Public API:
+- `Relay(workers, hub=, protocol=)`: `on_raw(target, raw)` (the hot path), `on_invocation(target,
+  *args)`, `emit_snapshot(...)`, `emit_connection(state, error)`, `watch(target, callback)`, `stats`
+- `EnvelopeEncoder`, `peek_json_event_id` (consumer.relay.envelope); schema in docs/
+- `Subscriber(invoke, calls, after_round=...)`, `HubCall` (consumer.relay.subscriptions)
+- `RedMistProfile(cfg.redmist, relay, http, hub_url=)` (consumer.relay.redmist)
+- `LiveState(path)` (consumer.relay.state); `RelayStats` (consumer.relay.stats)
+- `contract` (owned by the simulator: MessagePack arrays <-> RedMist JSON names)
+"""

@@ -1,0 +1,151 @@
+"""The relay: hub invocations in, envelope lines out to the sink workers.
+
+Hot path per invocation (`on_raw(target, raw_args)`, registered with `HubConnection.on_raw` on a
+connection built with `raw_arguments=True`):
+
+    count → route (per-target cached tuple of sink workers) → JSON: cheap `eventId` peek and the raw
+    argument bytes spliced into the envelope | MessagePack: decode + contract names → encode the
+    envelope once → `offer()` the same bytes to each worker (await only when a `block` queue is full)
+
+No per-message logging, task creation or awaiting of a sink. Payloads are decoded only for targets a
+feature needs (`watch()`: RedMist resets, live state).
+
+Filters (`include` / `exclude` per sink) apply to invocation targets. Snapshot and connection records
+go to every sink: they are what makes the stream interpretable (gaps, fresh baselines).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from consumer.relay import contract
+from consumer.relay.envelope import EnvelopeEncoder, peek_json_event_id
+from consumer.relay.stats import RelayStats
+from consumer.sinks import SinkWorker
+
+Watcher = Callable[[list[Any], "int | str | None"], None]
+
+
+def normalise_event_id(value: Any) -> int | str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value:
+        return int(value) if value.isdigit() else value
+    return None
+
+
+def event_id_of(args: Sequence[Any]) -> int | str | None:
+    """The `eventId` of a decoded RedMist argument list (first object, or first object of a list)."""
+    if not args:
+        return None
+    first = args[0]
+    if isinstance(first, list):
+        first = first[0] if first else None
+    if isinstance(first, dict):
+        return normalise_event_id(first.get("eventId"))
+    return None
+
+
+class Relay:
+    def __init__(
+        self,
+        workers: Sequence[SinkWorker],
+        *,
+        hub: str,
+        protocol: Literal["json", "messagepack"] = "json",
+        stats: RelayStats | None = None,
+        encoder: EnvelopeEncoder | None = None,
+        peek_event_id: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.workers = tuple(workers)
+        self.protocol = protocol
+        self.stats = stats or RelayStats(clock=clock)
+        self.encoder = encoder or EnvelopeEncoder(hub)
+        self.peek_event_id = peek_event_id
+        self._clock = clock
+        self._routes: dict[str, tuple[SinkWorker, ...]] = {}
+        self._watch: dict[str, list[Watcher]] = {}
+        self._json = protocol == "json"
+
+    def watch(self, target: str, callback: Watcher) -> None:
+        """Call `callback(decoded_args, event_id)` for every invocation of `target` (after relaying)."""
+        self._watch.setdefault(target, []).append(callback)
+
+    def _route(self, target: str) -> tuple[SinkWorker, ...]:
+        route = self._routes.get(target)
+        if route is None:
+            route = tuple(w for w in self.workers if w.accepts(target))
+            self._routes[target] = route
+        return route
+
+    # -- hot path ------------------------------------------------------------------------------
+
+    async def on_raw(self, target: str, raw: Any) -> None:
+        """`HubConnection.on_raw` handler: `raw` is a msgspec.Raw of the arguments array."""
+        stats = self.stats
+        stats.last_message = self._clock()
+        received = stats.received
+        received[target] = received.get(target, 0) + 1
+        route = self._routes.get(target)
+        if route is None:
+            route = self._route(target)
+        watchers = self._watch.get(target)
+        if not route and not watchers:
+            return
+        decoded: list[Any] | None = None
+        if self._json:
+            arguments: Any = raw
+            event_id = peek_json_event_id(raw) if self.peek_event_id else None
+        else:
+            decoded = contract.arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
+            arguments = decoded
+            event_id = event_id_of(decoded) if self.peek_event_id else None
+        if route:
+            line = self.encoder.invocation(target, arguments, event_id)
+            for worker in route:
+                if not worker.offer(line):
+                    await worker.put(line)
+            relayed = stats.relayed
+            relayed[target] = relayed.get(target, 0) + 1
+        if watchers:
+            if decoded is None:
+                decoded = list(msgspec.json.decode(raw))
+            for watcher in watchers:
+                watcher(decoded, event_id)
+
+    async def on_invocation(self, target: str, *args: Any) -> None:
+        """Decoded-arguments entry point (an `on()` handler); output identical to `on_raw`."""
+        stats = self.stats
+        stats.last_message = self._clock()
+        stats.received[target] = stats.received.get(target, 0) + 1
+        decoded = list(args)
+        event_id = event_id_of(decoded) if self.peek_event_id else None
+        route = self._route(target)
+        if route:
+            line = self.encoder.invocation(target, decoded, event_id)
+            await self._fan_out(line, route)
+            stats.relayed[target] = stats.relayed.get(target, 0) + 1
+        for watcher in self._watch.get(target, ()):
+            watcher(decoded, event_id)
+
+    # -- other records -------------------------------------------------------------------------
+
+    async def _fan_out(self, line: bytes, route: Sequence[SinkWorker]) -> None:
+        for worker in route:
+            if not worker.offer(line):
+                await worker.put(line)
+
+    async def emit_snapshot(self, target: str, state: Any, event_id: int | str | None) -> None:
+        """A session snapshot (`state` may be a msgspec.Raw of the REST body: spliced as is)."""
+        await self._fan_out(self.encoder.snapshot(target, state, event_id), self.workers)
+
+    async def emit_connection(self, state: str, error: str | None = None) -> None:
+        """A connection marker (connected / reconnecting / reconnected / closed)."""
+        await self._fan_out(self.encoder.connection(state, error), self.workers)
