@@ -1,0 +1,489 @@
+"""The RedMist event-status hub and Status API on top of `consumer.signalr.server.HubServer`.
+
+- Hub at `/status/event-status` (negotiate and skipNegotiation; JSON and MessagePack) with RedMist's
+  settings by default (keepalive 15 s, client timeout 60 s, handshake 30 s, 1 MiB), anonymous allowed
+  unless `require_auth`, bearer validated in-process against the sim IdP's key, close on token expiry.
+- Server methods of the contract with their exact argument counts; private events need the access code
+  (wrong or missing -> HubException "Access code required or invalid for this event.").
+- Client methods with contract payloads: one broadcast per tick per event, shaped per protocol
+  (JSON: RedMist's names with every key present, nulls for "unchanged"; MessagePack: integer-keyed
+  arrays) via `ProtocolArgs`, so each protocol is encoded once per broadcast.
+- REST under `/status/Events`, `/status/v1/Events`, `/status/v2/Events` with the per-IP limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from consumer.logs import get_logger
+from consumer.relay.contract import CLIENT_METHOD_ARGS, format_datetime, json_names, value_to_msgpack
+from consumer.signalr.server import HubCallContext, HubError, HubServer, Principal, ProtocolArgs
+from consumer.sim.idp import Idp, InvalidToken
+from consumer.sim.race import RaceEngine, Update
+from consumer.sim.ratelimit import FixedWindow, TokenBucket, retry_after_header
+
+log = get_logger("consumer.sim.hub")
+
+HUB_PATH = "/status/event-status"
+REST_PREFIXES = ("/status/v2/Events", "/status/v1/Events", "/status/Events")
+ACCESS_DENIED = "Access code required or invalid for this event."
+MSGPACK = "application/x-msgpack"
+
+_PATCH_NAMES = json_names("CarPositionPatch")
+_SESSION_PATCH_NAMES = json_names("SessionStatePatch")
+
+
+@dataclass(slots=True)
+class HubSettings:
+    keepalive_interval: float = 15.0
+    client_timeout: float = 60.0
+    handshake_timeout: float = 30.0
+    max_message_size: int = 1024 * 1024
+    require_auth: bool = False
+    close_on_token_expiry: bool = True
+    stateful_reconnect: bool = False
+    protocols: tuple[str, ...] = ("json", "messagepack")
+    speed: float = 60.0  # race seconds per real second
+    tick_interval: float = 0.2  # real seconds between broadcasts
+    restart_delay: float = 5.0  # real seconds between a finished race and ReceiveReset + replay again
+    loop_races: bool = True
+    control_log_interval: float = 60.0
+    # REST limits: snapshot fixed window per IP (anonymous) / per user (token); global token buckets.
+    snapshot_window_anonymous: float = 3.0
+    snapshot_window_token: float = 0.9
+    global_rate_anonymous: float = 1 / 1.1
+    global_rate_token: float = 1 / 0.25
+    global_burst: float = 30.0
+
+
+@dataclass(slots=True)
+class SimEvent:
+    """One live event: its race engine, privacy and control log."""
+
+    engine: RaceEngine
+    access_code: str | None = None  # set -> private event
+    control_log: list[dict[str, Any]] = field(default_factory=list)
+    car_logs_changed: set[str] = field(default_factory=set)
+    race_ms: float = 0.0
+    finished_at: float | None = None
+
+    @property
+    def event_id(self) -> int:
+        return self.engine.event_id
+
+    @property
+    def private(self) -> bool:
+        return self.access_code is not None
+
+
+def _json_patch(names: list[str], patch: dict[str, Any]) -> dict[str, Any]:
+    """SignalR's JSON writes every member: unchanged ones as null."""
+    full = dict.fromkeys(names)
+    full.update(patch)
+    return full
+
+
+def _bearer_header(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+class RedMistHub:
+    """The hub + REST for a set of simulated events. `add_routes(app)`, then `run()` drives the races."""
+
+    def __init__(
+        self,
+        events: Iterable[SimEvent],
+        *,
+        idp: Idp | None = None,
+        settings: HubSettings | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.settings = settings or HubSettings()
+        self.idp = idp
+        self.events: dict[int, SimEvent] = {e.event_id: e for e in events}
+        self._rng = random.Random(seed)
+        s = self.settings
+        self.server = HubServer(
+            HUB_PATH,
+            protocols=s.protocols,
+            keepalive_interval=s.keepalive_interval,
+            client_timeout=s.client_timeout,
+            handshake_timeout=s.handshake_timeout,
+            max_message_size=s.max_message_size,
+            authenticate=self._authenticate,
+            require_auth=s.require_auth,
+            stateful_reconnect=s.stateful_reconnect,
+            close_on_token_expiry=s.close_on_token_expiry,
+        )
+        self._register_methods()
+        self._snapshot_anon = FixedWindow(1, s.snapshot_window_anonymous)
+        self._snapshot_token = FixedWindow(1, s.snapshot_window_token)
+        self._global_anon = TokenBucket(s.global_rate_anonymous, s.global_burst)
+        self._global_token = TokenBucket(s.global_rate_token, s.global_burst)
+        self.stats: dict[str, int] = {
+            "car_patch_batches": 0,
+            "session_patches": 0,
+            "resets": 0,
+            "rest_429": 0,
+        }
+        self.paused = False
+
+    # --- auth ----------------------------------------------------------------------------------------
+
+    def verify(self, token: str | None) -> Principal | None:
+        if token is None or self.idp is None:
+            return None
+        try:
+            claims = self.idp.verify(token)
+        except InvalidToken:
+            return None
+        return Principal(subject=str(claims.get("sub")), claims=claims, expires_at=float(claims["exp"]))
+
+    async def _authenticate(self, token: str | None, request: web.Request) -> Principal | None:
+        return self.verify(token)
+
+    # --- hub methods ---------------------------------------------------------------------------------
+
+    def _event(self, event_id: Any, access_code: Any = None, *, check: bool = True) -> int:
+        if isinstance(event_id, bool) or not isinstance(event_id, int | str):
+            raise HubError("eventId must be an integer.")
+        try:
+            eid = int(event_id)
+        except ValueError:
+            raise HubError("eventId must be an integer.") from None
+        if check and eid > 0:
+            event = self.events.get(eid)
+            if event is not None and event.private and access_code != event.access_code:
+                raise HubError(ACCESS_DENIED)
+        return eid
+
+    def _register_methods(self) -> None:
+        srv = self.server
+
+        async def subscribe(ctx: HubCallContext, event_id: Any) -> None:
+            await ctx.add_to_group(f"evt{self._event(event_id)}-sub")
+
+        async def subscribe_with_code(ctx: HubCallContext, event_id: Any, access_code: Any) -> None:
+            await ctx.add_to_group(f"evt{self._event(event_id, access_code)}-sub")
+
+        async def unsubscribe(ctx: HubCallContext, event_id: Any) -> None:
+            await ctx.remove_from_group(f"evt{self._event(event_id, check=False)}-sub")
+
+        async def control_logs(ctx: HubCallContext, event_id: Any, access_code: Any) -> None:
+            await ctx.add_to_group(f"{self._event(event_id, access_code)}-cl")
+
+        async def unsubscribe_control_logs(ctx: HubCallContext, event_id: Any) -> None:
+            await ctx.remove_from_group(f"{self._event(event_id, check=False)}-cl")
+
+        async def car_control_logs(ctx: HubCallContext, event_id: Any, car: Any, access_code: Any) -> None:
+            await ctx.add_to_group(f"{self._event(event_id, access_code)}-{car}")
+
+        async def unsubscribe_car_control_logs(ctx: HubCallContext, event_id: Any, car: Any) -> None:
+            await ctx.remove_from_group(f"{self._event(event_id, check=False)}-{car}")
+
+        async def in_car_v2(ctx: HubCallContext, event_id: Any, car: Any, access_code: Any) -> None:
+            await ctx.add_to_group(f"in-car-evt-{self._event(event_id, access_code)}-car-{car}v2")
+
+        async def unsubscribe_in_car_v2(ctx: HubCallContext, event_id: Any, car: Any) -> None:
+            await ctx.remove_from_group(f"in-car-evt-{self._event(event_id, check=False)}-car-{car}v2")
+
+        async def in_car_v1(ctx: HubCallContext, event_id: Any, car: Any, access_code: Any) -> None:
+            await ctx.add_to_group(f"in-car-evt-{self._event(event_id, access_code)}-car-{car}")
+
+        async def unsubscribe_in_car_v1(ctx: HubCallContext, event_id: Any, car: Any) -> None:
+            await ctx.remove_from_group(f"in-car-evt-{self._event(event_id, check=False)}-car-{car}")
+
+        srv.register("SubscribeToEvent", subscribe)
+        srv.register("SubscribeToEventV2", subscribe)
+        srv.register("SubscribeToEventV2WithCode", subscribe_with_code)
+        srv.register("UnsubscribeFromEvent", unsubscribe)
+        srv.register("UnsubscribeFromEventV2", unsubscribe)
+        srv.register("SubscribeToControlLogs", control_logs)
+        srv.register("UnsubscribeFromControlLogs", unsubscribe_control_logs)
+        srv.register("SubscribeToCarControlLogs", car_control_logs)
+        srv.register("UnsubscribeFromCarControlLogs", unsubscribe_car_control_logs)
+        srv.register("SubscribeToInCarDriverEventV2", in_car_v2)
+        srv.register("UnsubscribeFromInCarDriverEventV2", unsubscribe_in_car_v2)
+        srv.register("SubscribeToInCarDriverEvent", in_car_v1)
+        srv.register("UnsubscribeFromInCarDriverEvent", unsubscribe_in_car_v1)
+
+    # --- broadcasting --------------------------------------------------------------------------------
+
+    def _send(self, group: str, target: str, json_args: list[Any]) -> int:
+        """Broadcast with per-protocol shaping: the MessagePack form is derived from the JSON form."""
+        if not self.server.group_members(group):
+            return 0
+        types = CLIENT_METHOD_ARGS.get(target, [])
+        packed = [value_to_msgpack(t, a) for t, a in zip(types, json_args, strict=True)]
+        return self.server.send_to_group(
+            group, target, arguments=ProtocolArgs(json=json_args, messagepack=packed)
+        )
+
+    def publish(self, event: SimEvent, update: Update) -> None:
+        """Broadcast one engine update to the event's subscribers."""
+        eid = event.event_id
+        group = f"evt{eid}-sub"
+        if update.session_patch is not None:
+            patch = update.session_patch
+            self._send(group, "ReceiveSessionPatch", [_json_patch(_SESSION_PATCH_NAMES, patch)])
+            self.stats["session_patches"] += 1
+        if update.car_patches:  # only non-empty batches
+            patches = update.car_patches
+            self._send(group, "ReceiveCarPatches", [[_json_patch(_PATCH_NAMES, p) for p in patches]])
+            self.stats["car_patch_batches"] += 1
+            for p in patches:
+                car = p["number"]
+                in_car_group = f"in-car-evt-{eid}-car-{car}v2"
+                if self.server.group_members(in_car_group):
+                    self._send(in_car_group, "ReceiveInCarUpdateV2", [event.engine.in_car(car)])
+        if update.flag_changed and update.session_patch is not None:
+            self._log_flag(event, int(update.session_patch.get("currentFlag") or 0), update.race_ms)
+
+    def _log_flag(self, event: SimEvent, flag: int, race_ms: int) -> None:
+        engine = event.engine
+        when = format_datetime(engine.session_start + dt.timedelta(milliseconds=race_ms))
+        names = {1: "Green", 2: "Yellow", 3: "Red", 4: "White", 5: "Checkered"}
+        cars = list(engine.final_laps) or [""]
+        car = self._rng.choice(cars) if flag == 2 else ""
+        event.control_log.append(
+            {
+                "o": len(event.control_log) + 1,
+                "t": when,
+                "cor": f"T{self._rng.randint(1, 12)}" if car else "S/F",
+                "c1": car,
+                "c1h": bool(car),
+                "c2": "",
+                "c2h": False,
+                "n": f"{names.get(flag, 'Flag')} flag" + (f", car {car} off track" if car else ""),
+                "s": "Reviewed" if car else "",
+                "a": "",
+                "on": "",
+            }
+        )
+        if car:
+            event.car_logs_changed.add(car)
+
+    def send_control_logs(self) -> None:
+        """ReceiveControlLog: the whole log to `{eventId}-cl`, per-car logs to changed cars' groups."""
+        for event in self.events.values():
+            eid = event.event_id
+            whole = {"cn": "", "entries": list(event.control_log)}
+            self._send(f"{eid}-cl", "ReceiveControlLog", [whole])
+            for car in sorted(event.car_logs_changed):
+                logs = {"cn": car, "entries": [e for e in event.control_log if car in (e["c1"], e["c2"])]}
+                self._send(f"{eid}-{car}", "ReceiveControlLog", [logs])
+            event.car_logs_changed.clear()
+
+    def reset_event(self, event_id: int) -> None:
+        """Restart an event's session and send ReceiveReset (clients must re-fetch the snapshot)."""
+        event = self.events[event_id]
+        event.engine.session_start = dt.datetime.now(dt.UTC)
+        event.engine.reset()
+        event.race_ms = 0.0
+        event.finished_at = None
+        event.control_log.clear()
+        self.server.send_to_group(f"evt{event_id}-sub", "ReceiveReset")
+        self.stats["resets"] += 1
+
+    def step(self, race_seconds: float) -> None:
+        """Advance every event by `race_seconds` of race time and broadcast (the driver's tick)."""
+        now = time.monotonic()
+        for event in self.events.values():
+            engine = event.engine
+            if engine.finished:
+                if not self.settings.loop_races:
+                    continue
+                if event.finished_at is None:
+                    event.finished_at = now
+                elif now - event.finished_at >= self.settings.restart_delay:
+                    self.reset_event(event.event_id)
+                continue
+            event.race_ms += race_seconds * 1000.0
+            self.publish(event, engine.advance_to(int(event.race_ms)))
+
+    async def run(self) -> None:
+        """Drive the races against the loop clock until cancelled."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        next_log = last + s.control_log_interval
+        while True:
+            await asyncio.sleep(s.tick_interval)
+            now = loop.time()
+            if not self.paused:
+                self.step((now - last) * s.speed)
+            last = now
+            if now >= next_log:
+                self.send_control_logs()
+                next_log = now + s.control_log_interval
+
+    # --- REST ----------------------------------------------------------------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        self.server.add_routes(app)
+        routes = {
+            "LoadLiveEvents": self._live_events,
+            "LoadLiveAndRecentEvents": self._live_events,
+            "LoadEvent": self._load_event,
+            "GetCurrentSessionState": self._session_state,
+            "GetCurrentSessionStateJson": self._session_state_json,
+            "LoadSessions": self._sessions,
+            "LoadFlags": self._flags,
+            "LoadControlLog": self._control_log,
+            "LoadCarControlLogs": self._car_control_logs,
+            "LoadInCarPayload": self._in_car_payload,
+        }
+        for prefix in REST_PREFIXES:
+            for action, handler in routes.items():
+                app.router.add_get(f"{prefix}/{action}", self._guard(handler))
+
+    def _guard(self, handler: Callable[[web.Request, Principal | None], Any]) -> Any:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            principal = self.verify(_bearer_header(request))
+            ip = request.remote or "?"
+            limiter = self._global_token if principal else self._global_anon
+            wait = limiter.acquire(principal.subject if principal else ip)
+            if wait > 0:
+                return self._too_many(wait)
+            response: web.StreamResponse = await handler(request, principal)
+            return response
+
+        return guarded
+
+    def _too_many(self, wait: float) -> web.Response:
+        self.stats["rest_429"] += 1
+        return web.Response(status=429, headers={"Retry-After": retry_after_header(wait)})
+
+    @staticmethod
+    def _wants_msgpack(request: web.Request) -> bool:
+        accept = request.headers.get("Accept", "")
+        return MSGPACK in accept and "application/json" not in accept
+
+    def _reply(self, request: web.Request, type_expr: str, value: Any) -> web.Response:
+        if self._wants_msgpack(request):
+            body = msgspec.msgpack.encode(value_to_msgpack(type_expr, value))
+            return web.Response(body=body, content_type=MSGPACK)
+        return web.json_response(value, dumps=lambda v: msgspec.json.encode(v).decode())
+
+    def _lookup(self, request: web.Request) -> SimEvent:
+        try:
+            eid = int(request.query.get("eventId", ""))
+        except ValueError:
+            raise web.HTTPBadRequest(text="eventId is required") from None
+        event = self.events.get(eid)
+        if event is None:
+            raise web.HTTPNotFound(text="event")
+        if event.private and request.headers.get("X-Event-Access-Code") != event.access_code:
+            raise web.HTTPUnauthorized(text=ACCESS_DENIED)
+        return event
+
+    @staticmethod
+    def _require_token(principal: Principal | None) -> None:
+        if principal is None:
+            raise web.HTTPUnauthorized(headers={"WWW-Authenticate": "Bearer"})
+
+    def _snapshot_limit(self, request: web.Request, principal: Principal | None) -> float:
+        if principal is not None:
+            return self._snapshot_token.acquire(principal.subject)
+        return self._snapshot_anon.acquire(request.remote or "?")
+
+    async def _live_events(self, request: web.Request, principal: Principal | None) -> web.Response:
+        rows = [e.engine.summary(is_private=e.private) for e in self.events.values()]
+        return self._reply(request, "List<EventListSummary>", rows)
+
+    async def _session_state(self, request: web.Request, principal: Principal | None) -> web.Response:
+        event = self._lookup(request)
+        wait = self._snapshot_limit(request, principal)
+        if wait > 0:
+            return self._too_many(wait)
+        body = msgspec.msgpack.encode(value_to_msgpack("SessionState", event.engine.snapshot()))
+        return web.Response(body=body, content_type=MSGPACK)
+
+    async def _session_state_json(self, request: web.Request, principal: Principal | None) -> web.Response:
+        self._require_token(principal)
+        event = self._lookup(request)
+        wait = self._snapshot_limit(request, principal)
+        if wait > 0:
+            return self._too_many(wait)
+        return web.json_response(event.engine.snapshot(), dumps=lambda v: msgspec.json.encode(v).decode())
+
+    async def _load_event(self, request: web.Request, principal: Principal | None) -> web.Response:
+        event = self._lookup(request)
+        e = event.engine
+        body = {
+            "e": e.event_id,
+            "n": e.event_name,
+            "d": e.session_start.strftime("%Y-%m-%d"),
+            "u": "",
+            "s": [self._session_row(event)],
+            "on": e.organization_name,
+            "ow": None,
+            "l": None,
+            "sc": None,
+            "t": e.track_name,
+            "cc": "",
+            "di": "",
+            "b": None,
+            "hc": True,
+            "il": not e.finished,
+            "isSimulation": e.is_simulation,
+            "isArchived": False,
+            "organizationId": 1,
+            "priv": event.private,
+            "hn": False,
+        }
+        return self._reply(request, "Event", body)
+
+    @staticmethod
+    def _session_row(event: SimEvent) -> dict[str, Any]:
+        e = event.engine
+        return {
+            "sid": e.session_id,
+            "eid": e.event_id,
+            "n": e.session_name,
+            "st": format_datetime(e.session_start),
+            "et": None,
+            "tz": 0.0,
+            "lu": None,
+            "il": not e.finished,
+            "pq": False,
+        }
+
+    async def _sessions(self, request: web.Request, principal: Principal | None) -> web.Response:
+        return self._reply(request, "List<Session>", [self._session_row(self._lookup(request))])
+
+    async def _flags(self, request: web.Request, principal: Principal | None) -> web.Response:
+        event = self._lookup(request)
+        return self._reply(request, "List<FlagDuration>", [dict(f) for f in event.engine.flag_durations])
+
+    async def _control_log(self, request: web.Request, principal: Principal | None) -> web.Response:
+        event = self._lookup(request)
+        return self._reply(request, "List<ControlLogEntry>", list(event.control_log))
+
+    async def _car_control_logs(self, request: web.Request, principal: Principal | None) -> web.Response:
+        event = self._lookup(request)
+        car = request.query.get("car", "")
+        entries = [e for e in event.control_log if car in (e["c1"], e["c2"])]
+        return self._reply(request, "CarControlLogs?", {"cn": car, "entries": entries} if entries else None)
+
+    async def _in_car_payload(self, request: web.Request, principal: Principal | None) -> web.Response:
+        self._require_token(principal)
+        event = self._lookup(request)
+        return self._reply(request, "InCarPayload?", event.engine.in_car(request.query.get("car", "")))
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.server.shutdown()
