@@ -406,7 +406,7 @@ def test_msgpack_invalid_messages(obj: Any) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"\xc1", b"\x91", b"\x92\x06\xc1", b"\x91\x06\x00", b"\x91" * 100_000 + b"\x06"],
+    [b"\xc1", b"\x91", b"\x92\x06\xc1", b"\x91\x06\x00", b"\x94\x02\x80\xa11" + b"\x91" * 100_000 + b"\x06"],
     ids=["reserved-byte", "truncated", "bad-inner", "trailing-bytes", "deep-nesting"],
 )
 def test_msgpack_malformed_bodies(body: bytes) -> None:
