@@ -1044,7 +1044,11 @@ class HubConnection:
                     break
                 if ended.resumable and self._buffer is not None and await self._resume():
                     continue
-                self._fail_pending(ConnectionLostError(f"connection lost: {_describe(ended.error)}"))
+                self._fail_pending(
+                    ConnectionLostError(
+                        f"connection lost: {_describe(ended.error) or 'closed by the server'}"
+                    )
+                )
                 if await self._connect_with_policy(ended.error, initial=False):
                     self._state = ConnectionState.CONNECTED
                     log.info("signalr.reconnected", connection_id=self._connection_id)
