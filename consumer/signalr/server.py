@@ -165,6 +165,7 @@ class _Transport:
         transport = self.request.transport
         if transport is not None:
             transport.abort()
+        self.thawed.set()  # a frozen reader/writer must wake up to notice the dead socket
 
 
 class _Connection:

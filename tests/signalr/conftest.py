@@ -42,6 +42,13 @@ def build_demo_hub(**options: Any) -> HubServer:
     async def void(ctx: HubCallContext) -> None:
         ctx.server.stats.messages_received += 0
 
+    recorded: list[Any] = []
+    server.recorded = recorded  # type: ignore[attr-defined]
+
+    @server.method("Record")
+    async def record(ctx: HubCallContext, value: Any) -> None:
+        recorded.append(value)
+
     @server.method("JoinGroup")
     async def join(ctx: HubCallContext, group: str) -> None:
         await ctx.add_to_group(group)

@@ -120,7 +120,7 @@ async def test_close_without_allow_reconnect_stops_the_client(hub, official_clie
 
 @pytest.mark.parametrize("protocol", ["json", "messagepack"])
 async def test_stateful_reconnect_across_forced_drop_loses_and_duplicates_nothing(
-    official_client, make_hub, protocol: str
+    official_client, make_hub, until, protocol: str
 ) -> None:
     server = make_hub(keepalive_interval=0.5, client_timeout=5.0, reconnect_window=10.0, ack_interval=0.05)
     async with server.serve() as url:
@@ -131,15 +131,21 @@ async def test_stateful_reconnect_across_forced_drop_loses_and_duplicates_nothin
         for i in range(20):
             server.send_to_group("g", "Seq", i)
         await client.wait_event(lambda e: e.get("method") == "Seq" and e["args"] == [19])
-        # drop the TCP connection and keep broadcasting while the client is away
+        for i in range(5):
+            await client.ok("send", method="Record", args=[i])
+        # drop the TCP connection and keep broadcasting while the client is away; the client keeps sending
         assert server.drop_all() == 1
         for i in range(20, 40):
             server.send_to_group("g", "Seq", i)
+        for i in range(5, 10):
+            await client.ok("send", method="Record", args=[i])
         await client.wait_event(lambda e: e.get("method") == "Seq" and e["args"] == [39])
         for i in range(40, 60):
             server.send_to_group("g", "Seq", i)
         await client.wait_event(lambda e: e.get("method") == "Seq" and e["args"] == [59])
         assert client.messages("Seq") == [[i] for i in range(60)]
+        await until(lambda: len(server.recorded) >= 10)
+        assert server.recorded == list(range(10))  # client→server: nothing lost, nothing twice
         # same logical connection: no reconnecting/reconnected events, same id, hub calls still work
         assert server.connection_ids == [cid]
         assert server.stats.reconnects >= 1
@@ -170,3 +176,26 @@ async def test_client_timeout_closes_a_silent_client(official_client, make_hub, 
         closed = await client.wait_event(lambda e: e.get("event") == "closed", timeout=10)
         assert "Server timeout elapsed without receiving a message from the client." in closed["error"]
         await until(lambda: not server.connection_ids)
+
+
+async def test_half_open_server_is_detected_by_server_timeout_and_reconnected(
+    official_client, make_hub, until
+) -> None:
+    server = make_hub(keepalive_interval=0.2, client_timeout=30)
+    async with server.serve() as url:
+        client = await official_client()
+        await client.ok(
+            "start",
+            url=url,
+            protocol="messagepack",
+            serverTimeoutMs=1000,
+            keepAliveMs=200,
+            automaticReconnect=[0],
+        )
+        (first,) = server.connection_ids
+        assert server.half_open() == 1
+        reconnecting = await client.wait_event(lambda e: e.get("event") == "reconnecting")
+        assert "Server timeout elapsed without receiving a message from the server." in reconnecting["error"]
+        reconnected = await client.wait_event(lambda e: e.get("event") == "reconnected")
+        assert reconnected["connectionId"] != first
+        assert (await client.ok("invoke", method="Add", args=[2, 2]))["result"] == 4
