@@ -58,7 +58,6 @@ import asyncio
 import contextlib
 import enum
 import inspect
-import ipaddress
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -73,6 +72,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from consumer.auth.urls import check_url_security as shared_check_url_security
 from consumer.errors import ConfigError, CredentialsRejected
 from consumer.logs import get_logger, register_secret
 from consumer.signalr import protocol as proto
@@ -187,36 +187,13 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe="[]")))
 
 
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def check_url_security(url: str, allow_insecure_http: bool = False) -> None:
     """Refuse plain http/ws unless the host is loopback or insecure transport was explicitly allowed.
 
-    Same rule as the token factory (`consumer.auth`); kept here behind one function so the client can
-    switch to the shared one without touching callers.
+    The project's one rule (`consumer.auth.urls.check_url_security`), applied to the redacted URL so
+    that an error message can never carry a token.
     """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme in ("https", "wss"):
-        return
-    if scheme not in ("http", "ws"):
-        raise ConfigError(f"hub URL must be http(s) or ws(s), got {redact_url(url)!r}", key="url")
-    if allow_insecure_http or _is_loopback(parts.hostname):
-        return
-    raise ConfigError(
-        f"refusing plain {scheme} hub URL {redact_url(url)!r}: use https, a loopback host, "
-        "or set allow_insecure_http = true",
-        key="url",
-    )
+    shared_check_url_security(redact_url(url), allow_insecure_http, "hub URL", key="url")
 
 
 def _with_query(url: str, **params: str) -> str:

@@ -524,3 +524,27 @@ async def test_negotiate_redirect_followed_with_its_access_token() -> None:
             assert seen[0][0] == "/hub/negotiate" and seen[1][0] == "/hub"
         finally:
             await runner.cleanup()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_raw_arguments_pass_through(protocol: str) -> None:
+    import msgspec
+
+    server = build_hub()
+    async with server.serve() as url:
+        conn = client(url, protocol=protocol, raw_arguments=True)
+        raw: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        decoded: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        conn.on_raw(lambda target, args: raw.put_nowait((target, args)))
+        conn.on("Decoded", lambda *args: decoded.put_nowait(args))
+        async with running(conn):
+            await conn.invoke("JoinGroup", "g")
+            server.send_to_group("g", "ReceiveCarPatches", [{"number": "7", "lastLapTime": None}])
+            server.send_to_group("g", "Decoded", 1, "two")
+            target, args = await asyncio.wait_for(raw.get(), 5)
+            assert target == "ReceiveCarPatches" and isinstance(args, msgspec.Raw)
+            data = bytes(args)
+            value = msgspec.json.decode(data) if protocol == "json" else msgspec.msgpack.decode(data)
+            assert value == [[{"number": "7", "lastLapTime": None}]]
+            assert await asyncio.wait_for(decoded.get(), 5) == (1, "two")  # on() handlers still decode
+            assert await conn.invoke("Add", 1, 2) == 3  # Completion results stay decoded
