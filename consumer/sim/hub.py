@@ -57,6 +57,7 @@ class HubSettings:
     tick_interval: float = 0.2  # real seconds between broadcasts
     restart_delay: float = 5.0  # real seconds between a finished race and ReceiveReset + replay again
     loop_races: bool = True
+    skip_idle_start: bool = True  # start each race a few seconds before its first line crossing
     control_log_interval: float = 60.0
     # REST limits: snapshot fixed window per IP (anonymous) / per user (token); global token buckets.
     snapshot_window_anonymous: float = 3.0
@@ -138,6 +139,8 @@ class RedMistHub:
             "rest_429": 0,
         }
         self.paused = False
+        for event in self.events.values():
+            event.race_ms = self._start_ms(event)
 
     # --- auth ----------------------------------------------------------------------------------------
 
@@ -285,12 +288,19 @@ class RedMistHub:
                 self._send(f"{eid}-{car}", "ReceiveControlLog", [logs])
             event.car_logs_changed.clear()
 
+    def _start_ms(self, event: SimEvent) -> float:
+        if not self.settings.skip_idle_start:
+            return 0.0
+        return float(max(0, event.engine.first_lap_ms - 10_000))
+
     def reset_event(self, event_id: int) -> None:
         """Restart an event's session and send ReceiveReset (clients must re-fetch the snapshot)."""
         event = self.events[event_id]
         event.engine.session_start = dt.datetime.now(dt.UTC)
         event.engine.reset()
-        event.race_ms = 0.0
+        event.race_ms = (
+            float(max(0, event.engine.first_lap_ms - 10_000)) if self.settings.skip_idle_start else 0.0
+        )
         event.finished_at = None
         event.control_log.clear()
         self.server.send_to_group(f"evt{event_id}-sub", "ReceiveReset")

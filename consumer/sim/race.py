@@ -232,6 +232,11 @@ class RaceEngine:
         return self._next >= len(self._timeline) and self.race_ms >= self.duration_ms
 
     @property
+    def first_lap_ms(self) -> int:
+        """Race time of the first line crossing (the replay is idle before it)."""
+        return next((t for t, _, kind, _ in self._timeline if kind == "lap"), 0)
+
+    @property
     def end_ms(self) -> int:
         last = self._timeline[-1][0] if self._timeline else 0
         return max(self.duration_ms, last)
