@@ -1,17 +1,63 @@
-"""`event-consumer run` (not implemented yet; see the issue that introduces it)."""
+"""`event-consumer run --config PATH`: the daemon.
+
+Signals: SIGTERM / SIGINT → graceful shutdown (stop receiving, drain, fsync, close; exit 0 within
+`[service] shutdown_grace_seconds`); a second SIGINT/SIGTERM exits at once (130). SIGHUP → reopen
+file sinks (logrotate). Exit 77 on rejected credentials and 78 on configuration errors, each with one
+line on stderr (printed by consumer.cli).
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import asyncio
+import signal
 
-HELP = "run (not implemented yet)"
+from consumer.config import load_config
+from consumer.daemon import Daemon
+from consumer.logs import get_logger, setup_logging
+
+HELP = "run the daemon: relay the hub's live events to the configured sinks"
+
+log = get_logger("consumer.run")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="PATH", help="TOML configuration file")
+    parser.add_argument("--config", required=True, metavar="PATH", help="TOML configuration file")
+    parser.add_argument("--pretty", action="store_true", help="stdout sinks: compact human view on a TTY")
+
+
+async def run_daemon(daemon: Daemon) -> int:
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_stop(signame: str) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            log.info("signal received; shutting down", signal=signame)
+            daemon.stop()
+        else:
+            log.warning("second signal; exiting now", signal=signame)
+            raise SystemExit(130)
+
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_stop, sig.name)
+        installed.append(sig)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reopen)
+    installed.append(signal.SIGHUP)
+    try:
+        return await daemon.run()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
 
 
 def main(args: argparse.Namespace) -> int:
-    print("event-consumer run: not implemented yet", file=sys.stderr)
-    return 1
+    cfg = load_config(args.config)
+    if args.pretty:
+        for sink in cfg.sinks:
+            if sink.type == "stdout":
+                sink.pretty = True
+    setup_logging(cfg.logging.level, fmt=cfg.logging.format)
+    return asyncio.run(run_daemon(Daemon(cfg)))

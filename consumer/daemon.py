@@ -1,0 +1,338 @@
+"""The daemon: token factory → hub connection → relay → sinks, run as a well-behaved service.
+
+Lifecycle (`Daemon.run()`):
+1. Open the sinks (a path that cannot be opened is a configuration error, exit 78), start the
+   observability endpoint and, with `ready = "started"`, tell systemd READY=1.
+2. Start the hub connection (retried per the reconnect policy). On the first connect: a `connected`
+   marker, the subscription round (`[[hub.on_connect]]` then the RedMist profile's), snapshots,
+   READY=1. After every reconnect the same again (`reconnected` marker first); `reconnecting` and
+   `closed` markers mark the gaps.
+3. Until `stop()` (SIGTERM/SIGINT) or the connection closes for good (Close without reconnect, a
+   policy that gives up: exit 69; rejected credentials: exit 77).
+4. Shutdown within `shutdown_grace_seconds`: STOPPING=1, stop receiving (close the hub connection),
+   stop subscriptions and snapshots, drain every sink queue, flush + fsync, write the state file,
+   close. Exit 0.
+
+`reopen()` (SIGHUP) asks every sink to reopen its file (logrotate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from consumer.auth import AUTHORIZATION, BearerAuth, TokenProvider, build_token_provider, headers_for
+from consumer.config import Config
+from consumer.errors import ConfigError, CredentialsRejected, ServiceUnavailable
+from consumer.logs import get_logger, register_secret
+from consumer.observability import DaemonCollector, ObservabilityServer, build_registry
+from consumer.relay.redmist import RedMistProfile
+from consumer.relay.relay import Relay
+from consumer.relay.state import LiveState
+from consumer.relay.stats import RelayStats
+from consumer.relay.subscriptions import HubCall, Subscriber
+from consumer.signalr.connection import HubConnection, HubError
+from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy, retry_policy
+from consumer.sinks import SinkWorker, build_worker
+from consumer.systemd import Notifier
+
+log = get_logger("consumer.daemon")
+
+STATUS_INTERVAL = 10.0
+
+
+def _describe(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _reason(error: BaseException | None) -> str:
+    """A bounded metrics label for a reconnect reason: the exception class name."""
+    return type(error).__name__ if error is not None else "unknown"
+
+
+ConnectionFactory = Callable[..., HubConnection]
+
+
+class Daemon:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        env: Mapping[str, str] | None = None,
+        notifier: Notifier | None = None,
+        token_provider: TokenProvider | None = None,
+        connection_factory: ConnectionFactory = HubConnection,
+        workers: list[SinkWorker] | None = None,
+        status_interval: float = STATUS_INTERVAL,
+    ) -> None:
+        self.cfg = cfg
+        self.env = env
+        self.notifier = notifier or Notifier.from_env(env)
+        self.stats = RelayStats()
+        self.workers = workers if workers is not None else [build_worker(s) for s in cfg.sinks]
+        self.relay = Relay(self.workers, hub=cfg.hub.name, protocol=cfg.hub.protocol, stats=self.stats)
+        self._provider = token_provider
+        self._connection_factory = connection_factory
+        self._status_interval = status_interval
+        self._stop = asyncio.Event()
+        self._fatal: BaseException | None = None
+        self._closed_for_good = asyncio.Event()
+        self._stopping = False
+        self._ready_sent = False
+        self.connection: HubConnection | None = None
+        self.subscriber: Subscriber | None = None
+        self.profile: RedMistProfile | None = None
+        self.state: LiveState | None = None
+        self.http: httpx.AsyncClient | None = None
+        self.observability: ObservabilityServer | None = None
+        self.exit_code: int | None = None
+
+    # -- control -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (SIGTERM / SIGINT)."""
+        self._stop.set()
+
+    def reopen(self) -> None:
+        """Reopen file sinks (SIGHUP)."""
+        for worker in self.workers:
+            worker.request_reopen()
+
+    # -- wiring --------------------------------------------------------------------------------
+
+    def _policy(self) -> RetryPolicy:
+        hub = self.cfg.hub
+        if hub.reconnect == "daemon":
+            return DaemonRetryPolicy(cap=hub.reconnect_max_delay_seconds)
+        return retry_policy(hub.reconnect)
+
+    async def _build_connection(self, provider: TokenProvider) -> HubConnection:
+        hub = self.cfg.hub
+        kwargs: dict[str, Any] = {}
+        if provider.header_name.lower() == AUTHORIZATION.lower():
+            kwargs["token_provider"] = provider
+        else:  # grant static with a custom header (e.g. RPIAuthKey): a fixed header on every connect
+            kwargs["headers"] = headers_for(provider.header_name, await provider.get_token())
+        conn = self._connection_factory(
+            hub.url,
+            protocol=hub.protocol,
+            skip_negotiation=hub.skip_negotiation,
+            token_transport=hub.token_transport,
+            retry_policy=self._policy(),
+            retry_initial_start=hub.retry_initial_start,
+            stateful_reconnect=hub.stateful_reconnect,
+            handshake_timeout=hub.handshake_timeout_seconds,
+            keepalive_interval=hub.keepalive_interval_seconds,
+            server_timeout=hub.server_timeout_seconds,
+            max_message_size=hub.max_message_bytes,
+            allow_insecure_http=hub.allow_insecure_http,
+            raw_arguments=True,
+            **kwargs,
+        )
+        conn.on_raw(self.relay.on_raw)
+        conn.on_reconnecting(self._on_reconnecting)
+        conn.on_reconnected(self._on_reconnected)
+        conn.on_closed(self._on_closed)
+        return conn
+
+    def _calls(self) -> list[HubCall]:
+        calls = [HubCall(oc.method, tuple(oc.arguments)) for oc in self.cfg.hub.on_connect]
+        if self.profile is not None:
+            calls.extend(self.profile.calls())
+        return calls
+
+    async def _after_round(self) -> None:
+        if self.profile is not None:
+            self.profile.after_subscribe()
+
+    # -- connection callbacks (never await hub calls here: the receive loop waits for them) ------
+
+    async def _on_reconnecting(self, error: BaseException | None) -> None:
+        self.stats.set_state("reconnecting")
+        self.stats.count_reconnect(_reason(error))
+        await self.relay.emit_connection("reconnecting", _describe(error))
+        self._status()
+
+    async def _on_reconnected(self, _connection_id: str | None = None) -> None:
+        self.stats.set_state("connected")
+        await self.relay.emit_connection("reconnected")
+        if self.subscriber is not None:
+            self.subscriber.connected()
+        self._status()
+
+    async def _on_closed(self, error: BaseException | None) -> None:
+        self.stats.set_state("closed")
+        await self.relay.emit_connection("closed", _describe(error))
+        if not self._stopping:
+            self._fatal = error or ServiceUnavailable("the hub connection closed")
+            self._closed_for_good.set()
+
+    def _status(self) -> None:
+        self.notifier.status(
+            f"{self.stats.connection_state}; {self.stats.total_received()} messages; "
+            f"{(self.stats.reconnects and sum(self.stats.reconnects.values())) or 0} reconnects"
+        )
+
+    def _healthy(self) -> bool:
+        """For the watchdog: sink writers alive and the connection task not wedged."""
+        return not self._fatal and all(w.depth <= w.queue_size + w.max_pending for w in self.workers)
+
+    # -- run -----------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        cfg = self.cfg
+        provider = self._provider or build_token_provider(cfg.auth, source=cfg.source, env=self.env)
+        for code in cfg.redmist.access_codes.values():
+            register_secret(code)
+        await self._open_sinks()
+        background: list[asyncio.Task[Any]] = []
+        try:
+            if cfg.http.enabled:
+                registry = build_registry(
+                    DaemonCollector(self.stats, self.workers, lambda: provider.stats.requests)
+                )
+                self.observability = ObservabilityServer(
+                    self.stats,
+                    registry,
+                    host=cfg.http.host,
+                    port=cfg.http.port,
+                    reconnect_grace=cfg.http.reconnect_grace_seconds,
+                )
+                try:
+                    await self.observability.start()
+                except OSError as err:
+                    raise ConfigError(
+                        f"cannot listen: {err.strerror}", file=cfg.source, key="http.port"
+                    ) from None
+                log.info("observability endpoint listening", url=self.observability.url)
+            if cfg.redmist.events:
+                self.http = httpx.AsyncClient(
+                    auth=BearerAuth(provider), timeout=cfg.redmist.snapshot_timeout_seconds
+                )
+                if cfg.redmist.state_path:
+                    self.state = LiveState(
+                        cfg.redmist.state_path, min_interval=cfg.redmist.state_min_interval_seconds
+                    )
+                self.profile = RedMistProfile(
+                    cfg.redmist, self.relay, self.http, hub_url=cfg.hub.url, state=self.state
+                )
+                background.append(asyncio.create_task(self.profile.run(), name="snapshots"))
+                if self.state is not None:
+                    background.append(asyncio.create_task(self.state.run(), name="state"))
+            conn = await self._build_connection(provider)
+            self.connection = conn
+            self.subscriber = Subscriber(
+                conn.invoke,
+                self._calls,
+                after_round=self._after_round,
+                is_hub_error=lambda exc: isinstance(exc, HubError),
+                retry_initial=cfg.service.subscribe_retry_initial_seconds,
+                retry_max=cfg.service.subscribe_retry_max_seconds,
+                stats=self.stats,
+            )
+            background.append(asyncio.create_task(self.subscriber.run(), name="subscriptions"))
+            background.append(asyncio.create_task(self.notifier.run_watchdog(self._healthy), name="watchdog"))
+            background.append(asyncio.create_task(self._status_loop(), name="status"))
+            if cfg.service.ready == "started":
+                self._ready()
+            self.stats.set_state("connecting")
+            await self._connect_until_stopped(conn)
+        finally:
+            await self._shutdown(background, provider)
+        if isinstance(self._fatal, CredentialsRejected | ConfigError):
+            raise self._fatal
+        if self._fatal is not None and not self._stop.is_set():
+            raise ServiceUnavailable(f"hub connection closed for good: {_describe(self._fatal)}")
+        return 0
+
+    def _ready(self) -> None:
+        if not self._ready_sent:
+            self._ready_sent = True
+            self.notifier.ready(f"{self.stats.connection_state}; 0 messages")
+
+    async def _connect_until_stopped(self, conn: HubConnection) -> None:
+        stop_wait = asyncio.create_task(self._stop.wait())
+        start = asyncio.create_task(conn.start())
+        try:
+            done, _ = await asyncio.wait({stop_wait, start}, return_when=asyncio.FIRST_COMPLETED)
+            if start not in done:
+                return  # stopped while still connecting; shutdown stops the connection
+            exc = start.exception()
+            if exc is not None:
+                self._fatal = exc
+                return
+            self.stats.set_state("connected")
+            await self.relay.emit_connection("connected")
+            log.info("connected", hub=self.cfg.hub.name)
+            assert self.subscriber is not None
+            self.subscriber.connected()
+            self._ready()
+            self._status()
+            closed_wait = asyncio.create_task(self._closed_for_good.wait())
+            try:
+                await asyncio.wait({stop_wait, closed_wait}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closed_wait.cancel()
+        finally:
+            stop_wait.cancel()
+            if not start.done():
+                start.cancel()
+            await asyncio.gather(stop_wait, start, return_exceptions=True)
+
+    async def _open_sinks(self) -> None:
+        for i, worker in enumerate(self.workers):
+            try:
+                await worker.start()
+            except OSError as err:
+                raise ConfigError(
+                    f"cannot open sink {worker.name}: {err.strerror or err}",
+                    file=self.cfg.source,
+                    key=f"sinks.{i}.path",
+                ) from None
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._status_interval)
+            self._status()
+
+    async def _shutdown(self, background: list[asyncio.Task[Any]], provider: TokenProvider) -> None:
+        self._stopping = True
+        grace = self.cfg.service.shutdown_grace_seconds
+        deadline = time.monotonic() + grace
+        self.notifier.stopping("draining")
+        log.info("shutting down", grace_seconds=grace)
+        if self.connection is not None:
+            try:
+                async with asyncio.timeout(max(0.1, grace / 2)):
+                    await self.connection.stop()
+            except TimeoutError:
+                log.error("hub connection did not close in time")
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if self.subscriber is not None:
+            await self.subscriber.aclose()
+        for worker in self.workers:
+            await worker.close(grace=max(0.05, deadline - time.monotonic()))
+        if self.observability is not None:
+            await self.observability.stop()
+        if self.http is not None:
+            await self.http.aclose()
+        with contextlib.suppress(Exception):
+            await provider.aclose()
+        self.notifier.close()
+        dropped = {w.name: dict(w.stats.dropped) for w in self.workers if any(w.stats.dropped.values())}
+        log.info(
+            "stopped",
+            received=self.stats.total_received(),
+            written={w.name: w.stats.written for w in self.workers},
+            dropped=dropped or None,
+        )
