@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -13,36 +12,9 @@ import pytest
 
 from consumer.config import Config, parse_config
 from consumer.daemon import Daemon
-from consumer.sim.hub import HubSettings
 from consumer.sim.simulator import SimConfig, Simulator
 
-
-async def until(cond: Callable[[], bool | Awaitable[bool]], timeout: float = 20.0, what: str = "") -> None:
-    """Poll a condition (nothing to await for it) with a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = cond()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or cond}")
-        await asyncio.sleep(0.02)
-
-
-def sim_settings(**overrides: Any) -> HubSettings:
-    base: dict[str, Any] = {
-        "keepalive_interval": 0.3,
-        "client_timeout": 5.0,
-        "tick_interval": 0.05,
-        "speed": 300.0,
-        "snapshot_window_token": 0.01,
-        "global_rate_token": 1000.0,
-        "global_burst": 1000.0,
-    }
-    base.update(overrides)
-    return HubSettings(**base)
+from .helpers import records, sim_settings, until
 
 
 def daemon_config(sim: Simulator, out: Path, *, protocol: str = "json", **extra: Any) -> Config:
@@ -69,14 +41,6 @@ def daemon_config(sim: Simulator, out: Path, *, protocol: str = "json", **extra:
     for section, values in extra.items():
         data.setdefault(section, {}).update(values)
     return parse_config(data, source="<test>")
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    return [json.loads(line) for line in complete.splitlines()]
 
 
 async def start_daemon(cfg: Config) -> tuple[Daemon, asyncio.Task[int]]:
