@@ -587,6 +587,7 @@ class JsonHubProtocol:
 
     def decode(self, data: bytes | bytearray | memoryview | str) -> list[HubMessage]:
         """Decode complete records; a trailing incomplete record is a ProtocolError."""
+        data = _as_bytes(data)
         reader = _JsonReader(self._decoder, max(len(data), 1))
         messages = reader.feed(data)
         if reader.buffered:

@@ -101,6 +101,8 @@ def test_bytearray_and_memoryview_input(proto: Any) -> None:
 def test_json_reader_accepts_text_frames() -> None:
     text = stream_of(JSON).decode()
     assert JSON.reader().feed(text) == SAMPLE
+    message = p.StreamItem(invocation_id="1", item="€" * 50)  # 150 UTF-8 bytes, 50 characters
+    assert JSON.decode(JSON.encode(message).decode()) == [message]
 
 
 def test_msgpack_reader_rejects_text_frames() -> None:
