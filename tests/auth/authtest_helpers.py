@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
@@ -124,3 +125,45 @@ class NodeIdP:
                 self.proc.kill()
                 self.proc.wait()
         self._stderr.close()
+
+
+# Clients of the oidc-provider IdP. Tests use distinct client ids so that request counts from one
+# test never leak into another's assertions (the IdP is shared by the session).
+OIDC_SECRET = "s3cr:t/+ &=%-basic-secret-value"
+OIDC_CLIENTS: list[dict[str, Any]] = [
+    {
+        "client_id": cid,
+        "client_secret": OIDC_SECRET,
+        "grant_types": ["client_credentials"],
+        "redirect_uris": [],
+        "response_types": [],
+        "token_endpoint_auth_method": method,
+        "scope": "api:read",
+    }
+    for cid, method in (
+        ("svc-basic", "client_secret_basic"),
+        ("svc-post", "client_secret_post"),
+        ("svc-discovery", "client_secret_basic"),
+        ("svc-wrong", "client_secret_basic"),
+        ("svc-scope", "client_secret_basic"),
+        ("svc-cli", "client_secret_basic"),
+        ("svc-cli-wrong", "client_secret_basic"),
+        ("svc-schedule", "client_secret_basic"),
+        ("svc-bearer", "client_secret_basic"),
+    )
+]
+OIDC_TTL = 5
+
+
+class LogCapture:
+    """Every log line (JSON, via consumer.logs.setup_logging at DEBUG) written during a test."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+
+    @property
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.text.splitlines() if line.strip()]

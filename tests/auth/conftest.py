@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from authtest_helpers import NodeIdP
+import structlog
+from authtest_helpers import OIDC_CLIENTS, OIDC_TTL, LogCapture, NodeIdP
 
-# Clients of the oidc-provider IdP. Tests use distinct client ids so that request counts from one
-# test never leak into another's assertions (the IdP is shared by the session).
-OIDC_SECRET = "s3cr:t/+ &=%-basic-secret-value"
-OIDC_CLIENTS: list[dict[str, Any]] = [
-    {
-        "client_id": cid,
-        "client_secret": OIDC_SECRET,
-        "grant_types": ["client_credentials"],
-        "redirect_uris": [],
-        "response_types": [],
-        "token_endpoint_auth_method": method,
-        "scope": "api:read",
-    }
-    for cid, method in (
-        ("svc-basic", "client_secret_basic"),
-        ("svc-post", "client_secret_post"),
-        ("svc-discovery", "client_secret_basic"),
-        ("svc-wrong", "client_secret_basic"),
-        ("svc-scope", "client_secret_basic"),
-        ("svc-cli", "client_secret_basic"),
-        ("svc-cli-wrong", "client_secret_basic"),
-        ("svc-schedule", "client_secret_basic"),
-        ("svc-bearer", "client_secret_basic"),
-    )
-]
-OIDC_TTL = 5
+from consumer.logs import setup_logging
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +43,17 @@ def mock_idp(node: str, tmp_path: Path) -> Iterator[Callable[..., NodeIdP]]:
     finally:
         for idp in started:
             idp.stop()
+
+
+@pytest.fixture
+def json_logs() -> Iterator[LogCapture]:
+    capture = LogCapture()
+    setup_logging("DEBUG", fmt="json", stream=capture.stream)
+    try:
+        yield capture
+    finally:
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if getattr(handler, "_event_consumer", False):
+                root.removeHandler(handler)
+        structlog.reset_defaults()

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from authtest_helpers import NodeIdP
-from conftest import OIDC_SECRET, OIDC_TTL
+from authtest_helpers import OIDC_SECRET, OIDC_TTL, NodeIdP
 
 from consumer.auth import AuthConfig, BearerAuth, TokenRequestRejected, build_token_provider
 from consumer.secret import Secret
