@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -149,7 +150,29 @@ def _translate(err: msgspec.ValidationError, file: str) -> ConfigError:
         key = f"{key}.{unknown.group('field')}".lstrip(".")
         return ConfigError("unknown key", file=file, key=key)
     msg = msg.replace("`", "")
-    return ConfigError(msg[:1].lower() + msg[1:], file=file, key=key or None)
+    msg = msg[:1].lower() + msg[1:]
+    if msg.startswith("invalid enum value"):
+        choices = _literal_choices(key)
+        if choices:
+            msg += f"; expected one of {', '.join(repr(c) for c in choices)}"
+    return ConfigError(msg, file=file, key=key or None)
+
+
+def _literal_choices(key: str) -> tuple[Any, ...]:
+    """The allowed values of the Literal field at dotted `key` (list indexes skipped), if any."""
+    typ: Any = Config
+    for part in key.split("."):
+        if part.isdigit():
+            continue
+        hints = typing.get_type_hints(typ) if isinstance(typ, type) else {}
+        typ = hints.get(part)
+        if typ is None:
+            return ()
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        origin = typing.get_origin(typ)
+        if (origin is list and args) or (origin is not typing.Literal and len(args) == 1):
+            typ = args[0]
+    return typing.get_args(typ) if typing.get_origin(typ) is typing.Literal else ()
 
 
 def _parse_env_value(raw: str) -> Any:
