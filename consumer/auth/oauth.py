@@ -23,6 +23,7 @@ import hmac
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import quote_plus
@@ -68,8 +69,6 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:  # "-0000" dates parse naive; HTTP dates are always GMT
-        from datetime import UTC
-
         when = when.replace(tzinfo=UTC)
     return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER)
 
