@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from authtest_helpers import NodeIdP
@@ -102,3 +106,22 @@ async def test_password_grant_then_refresh_token(mock_idp: StartIdP) -> None:
     assert reqs[0]["client_id"] == "cli-app" and not reqs[0]["basic"]  # public client: id in the body
     assert reqs[1]["grant"] == "refresh_token"
     assert gaps(reqs)[0] >= 0.95
+
+
+def test_cli_gives_up_with_69_when_bounded(mock_idp: StartIdP, tmp_path: Path) -> None:
+    idp = mock_idp(script=[{"status": 503}] * 100)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[auth]\ntoken_url = "{idp.url}/token"\nclient_id = "svc"\nclient_secret_env = "S"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENT_CONSUMER__")}
+    env["S"] = "cli-secret-value"
+    res = subprocess.run(
+        [sys.executable, "-m", "consumer", "token", "--config", str(config), "--timeout", "1.5"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert res.returncode == 69, res.stderr
+    assert "within 1.5 s" in res.stderr and "server_error" in res.stderr
+    assert "cli-secret-value" not in res.stderr + res.stdout
