@@ -1,9 +1,15 @@
-"""`event-consumer demo`: the simulator in-process and a hub client against it, live on this terminal.
+"""`event-consumer demo`: the simulator in-process and the real daemon against it, live on this terminal.
 
-The client side is the project's own pieces: the token factory (client_credentials against the sim's
-Keycloak-compatible IdP) and the SignalR client (MessagePack by default, decoded through the RedMist
-contract into the same named objects the JSON protocol carries). Each car patch prints one compact
-line; session patches print the flag and clock. Ctrl-C (or SIGTERM) exits 0.
+One code path: the configuration is built from the simulator's URLs (token endpoint, demo client,
+hub, event ids) and handed to `consumer.daemon.Daemon`, exactly what `event-consumer run` runs. The
+demo client's secret reaches the daemon only through `client_secret_env` (an environment mapping
+given to the daemon, never printed or logged). The hub requires a bearer token, so the whole auth
+path is exercised.
+
+Output: the daemon's stdout sink — the compact human view on a TTY, JSON lines otherwise (or with
+`--json`): connection markers, snapshots, car and session patches. Logs (WARNING and up unless
+`--log-level`) go to stderr. Ctrl-C or SIGTERM: the daemon drains and stops (within its 5 s
+shutdown grace), then the simulator; exit 0.
 """
 
 from __future__ import annotations
@@ -13,136 +19,116 @@ import asyncio
 import contextlib
 import signal
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any
 
-HELP = "simulator + a live consumer, output on this terminal (Ctrl-C to stop)"
+from consumer.errors import ConfigError
 
-FLAGS = {0: "-", 1: "GREEN", 2: "YELLOW", 3: "RED", 4: "WHITE", 5: "CHECKERED"}
+if TYPE_CHECKING:
+    from consumer.config import Config
+    from consumer.daemon import Daemon
+    from consumer.sim.simulator import Simulator
+
+HELP = "simulator + the daemon against it, output on this terminal (Ctrl-C to stop)"
+
+# The environment variable (in the mapping handed to the daemon only) that carries the demo secret.
+SECRET_ENV = "EVENT_CONSUMER_DEMO_CLIENT_SECRET"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float, default=60.0, help="race seconds per real second (default 60)")
-    parser.add_argument("--protocol", choices=("json", "messagepack"), default="messagepack")
+    parser.add_argument(
+        "--protocol", choices=("json", "messagepack"), default="messagepack", help="hub protocol"
+    )
     parser.add_argument("--events", type=int, default=None, help="number of events (default: the replays)")
+    parser.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    parser.add_argument("--config", metavar="PATH", help="unused; the demo needs no configuration")
+    parser.add_argument(
+        "--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="WARNING", help="stderr logs"
+    )
 
 
-def format_car(event_id: Any, patch: dict[str, Any]) -> str:
-    parts = [f"[{event_id}] car {patch.get('number', '?'):>4}"]
-    if patch.get("overallPosition") is not None:
-        parts.append(f"P{patch['overallPosition']}")
-    if patch.get("lastLapCompleted") is not None:
-        parts.append(f"lap {patch['lastLapCompleted']}")
-    if patch.get("lastLapTime"):
-        parts.append(f"last {patch['lastLapTime']}")
-    if patch.get("bestTime"):
-        parts.append(f"best {patch['bestTime']}")
-    if patch.get("overallGap"):
-        parts.append(f"gap {patch['overallGap']}")
-    if patch.get("isInPit"):
-        parts.append("IN PIT")
-    elif patch.get("isExitedPit"):
-        parts.append("pit out")
-    return " ".join(parts)
+def demo_config(sim: Simulator, args: argparse.Namespace) -> Config:
+    """The daemon's configuration for this simulator (the secret by reference: `client_secret_env`)."""
+    from consumer.config import parse_config
+
+    data: dict[str, Any] = {
+        "auth": {
+            "grant": "client_credentials",
+            "token_url": sim.token_url,
+            "client_id": sim.client_id,
+            "client_secret_env": SECRET_ENV,
+        },
+        "hub": {
+            "url": sim.hub_url,
+            "name": "redmist-sim",
+            "protocol": args.protocol,
+            "reconnect_max_delay_seconds": 5.0,
+        },
+        "redmist": {"events": sim.event_ids, "snapshot_min_interval_seconds": 1.0},
+        "sinks": [{"type": "stdout", "pretty": not args.json}],
+        "logging": {"level": args.log_level},
+        "service": {"shutdown_grace_seconds": 5.0},
+    }
+    return parse_config(data, source="<demo>")
 
 
-def format_session(patch: dict[str, Any]) -> str:
-    parts = [f"[{patch.get('eventId')}] session"]
-    if patch.get("currentFlag") is not None:
-        parts.append(f"flag {FLAGS.get(patch['currentFlag'], patch['currentFlag'])}")
-    if patch.get("runningRaceTime"):
-        parts.append(f"race {patch['runningRaceTime']}")
-    if patch.get("timeToGo"):
-        parts.append(f"to go {patch['timeToGo']}")
-    return " ".join(parts)
-
-
-async def run_demo(args: argparse.Namespace, out: TextIO) -> None:
-    from consumer.auth.factory import build_token_provider
-    from consumer.auth.settings import AuthConfig
-    from consumer.relay.contract import arguments_from_msgpack
-    from consumer.secret import Secret
-    from consumer.signalr.connection import HubConnection
+async def run_demo(args: argparse.Namespace) -> int:
+    from consumer.daemon import Daemon
     from consumer.sim.hub import HubSettings
     from consumer.sim.simulator import SimConfig, Simulator
 
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stopping = False
+    daemon: Daemon | None = None
+
+    def on_signal() -> None:
+        # Repeats are ignored: the daemon's shutdown is bounded by its grace (5 s), and a wrapper may
+        # deliver one signal twice (`timeout` signals the process group and `make` forwards SIGTERM).
+        nonlocal stopping
+        stopping = True
+        if daemon is not None:
+            daemon.stop()
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal)
     try:
-        async with Simulator(SimConfig(events=args.events, hub=HubSettings(speed=args.speed))) as sim:
-            print(f"simulator at {sim.base_url}; events {sim.event_ids}; Ctrl-C to stop", file=sys.stderr)
-            auth = AuthConfig(
-                grant="client_credentials",
-                token_url=sim.token_url,
-                client_id=sim.client_id,
-                client_secret=Secret(sim.client_secret),
+        sim_config = SimConfig(events=args.events, hub=HubSettings(speed=args.speed, require_auth=True))
+        try:
+            sim = Simulator(sim_config)
+            await sim.start()
+        except OSError as err:
+            raise ConfigError(f"simulator cannot listen: {err.strerror or err}") from None
+        try:
+            if stopping:
+                return 0
+            daemon = Daemon(demo_config(sim, args), env={SECRET_ENV: sim.client_secret})
+            events = ", ".join(str(e) for e in sim.event_ids)
+            print(
+                f"demo: simulator at {sim.base_url} (events {events}, {args.speed:g}x); "
+                f"daemon over {args.protocol}; Ctrl-C to stop",
+                file=sys.stderr,
+                flush=True,
             )
-            provider = build_token_provider(auth, source="<demo>", env={})
-            conn = HubConnection(
-                sim.hub_url, token_provider=provider, protocol=args.protocol, skip_negotiation=True
-            )
-
-            def args_of(target: str, raw: tuple[Any, ...]) -> list[Any]:
-                return arguments_from_msgpack(target, raw) if args.protocol == "messagepack" else list(raw)
-
-            def emit(lines: list[str]) -> None:
-                if not lines or stop.is_set():
-                    return
-                try:
-                    out.write("\n".join(lines) + "\n")
-                    out.flush()
-                except (BrokenPipeError, ValueError):  # the reader went away (e.g. `| head`)
-                    stop.set()
-
-            def on_cars(*raw: Any) -> None:
-                (patches,) = args_of("ReceiveCarPatches", raw)
-                emit([format_car(p.get("eventId"), p) for p in patches])
-
-            def on_session(*raw: Any) -> None:
-                (patch,) = args_of("ReceiveSessionPatch", raw)
-                if patch.get("currentFlag") is not None or str(patch.get("runningRaceTime")).endswith(":00"):
-                    emit([format_session(patch)])
-
-            def on_reset(*_: Any) -> None:
-                emit(["reset: the session restarted"])
-
-            async def subscribe(*_: Any) -> None:
-                for event_id in sim.event_ids:
-                    await conn.invoke("SubscribeToEventV2", event_id)
-
-            conn.on("ReceiveCarPatches", on_cars)
-            conn.on("ReceiveSessionPatch", on_session)
-            conn.on("ReceiveReset", on_reset)
-            conn.on_reconnected(subscribe)
-            try:
-                await conn.start()
-                await subscribe()
-                if args.duration is not None:
-                    with_timeout = asyncio.timeout(args.duration)
-                    try:
-                        async with with_timeout:
-                            await stop.wait()
-                    except TimeoutError:
-                        pass
-                else:
-                    await stop.wait()
-            finally:
-                await conn.stop()
-                await provider.aclose()
+            if args.duration is not None:
+                loop.call_later(args.duration, daemon.stop)
+            return await daemon.run()
+        finally:
+            await sim.close()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             loop.remove_signal_handler(sig)
 
 
 def main(args: argparse.Namespace) -> int:
     from consumer.logs import setup_logging
 
-    setup_logging("WARNING")
-    with contextlib.suppress(BrokenPipeError):
-        asyncio.run(run_demo(args, sys.stdout))
-    with contextlib.suppress(BrokenPipeError, ValueError):
+    if args.speed <= 0:
+        raise ConfigError("--speed must be positive")
+    if args.events is not None and args.events < 1:
+        raise ConfigError("--events must be at least 1")
+    setup_logging(args.log_level)
+    code = asyncio.run(run_demo(args))
+    with contextlib.suppress(BrokenPipeError, ValueError):  # the reader went away (e.g. `| head`)
         sys.stdout.flush()
-    return 0
+    return code
