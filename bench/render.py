@@ -1,0 +1,155 @@
+"""Render the README's benchmark and chaos tables from measured result files (never by hand).
+
+    python bench/render.py                       # print the Markdown
+    python bench/render.py --readme README.md    # replace the blocks between the bench markers
+
+Throughput: the newest `bench/results/<date>.json` (full mode) is used; when there is none, the newest
+quick run, labelled as such. Chaos: the newest `bench/results/chaos-*.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+MARKERS = {
+    "throughput": ("<!-- bench:throughput:start -->", "<!-- bench:throughput:end -->"),
+    "chaos": ("<!-- bench:chaos:start -->", "<!-- bench:chaos:end -->"),
+}
+LABELS = {
+    "null": "hub send rate (null reader)",
+    "raw": "bare `websockets` recv loop (ceiling)",
+    "event-consumer": "**event-consumer** -> file sink",
+    "event-consumer-devnull": "**event-consumer** -> /dev/null",
+    "node-signalr": "`@microsoft/signalr` on Node",
+    "pysignalr": "pysignalr",
+    "signalrcore": "signalrcore",
+}
+
+
+def newest(pattern: str, exclude: tuple[str, ...] = ()) -> Path | None:
+    files = sorted(p for p in RESULTS.glob(pattern) if not any(x in p.name for x in exclude))
+    return files[-1] if files else None
+
+
+def throughput_file() -> Path | None:
+    full = [p for p in RESULTS.glob("20*.json") if re.fullmatch(r"\d{4}-\d{2}-\d{2}\.json", p.name)]
+    if full:
+        return sorted(full)[-1]
+    return newest("20*-quick.json")
+
+
+def _cell(stat: dict[str, float] | None, fmt: str) -> str:
+    if not stat:
+        return "-"
+    return f"{stat['median']:{fmt}} ({stat['min']:{fmt}}-{stat['max']:{fmt}})"
+
+
+def render_throughput(doc: dict[str, Any], source: str) -> str:
+    v = doc["versions"]
+    m = doc["machine"]
+    pay = doc["payload"]
+    lines = [
+        f"Measured {doc['date']} ({doc['mode']} mode: {doc['messages_per_run']:,} messages per run, "
+        f"{doc['runs_per_cell']} runs per cell; median (min-max)) on {m['cores']} cores ({m['cpu']}), "
+        f"shared with other work, so absolute numbers are noisy; compare ratios. Source: `{source}`.",
+        "",
+        f"Payload: `{pay['target']}` batches of {pay['cars_min']}-{pay['cars_max']} real car patches "
+        f"(packaged replays), JSON {pay['json_bytes_min']:,}-{pay['json_bytes_max']:,} B "
+        f"(mean {pay['json_bytes_mean']:,}), MessagePack mean {pay['msgpack_bytes_mean']:,} B. "
+        f"Peers: @microsoft/signalr {v['@microsoft/signalr']} (Node {v['node']}), "
+        f"pysignalr {v['pysignalr']}, "
+        f"signalrcore {v['signalrcore']}, websockets {v['websockets']}; Python {v['python']}; "
+        f"event-consumer {v['event-consumer']}.",
+        "",
+        "| client | protocol | msgs/s | CPU-s per 100k msgs | hub send rate during run (msgs/s) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in doc["cells"]:
+        label = LABELS.get(row["client"], row["client"])
+        if row.get("error") and not row["runs"]:
+            lines.append(f"| {label} | {row['protocol']} | failed: {row['error'][:80]} | | |")
+            continue
+        lines.append(
+            f"| {label} | {row['protocol']} | {_cell(row['msgs_per_s'], ',.0f')} | "
+            f"{_cell(row['cpu_s_per_100k'], '.2f')} | {_cell(row['hub_msgs_per_s'], ',.0f')} |"
+        )
+    lines += ["", "Targets (issue 7) against these figures — a target not met is a target, not a result:", ""]
+    names = {
+        "throughput_vs_pysignalr": "throughput >= 1.5x pysignalr",
+        "throughput_vs_node-signalr": "throughput >= 3x the Node official client",
+        "throughput_vs_raw": "throughput >= 0.9x the bare recv loop",
+        "cpu_vs_pysignalr": "CPU per message <= 0.6x pysignalr's",
+    }
+    lines += ["| target | protocol | measured | met |", "|---|---|---:|---|"]
+    for protocol, entry in doc["ratios"].items():
+        for key, r in entry.items():
+            lines.append(
+                f"| {names.get(key, key)} | {protocol} | {r['ratio']:.2f}x | "
+                f"{'yes' if r['met'] else '**no**'} |"
+            )
+    return "\n".join(lines)
+
+
+def render_chaos(doc: dict[str, Any], source: str) -> str:
+    lines = [
+        f"Measured {doc['date']} ({doc['mode']} form) on {doc['machine']['cores']} cores. "
+        f"Source: `{source}`. "
+        "Counts come from the hub-side send log (what the hub queued for the daemon's connection) and the "
+        "daemon's sink file; `lost` = sent while the daemon was connected but never written.",
+        "",
+        "| scenario | sent | relayed | lost | dup | time to recover | verdict |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in doc["scenarios"]:
+        rec = row.get("recover_seconds")
+        rec_s = f"{rec:.2f} s" if isinstance(rec, int | float) else (rec or "-")
+        lines.append(
+            f"| {row['scenario']} | {row.get('sent', '-')} | {row.get('relayed', '-')} | "
+            f"{row.get('lost', '-')} | "
+            f"{row.get('dup', '-')} | {rec_s} | {row.get('verdict', '')} |"
+        )
+    return "\n".join(lines)
+
+
+def rendered() -> dict[str, str]:
+    out: dict[str, str] = {}
+    tp = throughput_file()
+    if tp is not None:
+        out["throughput"] = render_throughput(json.loads(tp.read_text()), f"bench/results/{tp.name}")
+    ch = newest("chaos-*.json")
+    if ch is not None:
+        out["chaos"] = render_chaos(json.loads(ch.read_text()), f"bench/results/{ch.name}")
+    return out
+
+
+def update_readme(path: Path, blocks: dict[str, str]) -> None:
+    text = path.read_text()
+    for name, body in blocks.items():
+        start, end = MARKERS[name]
+        i, j = text.find(start), text.find(end)
+        if i < 0 or j < i:
+            continue  # markers absent: nothing to replace
+        text = text[: i + len(start)] + "\n" + body + "\n" + text[j:]
+    path.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--readme", type=Path, help="README to update in place")
+    args = parser.parse_args()
+    blocks = rendered()
+    if args.readme:
+        update_readme(args.readme, blocks)
+    else:
+        print("\n\n".join(blocks.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

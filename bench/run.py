@@ -1,0 +1,354 @@
+"""`make bench`: throughput of event-consumer vs the official client and the Python peers, one run.
+
+    python bench/run.py              # quick (CI): 5,000 msgs per run, 3 runs per cell
+    python bench/run.py --full       # README figures: 100,000 msgs per run, 5 runs per cell
+    python bench/run.py --smoke      # the test suite's smoke form: tiny, 1 run, a few clients
+
+One hub process (bench/hub.py: the project's HubServer, pre-encoded payloads) serves every client;
+each client is its own process, started once per run; runs are interleaved across clients (run 1 of
+every client, then run 2, ...) so machine noise spreads over all of them. Per cell: median, min and
+max of msgs/s and CPU-seconds per 100k messages over the measurement window (see clients/common.py),
+plus the whole-process CPU (start-up included) from RUSAGE_CHILDREN. The `null` client measures the
+hub's own send rate. Results: bench/results/<UTC date>[-quick|-smoke].json, then the README table is
+re-rendered from that file (bench/render.py) unless --no-readme.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import queue
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY = sys.executable
+
+# name -> (command builder, protocols it supports)
+CLIENTS = (
+    "null",
+    "raw",
+    "event-consumer",
+    "event-consumer-devnull",
+    "node-signalr",
+    "pysignalr",
+    "signalrcore",
+)
+PROTOCOLS = ("json", "messagepack")
+
+
+def client_command(name: str, url: str, count: int, protocol: str, out: str) -> list[str]:
+    peers = str(HERE / "clients" / "peers.py")
+    if name in ("null", "raw", "pysignalr", "signalrcore"):
+        return [PY, peers, name, url, str(count), protocol, out]
+    if name == "event-consumer":
+        return [PY, str(HERE / "clients" / "ec_client.py"), url, str(count), protocol, out]
+    if name == "event-consumer-devnull":
+        return [PY, str(HERE / "clients" / "ec_client.py"), url, str(count), protocol, "-"]
+    if name == "node-signalr":
+        return ["node", str(HERE / "clients" / "node_client.mjs"), url, str(count), protocol, out]
+    raise ValueError(name)
+
+
+class Hub:
+    """The hub process; its stdout lines (ready line, one per finished stream) arrive on a queue."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [PY, str(HERE / "hub.py")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+        )
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+        ready = self.next(60)
+        if ready is None or "url" not in ready:
+            self.close()
+            raise RuntimeError("bench hub did not start")
+        self.url: str = ready["url"]
+        self.pool: dict[str, Any] = ready["pool"]
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.strip()
+            if line.startswith("{"):
+                self.lines.put(json.loads(line))
+
+    def next(self, timeout: float) -> dict[str, Any] | None:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def drain(self) -> list[dict[str, Any]]:
+        out = []
+        while True:
+            try:
+                out.append(self.lines.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_once(hub: Hub, name: str, protocol: str, count: int, timeout: float, tmp: Path) -> dict[str, Any]:
+    out = str(tmp / f"{name}-{protocol}.jsonl")
+    result_file = tmp / f"{name}-{protocol}.result"
+    result_file.unlink(missing_ok=True)
+    hub.drain()
+    cpu_before = children_cpu()
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            client_command(name, hub.url, count, protocol, out),
+            stdout=subprocess.DEVNULL,  # the stdout sink of event-consumer-devnull writes here
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            check=False,
+            env={**os.environ, "BENCH_RESULT": str(result_file)},
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    wall = time.perf_counter() - started
+    process_cpu = children_cpu() - cpu_before
+    text = result_file.read_text() if result_file.exists() else ""
+    lines = [x for x in text.splitlines() if x.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"exit {proc.returncode}: {tail[:300]}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["process_cpu_seconds"] = process_cpu
+    result["process_wall_seconds"] = wall
+    stream = hub.next(5)
+    if stream is not None:
+        result["hub_flush_seconds"] = stream["flush_seconds"]
+        result["hub_msgs_per_s"] = (
+            stream["count"] / stream["flush_seconds"] if stream["flush_seconds"] else None
+        )
+    if name != "null" and name != "event-consumer-devnull":
+        with open(out, "rb") as f:
+            result["lines_in_file"] = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    with_path = Path(out)
+    if with_path.exists():
+        with_path.unlink()
+    return result
+
+
+def summarise(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def versions() -> dict[str, str]:
+    out: dict[str, str] = {"python": platform.python_version()}
+    for dist in ("msgspec", "websockets", "aiohttp", "pysignalr", "signalrcore"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    for pkg in ("@microsoft/signalr", "@microsoft/signalr-protocol-msgpack"):
+        try:
+            out[pkg] = json.loads((ROOT / "node_modules" / pkg / "package.json").read_text())["version"]
+        except OSError:
+            out[pkg] = "not installed"
+    try:
+        out["node"] = subprocess.run(
+            ["node", "--version"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        out["node"] = "not installed"
+    try:
+        out["event-consumer"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        out["event-consumer"] = "unknown"
+    return out
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "kernel": platform.release(),
+        "load_avg_at_start": os.getloadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--full", action="store_true", help="README form: 100k msgs, 5 runs per cell")
+    mode.add_argument("--smoke", action="store_true", help="test form: 300 msgs, 1 run, 4 clients, JSON only")
+    parser.add_argument("--count", type=int, help="messages per run (overrides the mode)")
+    parser.add_argument("--runs", type=int, help="runs per cell (overrides the mode)")
+    parser.add_argument("--clients", help=f"comma-separated subset of {','.join(CLIENTS)}")
+    parser.add_argument("--protocols", help="comma-separated subset of json,messagepack")
+    parser.add_argument("--out", type=Path, help="results file (default bench/results/<date>[-mode].json)")
+    parser.add_argument("--no-readme", action="store_true", help="do not re-render the README table")
+    args = parser.parse_args(argv)
+
+    if args.full:
+        mode_name, count, runs = "full", 100_000, 5
+    elif args.smoke:
+        mode_name, count, runs = "smoke", 300, 1
+    else:
+        mode_name, count, runs = "quick", 5_000, 3
+    count = args.count or count
+    runs = args.runs or runs
+    clients = tuple(args.clients.split(",")) if args.clients else CLIENTS
+    if args.smoke and not args.clients:
+        clients = ("null", "raw", "event-consumer", "node-signalr")
+    protocols = (
+        tuple(args.protocols.split(",")) if args.protocols else (("json",) if args.smoke else PROTOCOLS)
+    )
+    unknown = [c for c in clients if c not in CLIENTS] + [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        parser.error(f"unknown client/protocol: {unknown}")
+    timeout = max(20.0, count / 1000.0)
+    today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    out_path = args.out or HERE / "results" / (
+        f"{today}.json" if mode_name == "full" else f"{today}-{mode_name}.json"
+    )
+
+    started = time.time()
+    hub = Hub()
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = {(c, p): [] for c in clients for p in protocols}
+    failed: dict[tuple[str, str], str] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="ec-bench-") as tmp:
+            for i in range(runs):
+                for key in list(cells):
+                    if key in failed:
+                        continue
+                    result = run_once(hub, key[0], key[1], count, timeout, Path(tmp))
+                    if "error" in result:
+                        failed[key] = result["error"]
+                        print(
+                            f"  {key[0]:<24} {key[1]:<12} run {i + 1}: FAILED {result['error']}", flush=True
+                        )
+                        continue
+                    cells[key].append(result)
+                    print(
+                        f"  {key[0]:<24} {key[1]:<12} run {i + 1}: {result['msgs_per_s']:>10,.0f} msgs/s "
+                        f"{result['cpu_s_per_100k']:>6.2f} CPU-s/100k",
+                        flush=True,
+                    )
+    finally:
+        hub.close()
+
+    table = []
+    for (client, protocol), results in cells.items():
+        row: dict[str, Any] = {"client": client, "protocol": protocol, "runs": len(results)}
+        if (client, protocol) in failed:
+            row["error"] = failed[(client, protocol)]
+        for metric in (
+            "msgs_per_s",
+            "cpu_s_per_100k",
+            "process_cpu_seconds",
+            "hub_msgs_per_s",
+            "max_rss_kib",
+        ):
+            row[metric] = summarise([r[metric] for r in results if r.get(metric) is not None])
+        row["raw"] = results
+        table.append(row)
+
+    def median_of(client: str, protocol: str, metric: str) -> float | None:
+        for row in table:
+            if row["client"] == client and row["protocol"] == protocol and row.get(metric):
+                return float(row[metric]["median"])
+        return None
+
+    ratios: dict[str, Any] = {}
+    for protocol in protocols:
+        ec = median_of("event-consumer", protocol, "msgs_per_s")
+        ec_cpu = median_of("event-consumer", protocol, "cpu_s_per_100k")
+        entry: dict[str, Any] = {}
+        for peer, target in (("pysignalr", 1.5), ("node-signalr", 3.0), ("raw", 0.9)):
+            other = median_of(peer, protocol, "msgs_per_s")
+            if ec and other:
+                entry[f"throughput_vs_{peer}"] = {
+                    "ratio": ec / other,
+                    "target": target,
+                    "met": ec / other >= target,
+                }
+        py_cpu = median_of("pysignalr", protocol, "cpu_s_per_100k")
+        if ec_cpu and py_cpu:
+            entry["cpu_vs_pysignalr"] = {
+                "ratio": ec_cpu / py_cpu,
+                "target": 0.6,
+                "met": ec_cpu / py_cpu <= 0.6,
+            }
+        ratios[protocol] = entry
+
+    doc = {
+        "kind": "throughput",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "mode": mode_name,
+        "messages_per_run": count,
+        "runs_per_cell": runs,
+        "elapsed_seconds": round(time.time() - started, 1),
+        "machine": machine(),
+        "versions": versions(),
+        "payload": {"target": "ReceiveCarPatches", **hub.pool},
+        "method": (
+            "HubServer (consumer.signalr.server) in its own process sends pre-encoded payloads as fast as "
+            "the client reads (<= 2 MiB queued-but-unwritten); it coalesces queued messages into WebSocket "
+            "frames of up to 64 KiB. Each client is its own process and writes one JSON line per message "
+            "to a file. "
+            "Window: first message handled -> last line written; CPU = the client's rusage over that window."
+        ),
+        "cells": table,
+        "ratios": ratios,
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {out_path.relative_to(ROOT) if out_path.is_relative_to(ROOT) else out_path}")
+    if not args.no_readme:
+        subprocess.run(
+            [PY, str(HERE / "render.py"), "--readme", str(ROOT / "README.md")], check=True, cwd=ROOT
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
