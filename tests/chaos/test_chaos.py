@@ -1,0 +1,342 @@
+"""Chaos scenarios: the real daemon process against the simulator, with counted losses.
+
+Quick forms run in `make test`; `make chaos` (`--chaos-long`) runs the long forms. Every scenario
+appends its row (sent, relayed, lost, dup, time to recover) to the summary table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .harness import DaemonProc, Traffic, settle, simulator, sink_records, start_daemon, until, wait_relaying
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
+
+HOLD = 1.0  # steady traffic between faults (part of the fault schedule, not a synchronisation)
+
+
+def markers(daemon: DaemonProc, state: str) -> int:
+    return sum(1 for r in sink_records(daemon.out) if r.get("kind") == "connection" and r["target"] == state)
+
+
+async def hub_resubscribed(sim: Any, old: set[str], timeout: float) -> float:
+    """Seconds until a connection not in `old` is in the event's group (resubscribed, hub side)."""
+    group = f"evt{sim.event_ids[0]}-sub"
+    t0 = time.monotonic()
+    await until(lambda: bool(sim.hub.server.group_members(group) - old), timeout, "resubscription")
+    return time.monotonic() - t0
+
+
+def group_ids(sim: Any) -> set[str]:
+    return set(sim.hub.server.group_members(f"evt{sim.event_ids[0]}-sub"))
+
+
+async def test_hub_restarted_repeatedly(tmp_path: Path, chaos_long: bool, chaos_summary: list[Any]) -> None:
+    rounds = 20 if chaos_long else 3
+    async with simulator() as sim:
+        traffic = Traffic(sim, sim.event_ids[0])
+        traffic.start()
+        daemon = await start_daemon(sim, tmp_path)
+        try:
+            await wait_relaying(daemon, traffic)
+            gaps = []
+            for _ in range(rounds):
+                await asyncio.sleep(HOLD)
+                old = group_ids(sim)
+                await sim.faults.restart(down_seconds=0.5)
+                gaps.append(await hub_resubscribed(sim, old, 15))
+                await wait_relaying(daemon, traffic)
+            await settle(daemon, traffic)
+            tally = daemon.tally(traffic)
+        finally:
+            code = await daemon.terminate()
+    chaos_summary.append(
+        tally.row(
+            f"hub restarted x{rounds} (0.5 s down)", statistics.median(gaps), f"max gap {max(gaps):.2f} s"
+        )
+    )
+    assert code == 0
+    assert tally.dup == 0
+    assert markers(daemon, "reconnected") >= rounds
+    # no stateful reconnect: what was in flight at each kill may be lost, nothing else
+    assert tally.lost <= 10 * rounds, tally.lost_seqs
+
+
+async def test_close_allow_reconnect_storm(
+    tmp_path: Path, chaos_long: bool, chaos_summary: list[Any]
+) -> None:
+    rounds = 20 if chaos_long else 5
+    async with simulator() as sim:
+        traffic = Traffic(sim, sim.event_ids[0])
+        traffic.start()
+        daemon = await start_daemon(sim, tmp_path)
+        try:
+            await wait_relaying(daemon, traffic)
+            gaps = []
+            for _ in range(rounds):
+                await asyncio.sleep(HOLD / 2)
+                old = group_ids(sim)
+                assert await sim.faults.close_all(allow_reconnect=True) == 1
+                gaps.append(await hub_resubscribed(sim, old, 10))
+            await wait_relaying(daemon, traffic)
+            await settle(daemon, traffic)
+            tally = daemon.tally(traffic)
+        finally:
+            code = await daemon.terminate()
+    chaos_summary.append(tally.row(f"Close(allowReconnect) storm x{rounds}", statistics.median(gaps), "ok"))
+    assert code == 0
+    assert tally.dup == 0
+    # the Close message is queued behind the data: everything sent before it arrives
+    assert tally.lost == 0, tally.lost_seqs
+
+
+async def test_upgrades_refused_with_503(tmp_path: Path, chaos_long: bool, chaos_summary: list[Any]) -> None:
+    window = 30.0 if chaos_long else 3.0
+    async with simulator() as sim:
+        traffic = Traffic(sim, sim.event_ids[0])
+        traffic.start()
+        daemon = await start_daemon(sim, tmp_path)
+        try:
+            await wait_relaying(daemon, traffic)
+            await asyncio.sleep(HOLD)
+            old = group_ids(sim)
+            sim.faults.refuse_upgrades(503, window)
+            t0 = time.monotonic()
+            sim.faults.drop_all()
+            await hub_resubscribed(sim, old, window + 15)
+            recover = time.monotonic() - t0 - window
+            rejected = sim.hub.server.stats.rejected_upgrades
+            await wait_relaying(daemon, traffic)
+            await settle(daemon, traffic)
+            tally = daemon.tally(traffic)
+        finally:
+            code = await daemon.terminate()
+    chaos_summary.append(
+        tally.row(f"upgrade refused 503 for {window:.0f} s", recover, f"{rejected} upgrades refused")
+    )
+    assert code == 0 and tally.dup == 0
+    assert rejected >= 1  # it really tried during the window
+    assert recover <= 3.0  # back within the capped backoff (reconnect_max_delay 0.5 s) after the window
+    assert tally.lost <= 10, tally.lost_seqs
+
+
+async def test_idp_down_while_token_valid_zero_gap(
+    tmp_path: Path, chaos_long: bool, chaos_summary: list[Any]
+) -> None:
+    down = 300.0 if chaos_long else 5.0
+    async with simulator() as sim:
+        traffic = Traffic(sim, sim.event_ids[0])
+        traffic.start()
+        daemon = await start_daemon(sim, tmp_path)
+        try:
+            await wait_relaying(daemon, traffic)
+            sim.faults.idp_fail(503, down)
+            await asyncio.sleep(down)  # the fault's duration: traffic keeps flowing meanwhile
+            await settle(daemon, traffic)
+            tally = daemon.tally(traffic)
+        finally:
+            code = await daemon.terminate()
+    chaos_summary.append(tally.row(f"IdP down {down:.0f} s, token valid", 0.0, "no reconnect"))
+    assert code == 0
+    assert markers(daemon, "reconnecting") == 0
+    assert tally.lost == 0 and tally.dup == 0, tally.lost_seqs
+
+
+async def test_idp_429_retry_after_honoured(tmp_path: Path, chaos_summary: list[Any]) -> None:
+    window = 3.0
+    async with simulator(require_auth=True) as sim:
+        traffic = Traffic(sim, sim.event_ids[0])
+        traffic.start()
+        daemon = await start_daemon(sim, tmp_path)
+        try:
+            await wait_relaying(daemon, traffic)
+            await asyncio.sleep(HOLD)
+            before = sim.idp.stats["token_requests"] + sim.idp.stats["rejected"]
+            old = group_ids(sim)
+            sim.faults.idp_fail(429, window)
+            t0 = time.monotonic()
+            await sim.faults.expire_tokens()  # the daemon must fetch a new token, and gets 429s
+            await hub_resubscribed(sim, old, window + 15)
+            recover = time.monotonic() - t0
+            during = sim.idp.stats["token_requests"] + sim.idp.stats["rejected"] - before
+            await wait_relaying(daemon, traffic)
+            await settle(daemon, traffic)
+            tally = daemon.tally(traffic)
+        finally:
+            code = await daemon.terminate()
+    chaos_summary.append(
+        tally.row("IdP 429 Retry-After 3 s at reconnect", recover, f"{during} token requests")
+    )
+    assert code == 0 and tally.dup == 0
+    # Retry-After: 3 -> one request into the 429, one after it (plus at most one early retry)
+    assert during <= 3, during
+    assert recover >= window - 0.5  # it did wait for the IdP
+    assert recover <= window + 3.0
+
+
+async def test_token_expiry_close_resumes_within_1s(tmp_path: Path, chaos_summary: list[Any]) -> None:
+    async with simulator(require_auth=True) as sim:
+        traffic = Traffic(sim, sim.event_ids[0])
+        traffic.start()
+        daemon = await start_daemon(sim, tmp_path)
+        try:
+            await wait_relaying(daemon, traffic)
+            # a token fetched long enough ago: the factory allows one token request per second
+            await asyncio.sleep(HOLD)
+            old = group_ids(sim)
+            await sim.faults.expire_tokens()
+            recover = await hub_resubscribed(sim, old, 10)
+            await wait_relaying(daemon, traffic)
+            await settle(daemon, traffic)
+            tally = daemon.tally(traffic)
+        finally:
+            code = await daemon.terminate()
+    chaos_summary.append(tally.row("token expiry close", recover, "new token"))
+    assert code == 0 and tally.dup == 0
+    assert tally.lost == 0, tally.lost_seqs  # the expiry Close is queued behind the data
+    assert recover <= 1.0
+
+
+async def test_bad_credentials_exit_77_fast(tmp_path: Path, chaos_summary: list[Any]) -> None:
+    async with simulator() as sim:
+        t0 = time.monotonic()
+        daemon = await start_daemon(sim, tmp_path, secret="definitely-wrong")
+        async with asyncio.timeout(10):
+            code = await daemon.proc.wait()
+        elapsed = time.monotonic() - t0
+        requests = sim.idp.stats["token_requests"] + sim.idp.stats["rejected"]
+        log_text = daemon.log_path.read_text(errors="replace")
+    chaos_summary.append(
+        {
+            "scenario": "bad credentials",
+            "recover_seconds": f"exit {code} after {elapsed:.2f} s",
+            "verdict": f"{requests} token requests",
+        }
+    )
+    assert code == 77
+    assert elapsed <= 5.0
+    assert 1 <= requests <= 2
+    assert "definitely-wrong" not in log_text
+
+
+async def test_malformed_and_oversized_frames(tmp_path: Path, chaos_summary: list[Any]) -> None:
+    async with simulator() as sim:
+        traffic = Traffic(sim, sim.event_ids[0])
+        traffic.start()
+        daemon = await start_daemon(sim, tmp_path)
+        try:
+            await wait_relaying(daemon, traffic)
+            gaps = []
+            for fault in ("malformed", "oversized"):
+                await asyncio.sleep(HOLD)
+                old = group_ids(sim)
+                if fault == "malformed":
+                    assert sim.faults.malformed() == 1
+                else:
+                    assert sim.faults.oversized(2 * 1024 * 1024) == 1  # > hub.max_message_bytes (1 MiB)
+                gaps.append(await hub_resubscribed(sim, old, 10))
+                await wait_relaying(daemon, traffic)
+            await settle(daemon, traffic)
+            tally = daemon.tally(traffic)
+            alive = daemon.proc.returncode is None
+        finally:
+            code = await daemon.terminate()
+    logs = daemon.logs()
+    chaos_summary.append(tally.row("malformed + oversized frames", max(gaps), "recycled, alive"))
+    assert alive and code == 0
+    assert markers(daemon, "reconnecting") >= 2
+    assert any(r.get("level") in ("warning", "error") for r in logs), "the bad frames were not logged"
+    assert tally.dup == 0
+    assert tally.lost <= 20, tally.lost_seqs  # what was behind the bad frame on that socket
+
+
+async def test_stateful_reconnect_drops_lose_nothing(
+    tmp_path: Path, chaos_long: bool, chaos_summary: list[Any]
+) -> None:
+    drops, every = (30, 2.0) if chaos_long else (6, 0.5)
+    async with simulator(stateful=True) as sim:
+        traffic = Traffic(sim, sim.event_ids[0])
+        traffic.start()
+        daemon = await start_daemon(sim, tmp_path, stateful=True, skip_negotiation=False)
+        try:
+            await wait_relaying(daemon, traffic)
+            reconnects_before = sim.hub.server.stats.reconnects
+            for _ in range(drops):
+                assert sim.faults.drop_all() == 1
+                await asyncio.sleep(every)  # the fault schedule: one transport drop every `every` s
+            await wait_relaying(daemon, traffic)
+            await settle(daemon, traffic)
+            tally = daemon.tally(traffic)
+            resumed = sim.hub.server.stats.reconnects - reconnects_before
+        finally:
+            code = await daemon.terminate()
+    chaos_summary.append(
+        tally.row(f"stateful reconnect, {drops} drops every {every} s", None, f"{resumed} stateful resumes")
+    )
+    assert code == 0
+    assert resumed >= 1  # the stateful path was really exercised
+    assert tally.lost == 0 and tally.dup == 0, tally.lost_seqs
+
+
+async def test_sigterm_mid_burst(tmp_path: Path, chaos_summary: list[Any]) -> None:
+    async with simulator() as sim:
+        traffic = Traffic(sim, sim.event_ids[0])
+        traffic.start()
+        daemon = await start_daemon(sim, tmp_path)
+        try:
+            await wait_relaying(daemon, traffic)
+            await traffic.stop()
+            mark = len(daemon.seqs())
+            traffic.burst(3000)
+            await until(lambda: len(daemon.seqs()) > mark + 50, 10, "the burst to start arriving")
+        finally:
+            code = await daemon.terminate()
+    seqs = daemon.seqs()
+    stopped = [r for r in daemon.logs() if r.get("event") == "stopped"]
+    assert stopped, "no 'stopped' log line"
+    received = stopped[-1]["received"]
+    decoded = stopped[-1].get("decoded", received)
+    written = len(seqs)
+    chaos_summary.append(
+        {
+            "scenario": "SIGTERM mid-burst (3000 queued)",
+            "sent": len(traffic.sent),
+            "relayed": written,
+            "lost": decoded - written,
+            "dup": written - len(set(seqs)),
+            "recover_seconds": f"exit {code}",
+            "verdict": f"{received} decoded",
+        }
+    )
+    assert code == 0
+    assert written == len(set(seqs))
+    assert received == written  # every invocation the relay got was written before exit
+    assert decoded == written  # and nothing decoded was abandoned
+
+
+async def test_half_open_hub_long_form(tmp_path: Path, chaos_long: bool, chaos_summary: list[Any]) -> None:
+    if not chaos_long:
+        pytest.skip("long form only (make chaos): 45 s half-open hub")
+    async with simulator() as sim:
+        traffic = Traffic(sim, sim.event_ids[0])
+        traffic.start()
+        daemon = await start_daemon(sim, tmp_path)
+        try:
+            await wait_relaying(daemon, traffic)
+            old = group_ids(sim)
+            sim.faults.half_open(seconds=45)
+            gap = await hub_resubscribed(sim, old, 60)
+            await wait_relaying(daemon, traffic)
+            await settle(daemon, traffic)
+            tally = daemon.tally(traffic)
+        finally:
+            code = await daemon.terminate()
+    chaos_summary.append(tally.row("hub half-open 45 s", gap, "server timeout detected"))
+    assert code == 0 and tally.dup == 0
+    assert gap <= 10  # server_timeout 3 s + reconnect
