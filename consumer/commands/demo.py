@@ -8,7 +8,7 @@ path is exercised.
 
 Output: the daemon's stdout sink — the compact human view on a TTY, JSON lines otherwise (or with
 `--json`): connection markers, snapshots, car and session patches. Logs (WARNING and up unless
-`--log-level`) go to stderr. Ctrl-C or SIGTERM: the daemon drains and stops (within its 5 s
+`--log-level`) go to stderr. Ctrl-C or SIGTERM: the daemon drains and stops (within its 3 s
 shutdown grace), then the simulator; exit 0.
 """
 
@@ -17,8 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
+import stat
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from consumer.errors import ConfigError
@@ -32,6 +35,7 @@ HELP = "simulator + the daemon against it, output on this terminal (Ctrl-C to st
 
 # The environment variable (in the mapping handed to the daemon only) that carries the demo secret.
 SECRET_ENV = "EVENT_CONSUMER_DEMO_CLIENT_SECRET"
+STDOUT_FD = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +71,7 @@ def demo_config(sim: Simulator, args: argparse.Namespace) -> Config:
         "redmist": {"events": sim.event_ids, "snapshot_min_interval_seconds": 1.0},
         "sinks": [{"type": "stdout", "pretty": not args.json}],
         "logging": {"level": args.log_level},
-        "service": {"shutdown_grace_seconds": 5.0},
+        "service": {"shutdown_grace_seconds": 3.0},
     }
     return parse_config(data, source="<demo>")
 
@@ -82,7 +86,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     daemon: Daemon | None = None
 
     def on_signal() -> None:
-        # Repeats are ignored: the daemon's shutdown is bounded by its grace (5 s), and a wrapper may
+        # Repeats are ignored: the daemon's shutdown is bounded by its grace (3 s), and a wrapper may
         # deliver one signal twice (`timeout` signals the process group and `make` forwards SIGTERM).
         nonlocal stopping
         stopping = True
@@ -92,6 +96,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
         loop.add_signal_handler(sig, on_signal)
+    watching_stdout = _watch_pipe_reader(loop, on_signal)
     try:
         sim_config = SimConfig(events=args.events, hub=HubSettings(speed=args.speed, require_auth=True))
         try:
@@ -118,6 +123,28 @@ async def run_demo(args: argparse.Namespace) -> int:
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+        if watching_stdout:
+            loop.remove_reader(STDOUT_FD)
+
+
+def _watch_pipe_reader(loop: asyncio.AbstractEventLoop, on_gone: Callable[[], None]) -> bool:
+    """When stdout is a pipe, stop like on Ctrl-C once its reader goes away (`demo | head`).
+
+    The write end of a pipe reports an error condition (read-ready to the selector) when the read
+    end is closed; the same trick asyncio's pipe transport uses.
+    """
+    try:
+        if not stat.S_ISFIFO(os.fstat(STDOUT_FD).st_mode):
+            return False
+    except OSError:
+        return False
+
+    def gone() -> None:
+        loop.remove_reader(STDOUT_FD)
+        on_gone()
+
+    loop.add_reader(STDOUT_FD, gone)
+    return True
 
 
 def main(args: argparse.Namespace) -> int:

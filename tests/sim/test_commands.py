@@ -186,3 +186,29 @@ def test_demo_rejects_bad_arguments() -> None:
     assert cli_main(["demo", "--speed", "0"]) == 78
     assert cli_main(["demo", "--events", "0"]) == 78
     assert cli_main(["demo", "--protocol", "xml"]) == 2
+
+
+def test_demo_stops_with_exit_0_when_its_reader_goes_away(tmp_path: Path) -> None:
+    """`event-consumer demo | head`: the pipe's reader closes, the demo shuts down by itself."""
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("wb") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "demo", "--speed", "600"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err_file,
+        )
+    assert proc.stdout is not None
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "no output within 60 s"
+        assert os.read(proc.stdout.fileno(), 65536).startswith(b"{")
+        proc.stdout.close()  # as `head` does when it has its lines
+        code = proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = err_path.read_text()
+    assert code == 0, err[-2000:]
+    assert "Traceback" not in err
