@@ -27,6 +27,7 @@ class Notifier:
         self.watchdog_usec = watchdog_usec
         self._sock: socket.socket | None = None
         self._warned = False
+        self._stopped = False
         self.sent: list[str] = []  # what was sent (for STATUS/debugging; bounded by callers' use)
 
     @classmethod
@@ -77,9 +78,14 @@ class Notifier:
         return self.notify(f"STATUS={text}")
 
     def stopping(self, status: str | None = None) -> bool:
+        # systemd stops the watchdog once the unit leaves the running state; STOPPING=1 is our last word
+        # on health, so no WATCHDOG=1 may follow it (the watchdog task may still be winding down).
+        self._stopped = True
         return self.notify("STOPPING=1", *([f"STATUS={status}"] if status else []))
 
     def watchdog(self) -> bool:
+        if self._stopped:
+            return False
         return self.notify("WATCHDOG=1")
 
     def close(self) -> None:

@@ -119,3 +119,22 @@ async def test_watchdog_skips_ping_when_loop_lags(notify_socket: tuple[socket.so
     await asyncio.gather(task, return_exceptions=True)
     assert "WATCHDOG=1" not in n.sent
     n.close()
+
+
+async def test_no_watchdog_ping_after_stopping(notify_socket: tuple[socket.socket, str]) -> None:
+    sock, path = notify_socket
+    n = Notifier.from_env({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "20000"})  # 10 ms interval
+    task = asyncio.create_task(n.run_watchdog(lambda: True))
+    try:
+        assert await recv(sock) == "WATCHDOG=1"
+        n.stopping("draining")
+        # The watchdog task keeps running while the daemon drains; it must not ping any more.
+        for _ in range(5):
+            await asyncio.sleep(n.watchdog_interval or 0)
+        assert n.watchdog() is False
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        n.close()
+    after = n.sent[n.sent.index("STOPPING=1\nSTATUS=draining") :]
+    assert after == ["STOPPING=1\nSTATUS=draining"]
