@@ -52,7 +52,7 @@ bench: $(VENV)/.installed node_modules/.installed
 	$(PY) bench/run.py
 
 chaos: $(VENV)/.installed node_modules/.installed
-	$(BIN)/pytest -q -p no:cacheprovider -m chaos --chaos-long tests/chaos
+	$(BIN)/pytest -q -p no:cacheprovider -m chaos --chaos-long --timeout=7200 tests/chaos
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -16,7 +16,7 @@ import pytest
 
 from .harness import DaemonProc, Traffic, settle, simulator, sink_records, start_daemon, until, wait_relaying
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.chaos
 
 HOLD = 1.0  # steady traffic between faults (part of the fault schedule, not a synchronisation)
 
