@@ -92,8 +92,10 @@ def _redact_value(key: str | None, value: Any) -> Any:
     if isinstance(value, Secret):
         return repr(value)
     if key is not None and key not in _SAFE_KEYS and _SECRET_KEY.search(key):
-        if value is None or isinstance(value, bool):
-            return value
+        # Secrets are text. Numbers, booleans and None under a secret-looking key (a counter keyed by a
+        # sink path that happens to contain "token", say) carry nothing to hide; containers recurse.
+        if value is None or isinstance(value, bool | int | float | Mapping | list | tuple):
+            return value if not isinstance(value, Mapping | list | tuple) else _redact_value(None, value)
         return REDACTED
     if isinstance(value, str):
         return scrub(value)

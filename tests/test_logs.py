@@ -24,3 +24,18 @@ def test_redaction_of_keys_registered_values_and_patterns() -> None:
     assert "got token" in out and "failed" in out
     for leaked in (token, "s3cr3t-value", "other-secret-value", "abcdefghijklmnop"):
         assert leaked not in out
+
+
+def test_numbers_under_secret_looking_keys_are_not_masked_but_text_is() -> None:
+    buf = io.StringIO()
+    setup_logging("INFO", fmt="json", stream=buf)
+    get_logger("t").info(
+        "stopped",
+        written={"file:/tmp/test_token_expiry0/out.jsonl": 3002},
+        token_requests_total=7,
+        nested={"client_secret": "plain-text-secret-value", "refresh_token": None},
+    )
+    out = buf.getvalue()
+    assert '"file:/tmp/test_token_expiry0/out.jsonl": 3002' in out
+    assert '"token_requests_total": 7' in out
+    assert "plain-text-secret-value" not in out

@@ -30,7 +30,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
+from consumer.logs import get_logger
 from consumer.sinks.base import PartialWrite
+
+log = get_logger("consumer.sinks.file")
 
 Writer = Callable[[int, memoryview], int]
 FsyncPolicy = Literal["never", "interval", "always"]
@@ -69,6 +72,7 @@ class FileSink:
         self._good = 0  # offset just after the last complete line
         self._day = ""
         self._unsynced = False
+        self._fsync_unsupported = False
 
     # -- async interface (one thread hop per call) ---------------------------------------------
 
@@ -107,15 +111,27 @@ class FileSink:
         fd, self._fd = self._fd, None
         try:
             if self._unsynced:
-                os.fsync(fd)
-                self._unsynced = False
+                self._fsync(fd)
         finally:
             os.close(fd)
 
     def _sync(self) -> None:
         if self._fd is not None and self._unsynced:
-            os.fsync(self._fd)
+            self._fsync(self._fd)
+
+    def _fsync(self, fd: int) -> None:
+        """fsync, unless this file cannot be synced (/dev/null, a pipe: EINVAL); then stop trying."""
+        if self._fsync_unsupported:
             self._unsynced = False
+            return
+        try:
+            os.fsync(fd)
+        except OSError as err:
+            if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EROFS):
+                raise
+            self._fsync_unsupported = True
+            log.warning("fsync not supported on this sink path; continuing without", sink=self.name)
+        self._unsynced = False
 
     def _reopen(self) -> None:
         self._close()
@@ -199,5 +215,4 @@ class FileSink:
         self._good += len(view)
         self._unsynced = True
         if self.fsync == "always":
-            os.fsync(fd)
-            self._unsynced = False
+            self._fsync(fd)

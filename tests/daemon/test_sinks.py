@@ -283,3 +283,14 @@ async def test_stdout_sink_json_lines_and_pretty_view() -> None:
     text = human_line(json.dumps(rec).encode())
     assert text == "19:43:12.402 ReceiveCarPatches ev=1187 #42 P3, #7X pit"
     assert human_line(b"not json") == "not json"
+
+
+@pytest.mark.parametrize("policy", ["always", "interval"])
+async def test_sink_on_dev_null_works_and_closes_cleanly(policy: str) -> None:
+    # fsync(/dev/null) fails with EINVAL; the sink must keep writing and close without an error.
+    sink = FileSink(Path(os.devnull), fsync=policy)  # type: ignore[arg-type]
+    await sink.open()
+    await sink.write(lines(3))
+    await sink.flush()
+    await sink.write(lines(2, start=3))
+    await sink.close()
