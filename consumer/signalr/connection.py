@@ -31,6 +31,15 @@ MessageBuffer.js) and goes past it where a daemon needs it:
   `on_reconnecting(error)`, `on_reconnected(connection_id)`, `on_closed(error)`. Pending invocations
   and streams fail with `ConnectionLostError` when the connection is lost (unless a stateful reconnect
   resumes it), so nothing hangs.
+- One FIFO orders data and connection events: the reconnecting and reconnected callbacks are queued
+  behind every invocation decoded before them and run by the dispatcher. So handlers see every
+  invocation decoded before a loss before on_reconnecting fires; on_reconnected runs with the receive
+  loop already up (state `connected`, so it may await `invoke()`), and it finishes before any invocation
+  the new transport brings is dispatched. The reconnect itself never waits for callbacks or handlers.
+  on_closed runs last, after the final drain.
+- Nothing decoded is lost on `stop(drain_timeout=)`: reading stops first, the queue is drained
+  (bounded), then Close and the WebSocket close. `stats` (`ClientStats`) counts invocations decoded,
+  dispatched and abandoned (a drain cut short by its deadline or a cancelled `stop()`).
 - Automatic reconnect with a `RetryPolicy` (default `DaemonRetryPolicy`: never gives up). With
   `retry_initial_start=True` (default) a failed first start is retried with the same policy.
   Close(allowReconnect=false) stops; Close(allowReconnect=true) or transport loss reconnects.
@@ -60,6 +69,7 @@ import enum
 import inspect
 import itertools
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -79,6 +89,7 @@ from consumer.signalr import protocol as proto
 from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy
 
 __all__ = [
+    "ClientStats",
     "ConnectionLostError",
     "ConnectionState",
     "HandshakeError",
@@ -434,6 +445,31 @@ class ConnectionState(enum.StrEnum):
 
 
 @dataclass(slots=True)
+class ClientStats:
+    """Counters of one HubConnection (cumulative over start/stop cycles).
+
+    Once the connection is closed, `invocations_decoded == invocations_dispatched +
+    invocations_abandoned`; `invocations_abandoned` only grows when a drain deadline expired (a
+    handler too slow for `drain_timeout`) or `stop()` itself was cancelled.
+    """
+
+    invocations_decoded: int = 0  # server→client invocations decoded from the socket (replays excluded)
+    invocations_dispatched: int = 0  # ... whose dispatch finished (handled, failed or unhandled)
+    invocations_abandoned: int = 0  # ... decoded but never dispatched because a drain was cut short
+
+
+@dataclass(slots=True)
+class _Notify:
+    """Connection callbacks queued behind the invocations decoded before them (dispatch order)."""
+
+    callbacks: list[Callback]
+    args: tuple[Any, ...]
+
+
+_Queued: TypeAlias = proto.Invocation | _Notify
+
+
+@dataclass(slots=True)
 class _Ended:
     """Why a transport ended: the error, whether reconnecting is allowed, and whether to try a resume."""
 
@@ -469,6 +505,7 @@ class HubConnection:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_size: int | None = None,
         dispatch_queue_size: int = 10_000,
+        drain_timeout: float = 5.0,
         stream_buffer_size: int = 1_000,
         allow_insecure_http: bool = False,
         raw_arguments: bool = False,
@@ -507,6 +544,7 @@ class HubConnection:
         self._max_message_size = max_message_size
         self._max_frame_size = max_frame_size if max_frame_size is not None else 8 * max_message_size
         self._dispatch_queue_size = dispatch_queue_size
+        self._drain_timeout = drain_timeout
         self._stream_buffer_size = stream_buffer_size
         self._allow_insecure = allow_insecure_http
         self._http_client = http_client
@@ -532,9 +570,16 @@ class HubConnection:
         self._connection_id: str | None = None
         self._send_lock = asyncio.Lock()
         self._last_send = 0.0
-        self._dispatch_queue: asyncio.Queue[proto.Invocation] | None = None
+        self._dispatch_queue: asyncio.Queue[_Queued] | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._leftover: deque[proto.Invocation] = deque()  # decoded, not yet queued when stop() came
+        self._unqueued: proto.Invocation | None = None  # decoded, waiting for room in the queue
         self._main_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._closing = False  # _main is past its receive/reconnect loop: only cleanup is left
+        self._graceful_close = False  # stop() found the connection connected: send Close after draining
+        self._drain_deadline: float | None = None
+        self.stats = ClientStats()
         self._give_up_error: BaseException | None = None
         self._closed_event = asyncio.Event()
         self._closed_event.set()
@@ -599,23 +644,47 @@ class HubConnection:
             await asyncio.wait([self._main_task])  # cleanup done, state is disconnected
             raise
 
-    async def stop(self) -> None:
-        """Close gracefully (Close message, then the WebSocket). Pending calls fail; on_closed fires."""
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """Close gracefully; nothing already decoded is lost.
+
+        1. Stop reading: no frame is decoded after this call (an invocation batch decoded from one
+           frame is kept whole).
+        2. Drain: every invocation decoded before is dispatched to its handlers, in order, within
+           `drain_timeout` seconds (default: the constructor's `drain_timeout`). While draining the
+           state is `disconnecting`: handlers can still answer server invocations (Completions are
+           sent), but cannot `invoke`/`send`.
+        3. Close message (when it was connected), then the WebSocket. Pending calls fail with
+           ConnectionLostError; on_closed fires.
+
+        Whatever is still queued when the deadline passes is abandoned (`stats.invocations_abandoned`);
+        so is the rest of the queue when the task calling stop() is cancelled. Called from a handler or
+        callback, stop() starts the shutdown and returns at once (the drain goes on after it returns).
+        """
         task = self._main_task
         if task is None or task.done():
             self._state = ConnectionState.DISCONNECTED
             return
+        current = asyncio.current_task()
+        inside = current is task or (current is not None and current is self._dispatcher)
         if self._stopping:
-            await self._closed_event.wait()
+            if not inside:
+                await self._closed_event.wait()
             return
         self._stopping = True
-        was_connected = self._state == ConnectionState.CONNECTED
-        self._state = ConnectionState.DISCONNECTING
-        if was_connected and self._ws is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._close_timeout):
-                    await self._transmit(self._protocol.encode(proto.Close()))
-        await self._cancel_main()
+        timeout = self._drain_timeout if drain_timeout is None else drain_timeout
+        self._drain_deadline = asyncio.get_running_loop().time() + max(0.0, timeout)
+        self._graceful_close = self._state == ConnectionState.CONNECTED
+        if not self._closing:
+            self._state = ConnectionState.DISCONNECTING
+            task.cancel()  # stops the receive loop (or a reconnect); _main then drains and closes
+        if inside:
+            return
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            self._abandon_drain()  # our caller gave up waiting: cut the drain short, finish quickly
+            await asyncio.wait([task])
+            raise
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed for good (stop, policy gave up, Close without reconnect)."""
@@ -947,7 +1016,7 @@ class HubConnection:
         if not initial:
             self._state = ConnectionState.RECONNECTING
             log.warning("signalr.reconnecting", reason=_describe(reason), url=redact_url(self.url))
-            await self._fire(self._reconnecting_cbs, reason)
+            await self._notify(self._reconnecting_cbs, reason)
             if self._stopping:
                 return False
         while delay is not None:
@@ -982,6 +1051,26 @@ class HubConnection:
         self._give_up_error = last
         return False
 
+    async def _notify(self, callbacks: list[Callback], *args: Any) -> None:
+        """Queue connection callbacks behind every invocation decoded so far: the dispatcher runs
+        them in that order, so markers and data keep their true order and the receive loop (or the
+        reconnect) never waits for a callback. If the queue stays full for `drain_timeout` s (a
+        handler is stuck), the put goes on in the background and ordering becomes best effort."""
+        queue = self._dispatch_queue
+        assert queue is not None
+        item = _Notify(callbacks, args)
+        try:
+            queue.put_nowait(item)
+            return
+        except asyncio.QueueFull:
+            pass
+        try:
+            async with asyncio.timeout(self._drain_timeout):
+                await queue.put(item)
+        except TimeoutError:
+            log.warning("signalr.dispatch_queue_stuck", queued=queue.qsize())
+            self._spawn(queue.put(item))
+
     def _next_delay(self, count: int, elapsed: float, reason: BaseException | None) -> float | None:
         try:
             delay = self._retry_policy.next_delay(count, elapsed, reason)
@@ -1004,8 +1093,12 @@ class HubConnection:
         close_error: BaseException | None = None
         connected_once = False
         self._give_up_error = None
-        self._dispatch_queue = asyncio.Queue(maxsize=self._dispatch_queue_size)
-        dispatcher = asyncio.create_task(self._dispatch_loop(self._dispatch_queue))
+        self._closing = False
+        self._leftover.clear()
+        queue: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=self._dispatch_queue_size)
+        self._dispatch_queue = queue
+        dispatcher = asyncio.create_task(self._dispatch_loop(queue), name="signalr:dispatcher")
+        self._dispatcher = dispatcher
         try:
             await self._connect_with_policy(None, initial=True)
             connected_once = True
@@ -1029,7 +1122,9 @@ class HubConnection:
                 if await self._connect_with_policy(ended.error, initial=False):
                     self._state = ConnectionState.CONNECTED
                     log.info("signalr.reconnected", connection_id=self._connection_id)
-                    await self._fire(self._reconnected_cbs, self._connection_id)
+                    # Queued ahead of everything the new transport will decode, and run by the
+                    # dispatcher while the receive loop is up: a callback may await invoke().
+                    await self._notify(self._reconnected_cbs, self._connection_id)
                     continue
                 close_error = self._give_up_error or ended.error
                 break
@@ -1046,22 +1141,34 @@ class HubConnection:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            dispatcher.cancel()
-            await asyncio.wait([dispatcher])
-            ws, self._ws = self._ws, None
-            if ws is not None:
-                await self._abort(ws)
-            for task in list(self._background):
-                task.cancel()
-            self._fail_pending(
+            self._closing = True
+            self._state = ConnectionState.DISCONNECTING
+            self._fail_pending(  # before draining: a handler awaiting an invoke must not wait for it
                 ConnectionLostError("the connection was stopped")
                 if close_error is None
                 else ConnectionLostError(f"the connection was closed: {_describe(close_error)}")
             )
+            deadline = self._drain_deadline
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + self._drain_timeout
+            await self._drain(queue, dispatcher, deadline)
+            ws, self._ws = self._ws, None
+            if ws is not None:
+                if self._graceful_close:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(self._close_timeout):
+                            await self._ws_send(ws, self._protocol.encode(proto.Close()))
+                await self._abort(ws)
+            for task in list(self._background):
+                task.cancel()
+            self._fail_pending(ConnectionLostError("the connection was stopped"))
             if self._buffer is not None:
                 self._buffer.dispose(ConnectionLostError("connection closed"))
                 self._buffer = None
             self._state = ConnectionState.DISCONNECTED
+            self._dispatcher = None
+            self._drain_deadline = None
+            self._graceful_close = False
             log.info("signalr.closed", error=_describe(close_error))
         if connected_once:
             await self._fire(self._closed_cbs, close_error)
@@ -1126,41 +1233,70 @@ class HubConnection:
 
     async def _handle_messages(self, messages: list[proto.HubMessage]) -> _Ended | None:
         buffer = self._buffer
-        for message in messages:
-            if buffer is not None and not buffer.should_process(message):
-                continue
-            if isinstance(message, proto.Invocation):
-                assert self._dispatch_queue is not None
-                await self._dispatch_queue.put(message)
-            elif isinstance(message, proto.StreamItem):
-                stream = self._streams.get(message.invocation_id)
-                if stream is not None:
-                    await stream._put(message.item)
-            elif isinstance(message, proto.Completion):
-                self._complete(message)
-            elif isinstance(message, proto.Close):
-                error = (
-                    ServerClosedError(f"Server returned an error on close: {message.error}")
-                    if message.error
-                    else None
-                )
-                log.info(
-                    "signalr.close_message", error=message.error, allow_reconnect=message.allow_reconnect
-                )
-                return _Ended(error, allow_reconnect=message.allow_reconnect, resumable=False)
-            elif isinstance(message, proto.Ack):
-                if buffer is not None:
-                    buffer.ack(message.sequence_id)
-            elif isinstance(message, proto.Sequence):
-                if buffer is not None:
-                    try:
-                        buffer.reset_sequence(message.sequence_id)
-                    except proto.ProtocolError as exc:
-                        return _Ended(exc, allow_reconnect=True, resumable=False)
-            elif isinstance(message, proto.Ping):
-                pass
-            else:
-                log.warning("signalr.unexpected_message", type=int(message.type))
+        queue = self._dispatch_queue
+        assert queue is not None
+        index = 0
+        try:
+            while index < len(messages):
+                ended = await self._handle_message(messages[index], buffer, queue)
+                if ended is not None:
+                    return ended
+                index += 1
+        except asyncio.CancelledError:
+            # stop() came while this batch was being handed over (the queue was full): the
+            # invocations it still holds were decoded, so they are kept for the final drain.
+            unqueued, self._unqueued = self._unqueued, None
+            if unqueued is not None:
+                self._leftover.append(unqueued)
+            for message in messages[index + 1 :]:
+                if buffer is not None and not buffer.should_process(message):
+                    continue
+                if isinstance(message, proto.Invocation):
+                    self.stats.invocations_decoded += 1
+                    self._leftover.append(message)
+            raise
+        return None
+
+    async def _handle_message(
+        self, message: proto.HubMessage, buffer: _MessageBuffer | None, queue: asyncio.Queue[_Queued]
+    ) -> _Ended | None:
+        if buffer is not None and not buffer.should_process(message):
+            return None
+        if isinstance(message, proto.Invocation):
+            self.stats.invocations_decoded += 1
+            try:
+                queue.put_nowait(message)
+            except asyncio.QueueFull:
+                self._unqueued = message
+                await queue.put(message)  # cancelled: nothing was enqueued, _handle_messages keeps it
+                self._unqueued = None
+        elif isinstance(message, proto.StreamItem):
+            stream = self._streams.get(message.invocation_id)
+            if stream is not None:
+                await stream._put(message.item)
+        elif isinstance(message, proto.Completion):
+            self._complete(message)
+        elif isinstance(message, proto.Close):
+            error = (
+                ServerClosedError(f"Server returned an error on close: {message.error}")
+                if message.error
+                else None
+            )
+            log.info("signalr.close_message", error=message.error, allow_reconnect=message.allow_reconnect)
+            return _Ended(error, allow_reconnect=message.allow_reconnect, resumable=False)
+        elif isinstance(message, proto.Ack):
+            if buffer is not None:
+                buffer.ack(message.sequence_id)
+        elif isinstance(message, proto.Sequence):
+            if buffer is not None:
+                try:
+                    buffer.reset_sequence(message.sequence_id)
+                except proto.ProtocolError as exc:
+                    return _Ended(exc, allow_reconnect=True, resumable=False)
+        elif isinstance(message, proto.Ping):
+            pass
+        else:
+            log.warning("signalr.unexpected_message", type=int(message.type))
         return None
 
     def _complete(self, message: proto.Completion) -> None:
@@ -1254,13 +1390,60 @@ class HubConnection:
 
     # --- internals: dispatching ----------------------------------------------------------------
 
-    async def _dispatch_loop(self, queue: asyncio.Queue[proto.Invocation]) -> None:
+    async def _dispatch_loop(self, queue: asyncio.Queue[_Queued]) -> None:
         while True:
-            message = await queue.get()
+            item = await queue.get()
             try:
-                await self._dispatch(message)
-            except Exception as exc:  # never let one invocation stop the dispatcher
-                log.error("signalr.dispatch_failed", target=message.target, error=_describe(exc))
+                if isinstance(item, _Notify):
+                    await self._fire(item.callbacks, *item.args)
+                    continue
+                try:
+                    await self._dispatch(item)
+                except Exception as exc:  # never let one invocation stop the dispatcher
+                    log.error("signalr.dispatch_failed", target=item.target, error=_describe(exc))
+                self.stats.invocations_dispatched += 1
+            finally:
+                queue.task_done()
+
+    async def _drain(
+        self, queue: asyncio.Queue[_Queued], dispatcher: asyncio.Task[None], deadline: float
+    ) -> None:
+        """Closing: until the dispatcher has run everything queued (then `_leftover`) or `deadline`;
+        then the dispatcher stops and whatever it did not reach is counted as abandoned."""
+
+        async def flush() -> None:
+            while self._leftover:
+                await queue.put(self._leftover[0])  # a cancelled put enqueues nothing
+                self._leftover.popleft()
+            await queue.join()
+
+        flusher = asyncio.create_task(flush())
+        try:
+            timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+            await asyncio.wait({flusher, dispatcher}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # cancelled again while closing: cut the drain short
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        finally:
+            flusher.cancel()
+            await asyncio.wait([flusher])
+            dispatcher.cancel()
+            await asyncio.wait([dispatcher])
+        stats = self.stats
+        stats.invocations_abandoned = stats.invocations_decoded - stats.invocations_dispatched
+        if flusher.cancelled() or queue.qsize() or self._leftover:
+            log.warning(
+                "signalr.drain_incomplete",
+                queued=queue.qsize() + len(self._leftover),
+                abandoned_total=stats.invocations_abandoned,
+            )
+        self._leftover.clear()
+
+    def _abandon_drain(self) -> None:
+        """stop() was cancelled: stop the dispatcher now, the final drain returns at once."""
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
 
     def _decode_raw(self, raw: Any) -> list[Any]:
         if not isinstance(raw, msgspec.Raw):
