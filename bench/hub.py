@@ -7,6 +7,14 @@ when ready, then one JSON line per finished stream (hub-side timings). Hub metho
   caller. `rate == 0`: as fast as the client reads. `rate > 0`: paced at `rate` msgs/s, JSON only,
   each payload carrying a second argument `{"sentAtNs": <time.time_ns() at send>}` (latency runs).
 
+- `SubscribeToEvent(event_id)`: adds the caller to group `evt-<id>` (the events-scale runs).
+- `BenchEvents(count, close_when_done)`: `count` invocations round-robin over the groups of the events
+  the caller subscribed to (in subscription order), each payload's `eventId` rewritten to that event
+  (JSON only; the daemon's envelope `event_id` follows the payload), as fast as the client reads.
+
+`--hubs N` serves N independent HubServers (N ports) from this one process; the ready line carries
+`urls` (all) and `url` (the first). The hubs-scale runs connect one client connection to each.
+
 Flow control (`rate == 0`): `HubServer.send_to_connection` never blocks (it queues, and a full
 outbound queue closes the connection), so the feeder keeps at most `--window` bytes queued but not yet
 written to the socket, measured through the public `stats.bytes_sent` counter. When the window is
@@ -18,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import re
 import signal
 import sys
 import time
@@ -32,9 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from payloads import TARGET, Payload, build_pool, describe
 
 from consumer.signalr import protocol as p
-from consumer.signalr.server import HubCallContext, HubServer, ProtocolArgs
+from consumer.signalr.server import HubCallContext, HubError, HubServer, ProtocolArgs
 
 POLL = 0.0005
+EVENT_POOL = 64  # distinct payloads per event in BenchEvents (the rewritten copies are cached)
+_EVENT_ID = re.compile(rb'"eventId":"[^"]*"')
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -64,7 +76,34 @@ class BenchHub:
             for name in ("json", "messagepack")
         }
         self.tasks: set[asyncio.Task[None]] = set()
+        self.subscribed: dict[str, list[int]] = {}  # connection id -> event ids, in order
+        self._event_args: dict[tuple[int, int], msgspec.Raw] = {}
         self.server.register("BenchStream", self._bench_stream)
+        self.server.register("SubscribeToEvent", self._subscribe)
+        self.server.register("BenchEvents", self._bench_events)
+
+    async def _subscribe(self, ctx: HubCallContext, event_id: int) -> None:
+        await ctx.add_to_group(f"evt-{int(event_id)}")
+        self.subscribed.setdefault(ctx.connection_id, []).append(int(event_id))
+
+    async def _bench_events(self, ctx: HubCallContext, count: int, close_when_done: bool) -> None:
+        events = list(self.subscribed.get(ctx.connection_id, ()))
+        if not events:
+            raise HubError("BenchEvents: subscribe to at least one event first")
+        task = asyncio.get_running_loop().create_task(
+            self._feed(ctx.connection_id, int(count), 0.0, bool(close_when_done), events=events)
+        )
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def event_args(self, k: int, event_id: int) -> msgspec.Raw:
+        """Payload `k` (of the first EVENT_POOL) with every car's eventId set to `event_id` (cached)."""
+        key = (k, event_id)
+        raw = self._event_args.get(key)
+        if raw is None:
+            raw = msgspec.Raw(_EVENT_ID.sub(b'"eventId":"%d"' % event_id, bytes(self.pool[k].json_args)))
+            self._event_args[key] = raw
+        return raw
 
     async def _bench_stream(
         self, ctx: HubCallContext, count: int, rate: float, close_when_done: bool
@@ -75,7 +114,9 @@ class BenchHub:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _feed(self, cid: str, count: int, rate: float, close_when_done: bool) -> None:
+    async def _feed(
+        self, cid: str, count: int, rate: float, close_when_done: bool, events: list[int] | None = None
+    ) -> None:
         server = self.server
         proto = server.protocol_of(cid) or "json"
         stats = server.stats
@@ -86,7 +127,21 @@ class BenchHub:
         queued = 0
         sent = 0
         t0 = time.perf_counter()
-        if rate <= 0:
+        if events is not None:
+            json_proto = p.get_protocol("json")
+            groups = [f"evt-{e}" for e in events]
+            m = len(events)
+            pool_n = min(n, EVENT_POOL)
+            for i in range(count):
+                while queued - (stats.bytes_sent - base) > self.window:
+                    await asyncio.sleep(POLL)
+                j = i % m
+                raw = self.event_args((i // m) % pool_n, events[j])
+                if not server.send_to_group(groups[j], TARGET, arguments=raw):
+                    break
+                queued += len(json_proto.encode(p.Invocation(target=TARGET, arguments=raw)))
+                sent += 1
+        elif rate <= 0:
             for i in range(count):
                 while queued - (stats.bytes_sent - base) > self.window:
                     await asyncio.sleep(POLL)
@@ -109,7 +164,7 @@ class BenchHub:
                 raw = msgspec.Raw(bytes(payload)[:-1] + stamp)
                 if not server.send_to_connection(cid, TARGET, arguments=raw):
                     break
-                queued += len(raw) + 40
+                queued += len(raw) + 40  # approximately the invocation envelope
                 sent += 1
         t_enqueued = time.perf_counter()
         while stats.bytes_sent - base < queued and cid in server.connection_ids:
@@ -130,26 +185,29 @@ class BenchHub:
             await server.close_connection(cid)
 
 
-async def _main(window: int, pool_size: int) -> None:
+async def _main(window: int, pool_size: int, hubs: int) -> None:
     pool = build_pool(pool_size)
-    hub = BenchHub(pool, window)
+    benches = [BenchHub(pool, window) for _ in range(hubs)]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with hub.server.serve() as url:
-        _emit({"url": url, "pool": describe(pool)})
+    async with contextlib.AsyncExitStack() as stack:
+        urls = [await stack.enter_async_context(hub.server.serve()) for hub in benches]
+        _emit({"url": urls[0], "urls": urls, "pool": describe(pool)})
         await stop.wait()
-    for task in list(hub.tasks):
-        task.cancel()
+    for hub in benches:
+        for task in list(hub.tasks):
+            task.cancel()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--window", type=int, default=2 * 1024 * 1024, help="max bytes queued, not written")
     parser.add_argument("--pool", type=int, default=512, help="distinct payloads")
+    parser.add_argument("--hubs", type=int, default=1, help="independent hub servers (ports)")
     args = parser.parse_args()
-    asyncio.run(_main(args.window, args.pool))
+    asyncio.run(_main(args.window, args.pool, max(1, args.hubs)))
 
 
 if __name__ == "__main__":

@@ -17,10 +17,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-MARKERS = {
-    "throughput": ("<!-- bench:throughput:start -->", "<!-- bench:throughput:end -->"),
-    "chaos": ("<!-- bench:chaos:start -->", "<!-- bench:chaos:end -->"),
-}
+SECTIONS = ("throughput", "latency", "reconnect", "tokens", "memory", "scale", "chaos")
+MARKERS = {name: (f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->") for name in SECTIONS}
 LABELS = {
     "null": "hub send rate (null reader)",
     "raw": "bare `websockets` recv loop (ceiling)",
@@ -38,16 +36,72 @@ def newest(pattern: str, exclude: tuple[str, ...] = ()) -> Path | None:
 
 
 def throughput_file() -> Path | None:
-    full = [p for p in RESULTS.glob("20*.json") if re.fullmatch(r"\d{4}-\d{2}-\d{2}\.json", p.name)]
-    if full:
-        return sorted(full)[-1]
-    return newest("20*-quick.json")
+    return section_file("cells")
 
 
 def _cell(stat: dict[str, float] | None, fmt: str) -> str:
     if not stat:
         return "-"
+    if stat["min"] == stat["max"]:  # one run
+        return f"{stat['median']:{fmt}}"
     return f"{stat['median']:{fmt}} ({stat['min']:{fmt}}-{stat['max']:{fmt}})"
+
+
+def _ms(stat: dict[str, float] | None) -> str:
+    return _cell(stat, ".2f") if stat else "-"
+
+
+def _header(sec: dict[str, Any], source: str, what: str) -> str:
+    """A section's own date, mode, machine and commit (see run.py: each section carries them)."""
+    m = sec["machine"]
+    return (
+        f"Measured {sec['date']} ({sec['mode']} mode; {what}) on {m['cores']} cores ({m['cpu']}), "
+        f"event-consumer {sec['versions']['event-consumer']}. Source: `{source}`."
+    )
+
+
+def render_latency(doc: dict[str, Any], source: str) -> str:
+    lat = doc["latency"]
+    v = lat["versions"]
+    lines = [
+        _header(
+            lat,
+            source,
+            f"{lat['seconds_per_run']:g} s per run, {lat['runs_per_cell']} runs per cell; "
+            "median (min-max) of the per-run percentiles, in ms",
+        ),
+        "",
+        f"Method: {lat['method']} Node client: @microsoft/signalr {v['@microsoft/signalr']} "
+        f"(Node {v['node']}), JSON protocol.",
+        "",
+        "| client | rate (msgs/s) | hub sent (msgs/s) | p50 | p99 | p99.9 | max | lower bound p50 / p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in lat["cells"]:
+        label = LABELS.get(c["client"], c["client"])
+        if c.get("error") and not c["runs"]:
+            lines.append(f"| {label} | {c['rate']:,} | failed: {c['error'][:80]} | | | | | |")
+            continue
+        w, sec = c["write"], c["secondary"]
+        lower = f"{sec['p50']['median']:.2f} / {sec['p99']['median']:.2f}" if sec.get("p50") else "-"
+        lines.append(
+            f"| {label} | {c['rate']:,} | {_cell(c['hub_send_rate'], ',.0f')} | {_ms(w['p50'])} | "
+            f"{_ms(w['p99'])} | {_ms(w['p99_9'])} | {_ms(w['max'])} | {lower} |"
+        )
+    lines += [
+        "",
+        "Lower bound: event-consumer = the envelope's `received_at`; Node = the line handed to the "
+        "WriteStream (before the write).",
+    ]
+    targets = lat.get("target_p99_le_node") or {}
+    if targets:
+        lines += ["", "| target | rate | event-consumer p99 | Node p99 | met |", "|---|---:|---:|---:|---|"]
+        for rate, t in targets.items():
+            lines.append(
+                f"| p99 <= the Node client's | {int(rate):,}/s | {t['ec_p99_ms']:.2f} ms | "
+                f"{t['node_p99_ms']:.2f} ms | {'yes' if t['met'] else '**no**'} |"
+            )
+    return "\n".join(lines)
 
 
 def render_throughput(doc: dict[str, Any], source: str) -> str:
@@ -117,11 +171,30 @@ def render_chaos(doc: dict[str, Any], source: str) -> str:
     return "\n".join(lines)
 
 
+RENDERERS = {
+    "latency": render_latency,
+}
+
+
+def section_file(section: str) -> Path | None:
+    """The newest full-mode results file holding `section`, else the newest quick one."""
+    for pattern in (r"\d{4}-\d{2}-\d{2}\.json", r"\d{4}-\d{2}-\d{2}-quick\.json"):
+        files = sorted(p for p in RESULTS.glob("20*.json") if re.fullmatch(pattern, p.name))
+        for path in reversed(files):
+            if section in json.loads(path.read_text()):
+                return path
+    return None
+
+
 def rendered() -> dict[str, str]:
     out: dict[str, str] = {}
     tp = throughput_file()
     if tp is not None:
         out["throughput"] = render_throughput(json.loads(tp.read_text()), f"bench/results/{tp.name}")
+    for section, render in RENDERERS.items():
+        path = section_file(section)
+        if path is not None:
+            out[section] = render(json.loads(path.read_text()), f"bench/results/{path.name}")
     ch = newest("chaos-*.json")
     if ch is not None:
         out["chaos"] = render_chaos(json.loads(ch.read_text()), f"bench/results/{ch.name}")

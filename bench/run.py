@@ -20,17 +20,15 @@ import datetime as dt
 import json
 import os
 import platform
-import queue
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from harness import Hub, children_cpu, summarise
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -60,61 +58,6 @@ def client_command(name: str, url: str, count: int, protocol: str, out: str) -> 
     if name == "node-signalr":
         return ["node", str(HERE / "clients" / "node_client.mjs"), url, str(count), protocol, out]
     raise ValueError(name)
-
-
-class Hub:
-    """The hub process; its stdout lines (ready line, one per finished stream) arrive on a queue."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [PY, str(HERE / "hub.py")],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            cwd=ROOT,
-        )
-        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-        ready = self.next(60)
-        if ready is None or "url" not in ready:
-            self.close()
-            raise RuntimeError("bench hub did not start")
-        self.url: str = ready["url"]
-        self.pool: dict[str, Any] = ready["pool"]
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.strip()
-            if line.startswith("{"):
-                self.lines.put(json.loads(line))
-
-    def next(self, timeout: float) -> dict[str, Any] | None:
-        try:
-            return self.lines.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def drain(self) -> list[dict[str, Any]]:
-        out = []
-        while True:
-            try:
-                out.append(self.lines.get_nowait())
-            except queue.Empty:
-                return out
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def children_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
 
 
 def run_once(hub: Hub, name: str, protocol: str, count: int, timeout: float, tmp: Path) -> dict[str, Any]:
@@ -162,12 +105,6 @@ def run_once(hub: Hub, name: str, protocol: str, count: int, timeout: float, tmp
     return result
 
 
-def summarise(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def versions() -> dict[str, str]:
     out: dict[str, str] = {"python": platform.python_version()}
     for dist in ("msgspec", "websockets", "aiohttp", "pysignalr", "signalrcore"):
@@ -212,69 +149,28 @@ def machine() -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--full", action="store_true", help="README form: 100k msgs, 5 runs per cell")
-    mode.add_argument("--smoke", action="store_true", help="test form: 300 msgs, 1 run, 4 clients, JSON only")
-    parser.add_argument("--count", type=int, help="messages per run (overrides the mode)")
-    parser.add_argument("--runs", type=int, help="runs per cell (overrides the mode)")
-    parser.add_argument("--clients", help=f"comma-separated subset of {','.join(CLIENTS)}")
-    parser.add_argument("--protocols", help="comma-separated subset of json,messagepack")
-    parser.add_argument("--out", type=Path, help="results file (default bench/results/<date>[-mode].json)")
-    parser.add_argument("--no-readme", action="store_true", help="do not re-render the README table")
-    args = parser.parse_args(argv)
-
-    if args.full:
-        mode_name, count, runs = "full", 100_000, 5
-    elif args.smoke:
-        mode_name, count, runs = "smoke", 300, 1
-    else:
-        mode_name, count, runs = "quick", 5_000, 3
-    count = args.count or count
-    runs = args.runs or runs
-    clients = tuple(args.clients.split(",")) if args.clients else CLIENTS
-    if args.smoke and not args.clients:
-        clients = ("null", "raw", "event-consumer", "node-signalr")
-    protocols = (
-        tuple(args.protocols.split(",")) if args.protocols else (("json",) if args.smoke else PROTOCOLS)
-    )
-    unknown = [c for c in clients if c not in CLIENTS] + [p for p in protocols if p not in PROTOCOLS]
-    if unknown:
-        parser.error(f"unknown client/protocol: {unknown}")
+def run_throughput(
+    hub: Hub, clients: tuple[str, ...], protocols: tuple[str, ...], count: int, runs: int, tmp: Path
+) -> dict[str, Any]:
+    """The throughput section (issue 7 item 1); its keys sit at the top level of the results doc."""
     timeout = max(20.0, count / 1000.0)
-    today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-    out_path = args.out or HERE / "results" / (
-        f"{today}.json" if mode_name == "full" else f"{today}-{mode_name}.json"
-    )
-
-    started = time.time()
-    hub = Hub()
     cells: dict[tuple[str, str], list[dict[str, Any]]] = {(c, p): [] for c in clients for p in protocols}
     failed: dict[tuple[str, str], str] = {}
-    try:
-        with tempfile.TemporaryDirectory(prefix="ec-bench-") as tmp:
-            for i in range(runs):
-                for key in list(cells):
-                    if key in failed:
-                        continue
-                    result = run_once(hub, key[0], key[1], count, timeout, Path(tmp))
-                    if "error" in result:
-                        failed[key] = result["error"]
-                        print(
-                            f"  {key[0]:<24} {key[1]:<12} run {i + 1}: FAILED {result['error']}", flush=True
-                        )
-                        continue
-                    cells[key].append(result)
-                    print(
-                        f"  {key[0]:<24} {key[1]:<12} run {i + 1}: {result['msgs_per_s']:>10,.0f} msgs/s "
-                        f"{result['cpu_s_per_100k']:>6.2f} CPU-s/100k",
-                        flush=True,
-                    )
-    finally:
-        hub.close()
+    for i in range(runs):
+        for key in list(cells):
+            if key in failed:
+                continue
+            result = run_once(hub, key[0], key[1], count, timeout, tmp)
+            if "error" in result:
+                failed[key] = result["error"]
+                print(f"  {key[0]:<24} {key[1]:<12} run {i + 1}: FAILED {result['error']}", flush=True)
+                continue
+            cells[key].append(result)
+            print(
+                f"  {key[0]:<24} {key[1]:<12} run {i + 1}: {result['msgs_per_s']:>10,.0f} msgs/s "
+                f"{result['cpu_s_per_100k']:>6.2f} CPU-s/100k",
+                flush=True,
+            )
 
     table = []
     for (client, protocol), results in cells.items():
@@ -320,15 +216,9 @@ def main(argv: list[str] | None = None) -> int:
             }
         ratios[protocol] = entry
 
-    doc = {
-        "kind": "throughput",
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "mode": mode_name,
+    return {
         "messages_per_run": count,
         "runs_per_cell": runs,
-        "elapsed_seconds": round(time.time() - started, 1),
-        "machine": machine(),
-        "versions": versions(),
         "payload": {"target": "ReceiveCarPatches", **hub.pool},
         "method": (
             "HubServer (consumer.signalr.server) in its own process sends pre-encoded payloads as fast as "
@@ -340,6 +230,139 @@ def main(argv: list[str] | None = None) -> int:
         "cells": table,
         "ratios": ratios,
     }
+
+
+SECTIONS = ("throughput", "latency", "reconnect", "tokens")
+
+# Per mode: the parameters of every section (see each section module's docstring).
+MODES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "throughput": {"count": 300, "runs": 1},
+        "latency": {"seconds": 0.8, "runs": 1},
+        "reconnect": {"restarts": 1},
+        "tokens": {"lifetime": 2.0, "lifetimes": 2},
+        "memory": {"checkpoints": (2_000, 6_000)},
+        "scale": {"count": 2_000, "runs": 1, "events": (1, 10), "hubs": (1, 4)},
+    },
+    "quick": {
+        "throughput": {"count": 5_000, "runs": 3},
+        "latency": {"seconds": 3.0, "runs": 1},
+        "reconnect": {"restarts": 3},
+        "tokens": {"lifetime": 4.0, "lifetimes": 4},
+        "memory": {"checkpoints": (20_000, 100_000)},
+        "scale": {"count": 10_000, "runs": 1, "events": (1, 10, 100), "hubs": (1, 4, 16)},
+    },
+    "full": {
+        "throughput": {"count": 100_000, "runs": 5},
+        "latency": {"seconds": 10.0, "runs": 5},
+        "reconnect": {"restarts": 20},
+        "tokens": {"lifetime": 5.0, "lifetimes": 12},
+        "memory": {"checkpoints": (100_000, 1_000_000)},
+        "scale": {"count": 100_000, "runs": 5, "events": (1, 10, 100), "hubs": (1, 4, 16)},
+    },
+}
+
+
+def log(text: str) -> None:
+    print(text, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--full", action="store_true", help="README form (see MODES)")
+    mode.add_argument("--smoke", action="store_true", help="test form: tiny counts, 1 run, JSON only")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
+    parser.add_argument("--count", type=int, help="throughput: messages per run (overrides the mode)")
+    parser.add_argument("--runs", type=int, help="throughput: runs per cell (overrides the mode)")
+    parser.add_argument("--clients", help=f"throughput: comma-separated subset of {','.join(CLIENTS)}")
+    parser.add_argument("--protocols", help="throughput: comma-separated subset of json,messagepack")
+    parser.add_argument("--out", type=Path, help="results file (default bench/results/<date>[-mode].json)")
+    parser.add_argument("--no-readme", action="store_true", help="do not re-render the README tables")
+    args = parser.parse_args(argv)
+
+    mode_name = "full" if args.full else "smoke" if args.smoke else "quick"
+    params = MODES[mode_name]
+    sections = tuple(args.only.split(",")) if args.only else SECTIONS
+    count = args.count or params["throughput"]["count"]
+    runs = args.runs or params["throughput"]["runs"]
+    clients = tuple(args.clients.split(",")) if args.clients else CLIENTS
+    if args.smoke and not args.clients:
+        clients = ("null", "raw", "event-consumer", "node-signalr")
+    protocols = (
+        tuple(args.protocols.split(",")) if args.protocols else (("json",) if args.smoke else PROTOCOLS)
+    )
+    unknown = (
+        [c for c in clients if c not in CLIENTS]
+        + [p for p in protocols if p not in PROTOCOLS]
+        + [s for s in sections if s not in SECTIONS]
+    )
+    if unknown:
+        parser.error(f"unknown client/protocol/section: {unknown}")
+    today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    out_path = args.out or HERE / "results" / (
+        f"{today}.json" if mode_name == "full" else f"{today}-{mode_name}.json"
+    )
+
+    # A run of some sections updates those in an existing file of the same name and keeps the rest.
+    doc: dict[str, Any] = {}
+    if args.only and out_path.exists():
+        doc = json.loads(out_path.read_text())
+        if doc.get("mode") != mode_name:
+            doc = {}
+    started = time.time()
+    elapsed: dict[str, float] = dict(doc.get("section_seconds", {}))
+    hub = Hub()
+    try:
+        with tempfile.TemporaryDirectory(prefix="ec-bench-") as tmp_name:
+            tmp = Path(tmp_name)
+            for section in sections:
+                t0 = time.time()
+                log(f"== {section} ({mode_name})")
+                if section == "throughput":
+                    doc.update(run_throughput(hub, clients, protocols, count, runs, tmp))
+                elif section == "latency":
+                    import latency
+
+                    doc["latency"] = latency.run(hub, tmp=tmp, log=log, **params["latency"])
+                elif section == "reconnect":
+                    import reconnect
+
+                    doc["reconnect"] = reconnect.run_reconnect(tmp=tmp, log=log, **params["reconnect"])
+                elif section == "tokens":
+                    import reconnect
+
+                    doc["tokens"] = reconnect.run_tokens(tmp=tmp, log=log, **params["tokens"])
+                elif section == "memory":
+                    import memory
+
+                    doc["memory"] = memory.run(hub, tmp=tmp, log=log, **params["memory"])
+                elif section == "scale":
+                    import scale
+
+                    doc["scale"] = scale.run(tmp=tmp, log=log, **params["scale"])
+                elapsed[section] = round(time.time() - t0, 1)
+    finally:
+        hub.close()
+
+    meta = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "mode": mode_name,
+        "machine": machine(),
+        "versions": versions(),
+    }
+    # Every section carries when/where/what it measured; the top level is the throughput run's
+    # (or this run's, for a new file), so merging sections never re-dates another section's figures.
+    for section in sections:
+        if section != "throughput":
+            doc[section].update(meta)
+    if "throughput" in sections or "date" not in doc:
+        doc.update(meta)
+    doc["kind"] = "throughput"
+    doc["elapsed_seconds"] = round(time.time() - started, 1)
+    doc["section_seconds"] = elapsed
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {out_path.relative_to(ROOT) if out_path.is_relative_to(ROOT) else out_path}")

@@ -1,8 +1,12 @@
 // The official client as a benchmark peer: @microsoft/signalr (+ msgpack protocol) on Node.
-// node bench/clients/node_client.mjs URL COUNT PROTOCOL OUT
+// node bench/clients/node_client.mjs URL COUNT PROTOCOL OUT [RATE]
 // The handler writes one JSON line per message ({"target", "arguments"}) to OUT through a WriteStream.
 // Measurement window: first ReceiveCarPatches handled -> last line flushed ('finish'); CPU from
 // process.cpuUsage() (rusage of the whole process, all threads), as the Python clients do.
+// Latency mode (RATE > 0): the hub's second argument carries sentAtNs (epoch ns). Per message:
+// `handled_latencies_ms` = the handler's line handed to the WriteStream, `latencies_ms` = the stream's
+// write callback (the line's fs.write completed: in the file) - sentAtNs. Wall clock with µs:
+// performance.timeOrigin + performance.now() (CLOCK_REALTIME at start + monotonic offset).
 import fs from "node:fs";
 import * as signalR from "@microsoft/signalr";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
@@ -21,17 +25,22 @@ let n = 0;
 let t0 = 0n;
 let cpu0 = null;
 let first = 0;
-const latencies = [];
+const handled = [];
+const written = [];
+const nowMs = () => performance.timeOrigin + performance.now();
 connection.on("ReceiveCarPatches", (patches, meta) => {
   if (cpu0 === null) {
     t0 = process.hrtime.bigint();
     cpu0 = process.cpuUsage();
     first = n;
   }
-  stream.write(JSON.stringify({ target: "ReceiveCarPatches", arguments: meta ? [patches, meta] : [patches] }) + "\n");
+  const line = JSON.stringify({ target: "ReceiveCarPatches", arguments: meta ? [patches, meta] : [patches] }) + "\n";
   if (meta && meta.sentAtNs !== undefined) {
-    // written to the stream's buffer: the same point the daemon's sink measures
-    latencies.push(performance.timeOrigin + performance.now() - Number(BigInt(meta.sentAtNs) / 1000n) / 1000);
+    const sentMs = meta.sentAtNs / 1e6; // a double: sub-µs precision at this magnitude
+    stream.write(line, () => written.push(nowMs() - sentMs));
+    handled.push(nowMs() - sentMs);
+  } else {
+    stream.write(line);
   }
   n += 1;
   if (n === count) {
@@ -48,7 +57,10 @@ connection.on("ReceiveCarPatches", (patches, meta) => {
         cpu_s_per_100k: (cpuSeconds / messages) * 100000,
         max_rss_kib: process.resourceUsage().maxRSS,
       };
-      if (latencies.length) result.latencies_ms = latencies;
+      if (handled.length) {
+        result.latencies_ms = written;
+        result.handled_latencies_ms = handled;
+      }
       const line = JSON.stringify(result) + "\n";
       if (process.env.BENCH_RESULT) {
         fs.appendFileSync(process.env.BENCH_RESULT, line);

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.node
 def test_quick_bench_smoke_writes_results_and_renders(tmp_path: Path) -> None:
     out = tmp_path / "smoke.json"
     proc = subprocess.run(
-        [sys.executable, "bench/run.py", "--smoke", "--no-readme", "--out", str(out)],
+        [sys.executable, "bench/run.py", "--smoke", "--only", "throughput", "--no-readme", "--out", str(out)],
         cwd=ROOT,
         check=False,
         capture_output=True,

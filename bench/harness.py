@@ -1,0 +1,119 @@
+"""Shared by the benchmark sections: the hub process, percentiles, medians, a client-process runner.
+
+Every section module (`latency.py`, `reconnect.py`, `memory.py`, `scale.py`) and `run.py` use these.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY = sys.executable
+
+
+class Hub:
+    """The hub process (bench/hub.py); its stdout lines (ready line, one per finished stream) arrive on
+    a queue. `hubs` > 1 serves that many independent HubServers (`urls`)."""
+
+    def __init__(self, hubs: int = 1) -> None:
+        self.proc = subprocess.Popen(
+            [PY, str(HERE / "hub.py"), "--hubs", str(hubs)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+        )
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+        ready = self.next(60)
+        if ready is None or "url" not in ready:
+            self.close()
+            raise RuntimeError("bench hub did not start")
+        self.url: str = ready["url"]
+        self.urls: list[str] = ready.get("urls", [self.url])
+        self.pool: dict[str, Any] = ready["pool"]
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.strip()
+            if line.startswith("{"):
+                self.lines.put(json.loads(line))
+
+    def next(self, timeout: float) -> dict[str, Any] | None:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def drain(self) -> list[dict[str, Any]]:
+        out = []
+        while True:
+            try:
+                out.append(self.lines.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def summarise(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of an ascending list: the smallest value with at least
+    q% of the values at or below it."""
+    if not sorted_values:
+        raise ValueError("no values")
+    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def run_client(cmd: list[str], result_file: Path, timeout: float) -> dict[str, Any]:
+    """Run one client process; its last JSON result line (written to $BENCH_RESULT) or {"error"}."""
+    result_file.unlink(missing_ok=True)
+    try:
+        proc = subprocess.run(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            check=False,
+            env={**os.environ, "BENCH_RESULT": str(result_file)},
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    text = result_file.read_text() if result_file.exists() else ""
+    lines = [x for x in text.splitlines() if x.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"exit {proc.returncode}: {tail[:300]}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
