@@ -330,8 +330,12 @@ class Daemon:
             await provider.aclose()
         self.notifier.close()
         dropped = {w.name: dict(w.stats.dropped) for w in self.workers if any(w.stats.dropped.values())}
+        conn_stats = self.connection.stats if self.connection is not None else None
         log.info(
             "stopped",
+            # decoded by the hub connection; == received unless a drain was cut short (abandoned)
+            decoded=conn_stats.invocations_decoded if conn_stats is not None else 0,
+            abandoned=conn_stats.invocations_abandoned if conn_stats is not None else 0,
             received=self.stats.total_received(),
             written={w.name: w.stats.written for w in self.workers},
             dropped=dropped or None,
