@@ -4,8 +4,9 @@ Hot path per invocation (`on_raw(target, raw_args)`, registered with `HubConnect
 connection built with `raw_arguments=True`):
 
     count → route (per-target cached tuple of sink workers) → JSON: cheap `eventId` peek and the raw
-    argument bytes spliced into the envelope | MessagePack: decode + contract names → encode the
-    envelope once → `offer()` the same bytes to each worker (await only when a `block` queue is full)
+    argument bytes spliced into the envelope | MessagePack: decode + contract names (msgspec Structs
+    named like RedMist's JSON; dicts only when a watcher reads the target) → encode the envelope once
+    → `offer()` the same bytes to each worker (await only when a `block` queue is full)
 
 No per-message logging, task creation or awaiting of a sink. Payloads are decoded only for targets a
 feature needs (`watch()`: RedMist resets, live state).
@@ -49,6 +50,8 @@ def event_id_of(args: Sequence[Any]) -> int | str | None:
         first = first[0] if first else None
     if isinstance(first, dict):
         return normalise_event_id(first.get("eventId"))
+    if isinstance(first, msgspec.Struct):  # contract.encodable_arguments_from_msgpack's objects
+        return normalise_event_id(getattr(first, "eventId", None))
     return None
 
 
@@ -103,10 +106,13 @@ class Relay:
         if self._json:
             arguments: Any = raw
             event_id = peek_json_event_id(raw) if self.peek_event_id else None
-        else:
+        elif watchers:  # the watchers read fields: the dict form serves them and the envelope
             decoded = contract.arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
             arguments = decoded
             event_id = event_id_of(decoded) if self.peek_event_id else None
+        else:  # only encoded: Structs encode to the same bytes as the dicts, and cost far less
+            arguments = contract.encodable_arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
+            event_id = event_id_of(arguments) if self.peek_event_id else None
         if route:
             line = self.encoder.invocation(target, arguments, event_id)
             for worker in route:
