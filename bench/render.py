@@ -104,6 +104,103 @@ def render_latency(doc: dict[str, Any], source: str) -> str:
     return "\n".join(lines)
 
 
+def render_reconnect(doc: dict[str, Any], source: str) -> str:
+    rec = doc["reconnect"]
+    lines = [
+        _header(rec, source, f"{rec['restarts']} restarts; median (min-max)"),
+        "",
+        f"Method: {rec['method']}",
+        "",
+        "| measure | seconds |",
+        "|---|---:|",
+        f"| hub listening again -> first relayed message (the gap) | {_cell(rec['gap_s'], '.3f')} |",
+        f"| hub listening again -> `reconnected` marker (backoff wait + connect) | "
+        f"{_cell(rec['to_reconnected_s'], '.3f')} |",
+        f"| `reconnected` -> first relayed message (resubscribe round + next broadcast) | "
+        f"{_cell(rec['reconnected_to_first_s'], '.3f')} |",
+    ]
+    if rec.get("error"):
+        lines.append(f"| failed | {rec['error'][:100]} |")
+    return "\n".join(lines)
+
+
+def render_tokens(doc: dict[str, Any], source: str) -> str:
+    tok = doc["tokens"]
+    lines = [
+        _header(tok, source, "one run per hub behaviour"),
+        "",
+        f"Method: {tok['method']}",
+        "",
+        "| hub | token lifetime | window | token requests | reconnects | requests per lifetime | "
+        "**per hour at 300 s tokens** |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in tok["rows"]:
+        hub = "closes at token expiry" if row["hub_closes_at_expiry"] else "does not close at expiry"
+        lines.append(
+            f"| {hub} | {row['token_lifetime_s']:g} s | {row['window_s']:.1f} s | {row['token_requests']} | "
+            f"{row['reconnects']} | {row['requests_per_lifetime']:.2f} | "
+            f"**{row['requests_per_hour_300s']:.1f}** |"
+        )
+    return "\n".join(lines)
+
+
+def render_memory(doc: dict[str, Any], source: str) -> str:
+    mem = doc["memory"]
+    cps = mem["checkpoints"]
+    lines = [_header(mem, source, "one run"), "", f"Method: {mem['method']}", ""]
+    if mem.get("error"):
+        return "\n".join([*lines, f"Failed: {mem['error']}"])
+    rss = mem["rss_kib"]
+    lines += [
+        "| after | RSS (MiB) |",
+        "|---|---:|",
+        f"| {rss['warm_messages']:,} messages (warm) | {rss['warm'] / 1024:.1f} |",
+    ]
+    lines += [f"| {cp:,} messages | {rss[str(cp)] / 1024:.1f} |" for cp in cps]
+    lines += [
+        f"| peak (VmHWM) | {mem['peak_rss_kib'] / 1024:.1f} |",
+        "",
+        f"Growth from warm to {max(cps):,} messages: {mem['growth_kib_warm_to_last'] / 1024:+.1f} MiB.",
+    ]
+    return "\n".join(lines)
+
+
+def render_scale(doc: dict[str, Any], source: str) -> str:
+    sc = doc["scale"]
+    lines = [
+        _header(
+            sc,
+            source,
+            f"{sc['messages_per_run']:,} messages per run, {sc['runs_per_cell']} runs per cell; "
+            "median (min-max)",
+        ),
+        "",
+        f"Method: {sc['method']}",
+        "",
+        "| one process, ... | msgs/s (total) | CPU-s per 100k msgs | max RSS (MiB) |",
+        "|---|---:|---:|---:|",
+    ]
+    for c in sc["cells"]:
+        what = (
+            f"{c['n']} event{'s' if c['n'] != 1 else ''}, one connection"
+            if c["mode"] == "events"
+            else (
+                f"{c['n']} hub{'s' if c['n'] != 1 else ''} ({c['n']} connection{'s' if c['n'] != 1 else ''})"
+            )
+        )
+        if c.get("error") and not c["runs"]:
+            lines.append(f"| {what} | failed: {c['error'][:80]} | | |")
+            continue
+        rss = c.get("max_rss_kib")
+        rss_mib = {k: v / 1024 for k, v in rss.items()} if rss else None
+        lines.append(
+            f"| {what} | {_cell(c['msgs_per_s'], ',.0f')} | {_cell(c['cpu_s_per_100k'], '.2f')} | "
+            f"{_cell(rss_mib, '.0f')} |"
+        )
+    return "\n".join(lines)
+
+
 def render_throughput(doc: dict[str, Any], source: str) -> str:
     v = doc["versions"]
     m = doc["machine"]
@@ -173,6 +270,10 @@ def render_chaos(doc: dict[str, Any], source: str) -> str:
 
 RENDERERS = {
     "latency": render_latency,
+    "reconnect": render_reconnect,
+    "tokens": render_tokens,
+    "memory": render_memory,
+    "scale": render_scale,
 }
 
 

@@ -232,7 +232,7 @@ def run_throughput(
     }
 
 
-SECTIONS = ("throughput", "latency", "reconnect", "tokens")
+SECTIONS = ("throughput", "latency", "reconnect", "tokens", "memory", "scale")
 
 # Per mode: the parameters of every section (see each section module's docstring).
 MODES: dict[str, dict[str, Any]] = {
