@@ -101,19 +101,20 @@ class EnvelopeEncoder:
 _EVENT_ID = re.compile(rb'"eventId":\s*(?:"([^"\\]*)"|(-?\d+))')
 
 
-def peek_json_event_id(raw: bytes | memoryview, limit: int = 512) -> int | str | None:
+def peek_json_event_id(raw: bytes | memoryview | msgspec.Raw, limit: int = 512) -> int | str | None:
     """Cheap RedMist event id peek on raw JSON arguments: the first `"eventId":` value, no full parse.
 
     Car patches carry it as a string ("1187"), session patches as a number; both become an int
     when they are digits. Returns None when absent within the first `limit` bytes (RedMist puts
     `eventId` first). A regex over the buffer: no copy, no decode of the payload.
     """
-    view = memoryview(raw)
-    m = _EVENT_ID.search(view, 0, limit)
+    m = _EVENT_ID.search(raw, 0, limit)  # any buffer (bytes, memoryview, msgspec.Raw): no copy
     if m is None:
         return None
-    quoted, number = m.group(1), m.group(2)
+    quoted, number = m.groups()
     if number is not None:
         return int(number)
+    if quoted.isdigit():  # ASCII digits (the common case: "1187")
+        return int(quoted)
     text = bytes(quoted).decode("utf-8", "replace")
     return int(text) if text.isdigit() else text

@@ -165,7 +165,7 @@ class FileSink:
         done = 0
         try:
             for chunk in self._chunks(lines):
-                data = b"\n".join(chunk) + b"\n"
+                data = b"\n".join([*chunk, b""])  # one copy: the lines, each with its newline
                 if self._needs_rotation(len(data)):
                     self._rotate()
                 self._write_all(data)

@@ -103,7 +103,7 @@ class StdoutSink:
         if self.pretty:
             data = "".join(human_line(line) + "\n" for line in lines).encode()
         else:
-            data = b"\n".join(lines) + b"\n"
+            data = b"\n".join([*lines, b""])  # one copy: the lines, each with its newline
         self._stream.write(data)
         self._stream.flush()
 
