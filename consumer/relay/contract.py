@@ -153,9 +153,7 @@ def format_time_only(ticks: int) -> str:
     if not 0 <= ticks < _TICKS_PER_DAY:
         raise ContractError(f"TimeOnly ticks out of range: {ticks}")
     seconds, frac = divmod(ticks, _TICKS_PER_SECOND)
-    hours, rem = divmod(seconds, 3600)
-    minutes, secs = divmod(rem, 60)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}.{frac:07d}"
+    return "%02d:%02d:%02d.%07d" % (seconds // 3600, seconds // 60 % 60, seconds % 60, frac)  # noqa: UP031 (hot path: %-formatting is about twice as fast here)
 
 
 def parse_time_only(text: str) -> int:
@@ -278,6 +276,7 @@ class Contract:
         self._cache: dict[Mode, dict[str, Converter | None]] = {"from": {}, "to": {}, "encodable": {}}
         self._objects: dict[Mode, dict[str, Converter]] = {"from": {}, "to": {}, "encodable": {}}
         self._structs: dict[str, StructType] = {}
+        self._struct_parts: dict[str, StructParts] = {}
         self._arguments: dict[Mode, dict[str, tuple[Converter | None, ...] | None]] = {
             "from": {},
             "encodable": {},
@@ -355,6 +354,9 @@ class Contract:
             inner = self._build(element, mode)
             if inner is None:
                 return None
+            parts = self._struct_parts.get(element.strip().removesuffix("?"))
+            if mode == "encodable" and parts is not None:
+                return _struct_list(type_expr, parts)  # the payload lists: one call per list, not per item
             conv = inner
 
             def convert_list(value: Any) -> Any:
@@ -400,7 +402,9 @@ class Contract:
         elif mode == "from":
             impl = _inbound_object_dict(name, spec, plan)
         else:
-            impl = _inbound_object_struct(name, spec, plan, self.struct_type(name))
+            parts = _struct_parts(name, spec, plan, self.struct_type(name))
+            impl = _inbound_object_struct(parts)
+            self._struct_parts[name] = parts
         cache[name] = impl
         return impl
 
@@ -483,11 +487,26 @@ def _inbound_object_dict(name: str, spec: TypeSpec, plan: Plan) -> Converter:
     return impl
 
 
-def _inbound_object_struct(name: str, spec: TypeSpec, plan: Plan, cls: StructType) -> Converter:
-    """Keys 0..n-1: `cls(*arr)` (positional, C), then only the slots that need a converter."""
-    length = len(plan)
+@dataclass(frozen=True, slots=True)
+class StructParts:
+    """What builds one contract object as a Struct (types with keys 0..n-1)."""
+
+    name: str
+    cls: StructType
+    length: int  # fields (= array length)
+    fixups: tuple[tuple[int, str, Converter], ...]  # (key, attribute, converter) of converted slots
+    last_fixup: int  # highest key in fixups (-1: none)
+
+
+def _struct_parts(name: str, spec: TypeSpec, plan: Plan, cls: StructType) -> StructParts:
     attrs = [_attr_name(f) for f in spec.fields]
     fixups = tuple((key, attrs[i], conv) for i, (key, _, conv) in enumerate(plan) if conv is not None)
+    return StructParts(name, cls, len(plan), fixups, max((k for k, _, _ in fixups), default=-1))
+
+
+def _inbound_object_struct(parts: StructParts) -> Converter:
+    """Keys 0..n-1: `cls(*arr)` (positional, C), then only the slots that need a converter."""
+    name, cls, length, fixups = parts.name, parts.cls, parts.length, parts.fixups
 
     def impl(value: Any) -> Any:
         if value is None:
@@ -505,6 +524,42 @@ def _inbound_object_struct(name: str, spec: TypeSpec, plan: Plan, cls: StructTyp
         return obj
 
     return impl
+
+
+def _struct_list(type_expr: str, parts: StructParts) -> Converter:
+    """A list of one contract object type (`CarPositionPatch[]`): `_inbound_object_struct` inlined."""
+    name, cls, length, fixups, last = parts.name, parts.cls, parts.length, parts.fixups, parts.last_fixup
+
+    def convert_list(values: Any) -> Any:
+        if values is None:
+            return None
+        if not isinstance(values, list | tuple):
+            raise ContractError(f"expected a list for {type_expr}, got {type(values).__name__}")
+        out: list[Any] = []
+        append = out.append
+        for value in values:
+            if value is None:
+                append(None)
+                continue
+            if not isinstance(value, list | tuple):
+                raise ContractError(f"expected an array for {name}, got {type(value).__name__}")
+            n = len(value)
+            obj = cls(*value) if n <= length else cls(*value[:length])
+            if n > last:  # every converted slot is present (the usual full-length array)
+                for key, attr, conv in fixups:
+                    v = value[key]
+                    if v is not None:
+                        setattr(obj, attr, conv(v))
+            else:
+                for key, attr, conv in fixups:
+                    if key < n:
+                        v = value[key]
+                        if v is not None:
+                            setattr(obj, attr, conv(v))
+            append(obj)
+        return out
+
+    return convert_list
 
 
 CONTRACT: Contract = Contract.load()

@@ -310,3 +310,18 @@ def test_types_with_a_gap_in_their_keys_use_the_general_form() -> None:
         assert conv is not None
         assert js(conv([1, "skipped", 10_000_000, "extra"])) == b'{"a":1,"c":"00:00:01.0000000"}'
         assert js(conv([1])) == b'{"a":1,"c":null}'
+
+
+def test_time_only_format_matches_the_plain_formula() -> None:
+    def plain(ticks: int) -> str:
+        seconds, frac = divmod(ticks, 10_000_000)
+        hours, rem = divmod(seconds, 3600)
+        minutes, secs = divmod(rem, 60)
+        return f"{hours:02d}:{minutes:02d}:{secs:02d}.{frac:07d}"
+
+    day = 86_400 * 10_000_000
+    for ticks in (0, 1, 9_999_999, 10_000_000, 3_599 * 10_000_000, day - 1, *range(0, day, 7_777_777_777)):
+        assert contract.format_time_only(ticks) == plain(ticks)
+    for bad in (-1, day):
+        with pytest.raises(ContractError):
+            contract.format_time_only(bad)
