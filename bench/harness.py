@@ -108,8 +108,10 @@ def run_client(cmd: list[str], result_file: Path, timeout: float) -> dict[str, A
             check=False,
             env={**os.environ, "BENCH_RESULT": str(result_file)},
         )
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        tail = (err.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"timed out after {timeout:.0f} s; stderr: {tail[:300]}"}
     text = result_file.read_text() if result_file.exists() else ""
     lines = [x for x in text.splitlines() if x.startswith("{")]
     if proc.returncode != 0 or not lines:

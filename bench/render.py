@@ -24,6 +24,7 @@ LABELS = {
     "raw": "bare `websockets` recv loop (ceiling)",
     "event-consumer": "**event-consumer** -> file sink",
     "event-consumer-devnull": "**event-consumer** -> /dev/null",
+    "event-consumer-fsync": "**event-consumer** -> file sink, default fsync (1 s interval)",
     "node-signalr": "`@microsoft/signalr` on Node",
     "pysignalr": "pysignalr",
     "signalrcore": "signalrcore",
@@ -77,8 +78,9 @@ def render_latency(doc: dict[str, Any], source: str) -> str:
         "| client | rate (msgs/s) | hub sent (msgs/s) | p50 | p99 | p99.9 | max | lower bound p50 / p99 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    labels = {**LABELS, "event-consumer": "**event-consumer** -> file sink, fsync never"}
     for c in lat["cells"]:
-        label = LABELS.get(c["client"], c["client"])
+        label = labels.get(c["client"], c["client"])
         if c.get("error") and not c["runs"]:
             lines.append(f"| {label} | {c['rate']:,} | failed: {c['error'][:80]} | | | | | |")
             continue
@@ -93,15 +95,28 @@ def render_latency(doc: dict[str, Any], source: str) -> str:
         "Lower bound: event-consumer = the envelope's `received_at`; Node = the line handed to the "
         "WriteStream (before the write).",
     ]
+    lines += _failures(lat["cells"], lambda c: f"{c['client']} at {c['rate']:,}/s")
     targets = lat.get("target_p99_le_node") or {}
     if targets:
         lines += ["", "| target | rate | event-consumer p99 | Node p99 | met |", "|---|---:|---:|---:|---|"]
-        for rate, t in targets.items():
+        for key, t in targets.items():
+            rate, _, fsync = key.partition("-")
+            what = "p99 <= the Node client's" + (" (event-consumer with default fsync)" if fsync else "")
             lines.append(
-                f"| p99 <= the Node client's | {int(rate):,}/s | {t['ec_p99_ms']:.2f} ms | "
+                f"| {what} | {int(rate):,}/s | {t['ec_p99_ms']:.2f} ms | "
                 f"{t['node_p99_ms']:.2f} ms | {'yes' if t['met'] else '**no**'} |"
             )
     return "\n".join(lines)
+
+
+def _failures(cells: list[dict[str, Any]], name: Any) -> list[str]:
+    """A note per cell with failed runs (the table shows the runs that completed)."""
+    notes = [
+        f"- {name(c)}: {c['failed_runs']} run(s) failed, last error: {c['error'][:200]}"
+        for c in cells
+        if c.get("error") and c.get("runs")
+    ]
+    return ["", "Failed runs (not in the figures above):", "", *notes] if notes else []
 
 
 def render_reconnect(doc: dict[str, Any], source: str) -> str:
@@ -198,6 +213,7 @@ def render_scale(doc: dict[str, Any], source: str) -> str:
             f"| {what} | {_cell(c['msgs_per_s'], ',.0f')} | {_cell(c['cpu_s_per_100k'], '.2f')} | "
             f"{_cell(rss_mib, '.0f')} |"
         )
+    lines += _failures(sc["cells"], lambda c: f"{c['mode']} x {c['n']}")
     return "\n".join(lines)
 
 

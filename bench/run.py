@@ -1,16 +1,25 @@
-"""`make bench`: throughput of event-consumer vs the official client and the Python peers, one run.
+"""`make bench`: issue 7's measurements of event-consumer vs the official client and the Python peers.
 
-    python bench/run.py              # quick (CI): 5,000 msgs per run, 3 runs per cell
-    python bench/run.py --full       # README figures: 100,000 msgs per run, 5 runs per cell
-    python bench/run.py --smoke      # the test suite's smoke form: tiny, 1 run, a few clients
+    python bench/run.py              # quick (CI, `make bench`): every section, small counts
+    python bench/run.py --full       # README figures: every section in one go (see MODES)
+    python bench/run.py --smoke      # the test suite's smoke form: tiny, 1 run
+    python bench/run.py --only latency,memory     # some sections; merged into the day's results file
 
-One hub process (bench/hub.py: the project's HubServer, pre-encoded payloads) serves every client;
-each client is its own process, started once per run; runs are interleaved across clients (run 1 of
-every client, then run 2, ...) so machine noise spreads over all of them. Per cell: median, min and
+Sections (each its own module; parameters per mode in MODES):
+- throughput (this file): msgs/s and CPU per 100k for every client, JSON and MessagePack.
+- latency (latency.py): hub send timestamp -> line in the sink file at 1k and 5k msgs/s, p50/p99/p99.9.
+- reconnect, tokens (reconnect.py): gap after hub restarts; token requests per hour at 300 s tokens.
+- memory (memory.py): RSS of the daemon process after N messages.
+- scale (scale.py): 1/10/100 events on one connection, 1/4/16 hubs in one process.
+
+Throughput: one hub process (bench/hub.py: the project's HubServer, pre-encoded payloads) serves every
+client; each client is its own process, started once per run; runs are interleaved across clients (run
+1 of every client, then run 2, ...) so machine noise spreads over all of them. Per cell: median, min and
 max of msgs/s and CPU-seconds per 100k messages over the measurement window (see clients/common.py),
 plus the whole-process CPU (start-up included) from RUSAGE_CHILDREN. The `null` client measures the
-hub's own send rate. Results: bench/results/<UTC date>[-quick|-smoke].json, then the README table is
-re-rendered from that file (bench/render.py) unless --no-readme.
+hub's own send rate. Results: bench/results/<UTC date>[-quick|-smoke].json (throughput at the top level,
+one key per other section, each with its own date/machine/versions), then the README tables are
+re-rendered from the results files (bench/render.py) unless --no-readme.
 """
 
 from __future__ import annotations
@@ -254,7 +263,7 @@ MODES: dict[str, dict[str, Any]] = {
     },
     "full": {
         "throughput": {"count": 100_000, "runs": 5},
-        "latency": {"seconds": 10.0, "runs": 5},
+        "latency": {"seconds": 8.0, "runs": 5},
         "reconnect": {"restarts": 20},
         "tokens": {"lifetime": 5.0, "lifetimes": 12},
         "memory": {"checkpoints": (100_000, 1_000_000)},

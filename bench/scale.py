@@ -18,6 +18,8 @@ from typing import Any
 
 from harness import HERE, PY, Hub, run_client, summarise
 
+MAX_FAILURES = 2
+
 
 def run_one(hub: Hub, mode: str, n: int, count: int, tmp: Path) -> dict[str, Any]:
     outdir = tmp / f"scale-{mode}-{n}"
@@ -47,16 +49,18 @@ def run(
 ) -> dict[str, Any]:
     keys = [("events", n) for n in events] + [("hubs", n) for n in hubs]
     raw: dict[tuple[str, int], list[dict[str, Any]]] = {k: [] for k in keys}
-    errors: dict[tuple[str, int], str] = {}
+    errors: dict[tuple[str, int], str] = {}  # a cell is given up after MAX_FAILURES failed runs
+    failures: dict[tuple[str, int], int] = {}
     hub = Hub(hubs=max(hubs))
     try:
         for i in range(runs):
             for key, done in raw.items():
-                if key in errors:
+                if failures.get(key, 0) >= MAX_FAILURES:
                     continue
                 res = run_one(hub, key[0], key[1], count, tmp)
                 if "error" in res:
                     errors[key] = res["error"]
+                    failures[key] = failures.get(key, 0) + 1
                     log(f"  scale {key[0]:<6} {key[1]:>3} run {i + 1}: FAILED {res['error']}")
                     continue
                 done.append(res)
@@ -71,6 +75,7 @@ def run(
         cell: dict[str, Any] = {"mode": mode, "n": n, "runs": len(results)}
         if (mode, n) in errors:
             cell["error"] = errors[(mode, n)]
+            cell["failed_runs"] = failures[(mode, n)]
         for metric in ("msgs_per_s", "cpu_s_per_100k", "max_rss_kib"):
             cell[metric] = summarise([r[metric] for r in results if r.get(metric) is not None])
         cell["raw"] = results

@@ -1,22 +1,27 @@
 """event-consumer as a benchmark client: the real `Daemon` (relay -> file sink) in its own process.
 
-`python bench/clients/ec_client.py URL COUNT PROTOCOL OUT [RATE]` — OUT `-` uses the stdout sink (the
-harness points stdout at /dev/null and takes the result from $BENCH_RESULT). The daemon is
+`python bench/clients/ec_client.py URL COUNT PROTOCOL OUT [RATE [FSYNC]]` — OUT `-` uses the stdout sink
+(the harness points stdout at /dev/null and takes the result from $BENCH_RESULT). The daemon is
 configured exactly as `event-consumer run` would configure it from a TOML file (`parse_config`), with
 `[[hub.on_connect]] BenchStream(COUNT, RATE, false)` as its subscription. The measurement window ends
-when the relay has counted COUNT car-patch invocations and every sink worker is idle (all lines written).
+when the relay has counted COUNT car-patch invocations and every sink worker is idle (all lines
+written).
 
-Latency mode (RATE > 0, JSON, file sink): the hub stamps each payload with `{"sentAtNs": time.time_ns()}`
-as it queues it. The file sink is wrapped (`TimedSink`, same `SinkWorker` settings as `build_worker`):
-when the wrapped `FileSink.write(batch)` returns (the batch's `os.write` calls are done: the lines are
-in the file), it takes `time.time_ns()` once and records `write - sentAtNs` for every line of the batch
-(`latencies_ms`). After the run the file is read back and, per line, `received_at` (the envelope's
-timestamp, taken when the daemon received the invocation) - `sentAtNs` gives `received_latencies_ms`,
-a lower bound that excludes the relay queue and the write. Both clocks are this machine's CLOCK_REALTIME.
+FSYNC (`never` / `interval` / `always`) sets the file sink's `fsync`; without it the configuration
+default applies (`interval`, 1 s).
+
+Latency mode (RATE > 0, JSON, file sink): the hub stamps each payload with `{"sentAtNs":
+time.time_ns()}` as it queues it. The file sink is wrapped (`TimedSink`, same `SinkWorker` settings as
+`build_worker`): when the wrapped `FileSink.write(batch)` returns (the batch's `os.write` calls are
+done: the lines are in the file), it takes `time.time_ns()` once and records `write - sentAtNs` for
+every line of the batch (`latencies_ms`). After the run the file is read back and, per line,
+`received_at` (the envelope's timestamp, taken when the daemon received the invocation) - `sentAtNs`
+gives `received_latencies_ms`, a lower bound that excludes the relay queue and the write. Both clocks
+are this machine's CLOCK_REALTIME.
 
 The window's start and the relay count are observed by a 2 ms poll of the relay's public counters
-(`daemon.stats.relayed`): the daemon exposes no per-message callback that would not add work to the
-hot path; the poll costs about 500 wake-ups/s.
+(`daemon.stats.relayed`): the daemon exposes no per-message callback that would not add work to the hot
+path; the poll costs about 500 wake-ups/s.
 """
 
 from __future__ import annotations
@@ -44,7 +49,12 @@ from consumer.sinks import Sink, SinkWorker, build_worker
 POLL = 0.002
 
 
-def build_config(url: str, count: int, protocol: str, out: str, *, rate: float = 0) -> dict[str, Any]:
+def build_config(
+    url: str, count: int, protocol: str, out: str, *, rate: float = 0, fsync: str | None = None
+) -> dict[str, Any]:
+    sink: dict[str, Any] = {"type": "stdout"} if out == "-" else {"type": "file", "path": out}
+    if fsync and out != "-":
+        sink["fsync"] = fsync
     return {
         "auth": {"grant": "none"},
         "hub": {
@@ -56,7 +66,7 @@ def build_config(url: str, count: int, protocol: str, out: str, *, rate: float =
             "on_connect": [{"method": "BenchStream", "arguments": [count, rate, False]}],
             "max_message_bytes": 16 * 1024 * 1024,
         },
-        "sinks": [{"type": "stdout"} if out == "-" else {"type": "file", "path": out}],
+        "sinks": [sink],
         "logging": {"level": "WARNING", "format": "json"},
         "service": {"ready": "started"},
     }
@@ -130,8 +140,10 @@ def received_latencies_ms(path: str) -> list[float]:
     return out
 
 
-async def run(url: str, count: int, protocol: str, out: str, rate: float = 0.0) -> dict[str, Any]:
-    cfg = parse_config(build_config(url, count, protocol, out, rate=rate), source="<bench>")
+async def run(
+    url: str, count: int, protocol: str, out: str, rate: float = 0.0, fsync: str | None = None
+) -> dict[str, Any]:
+    cfg = parse_config(build_config(url, count, protocol, out, rate=rate, fsync=fsync), source="<bench>")
     timed: TimedSink | None = None
     if rate > 0 and out != "-":
         worker, timed = timed_worker(cfg.sinks[0])
@@ -162,8 +174,9 @@ async def run(url: str, count: int, protocol: str, out: str, rate: float = 0.0) 
 def main() -> None:
     url, count_s, protocol, out = sys.argv[1:5]
     rate = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
+    fsync = sys.argv[6] if len(sys.argv) > 6 else None
     setup_logging("WARNING", fmt="json")
-    emit(asyncio.run(run(url, int(count_s), protocol, out, rate)))
+    emit(asyncio.run(run(url, int(count_s), protocol, out, rate, fsync)))
     sys.stdout.flush()
     os._exit(0)
 

@@ -48,10 +48,9 @@ def test_latency_memory_scale_smoke(tmp_path: Path) -> None:
 
     lat = doc["latency"]
     assert {(c["client"], c["rate"]) for c in lat["cells"]} == {
-        ("event-consumer", 1000),
-        ("event-consumer", 5000),
-        ("node-signalr", 1000),
-        ("node-signalr", 5000),
+        (client, rate)
+        for client in ("event-consumer", "event-consumer-fsync", "node-signalr")
+        for rate in (1000, 5000)
     }
     for cell in lat["cells"]:
         assert "error" not in cell, cell.get("error")
@@ -63,7 +62,7 @@ def test_latency_memory_scale_smoke(tmp_path: Path) -> None:
         # the lower bound (received / handed to the stream) never exceeds the write time's median
         assert lower is not None and lower["p50"] <= write["p50"]
         assert run["hub_send_rate"] > 0
-    assert set(lat["target_p99_le_node"]) == {"1000", "5000"}
+    assert set(lat["target_p99_le_node"]) == {"1000", "5000", "1000-fsync", "5000-fsync"}
 
     mem = doc["memory"]
     assert "error" not in mem, mem.get("error")
@@ -92,7 +91,9 @@ def test_latency_memory_scale_smoke(tmp_path: Path) -> None:
         assert run["written"] == count + daemons
 
     render = renderer()
-    assert "| **event-consumer** -> file sink | 5,000 |" in render.render_latency(doc, "smoke.json")
+    table = render.render_latency(doc, "smoke.json")
+    assert "| **event-consumer** -> file sink, fsync never | 5,000 |" in table
+    assert "| **event-consumer** -> file sink, default fsync (1 s interval) | 1,000 |" in table
     assert f"| {max(mem['checkpoints']):,} messages |" in render.render_memory(doc, "smoke.json")
     assert "| 4 hubs (4 connections) |" in render.render_scale(doc, "smoke.json")
 
