@@ -7,5 +7,7 @@ Public API:
 - `Subscriber(invoke, calls, after_round=...)`, `HubCall` (consumer.relay.subscriptions)
 - `RedMistProfile(cfg.redmist, relay, http, hub_url=)` (consumer.relay.redmist)
 - `LiveState(path)` (consumer.relay.state); `RelayStats` (consumer.relay.stats)
-- `contract` (owned by the simulator: MessagePack arrays <-> RedMist JSON names)
+- `contract`: MessagePack arrays <-> RedMist JSON names (`arguments_from_msgpack` -> dicts;
+  `encodable_arguments_from_msgpack` -> Structs that msgspec.json encodes to the same bytes, the
+  relay's MessagePack hot path)
 """
