@@ -17,8 +17,13 @@ MessageBuffer.js) and goes past it where a daemon needs it:
 - Handshake timeout; keepalive Ping only when nothing was sent for `keepalive_interval`; server
   timeout (any received frame resets it) → the transport is treated as lost (half-open detection).
 - `on(target, handler)` (sync or async, target case-insensitive like the official client); handlers
-  run one at a time, in arrival order, in a dispatcher task fed by a bounded queue; a handler
-  exception is logged and never stops the connection. A server invocation that expects a result gets
+  run one at a time, in arrival order, in a dispatcher task. The receive loop hands each WebSocket
+  frame's invocations over as one batch (one queue operation per frame, not per message) on a queue
+  bounded in invocations (`dispatch_queue_size`): while that many are handed over and not yet
+  dispatched, the receive loop stops reading. A frame's batch is never split, so at most
+  `dispatch_queue_size - 1` + two frames' invocations are decoded and not yet dispatched (one
+  admitted over the bound, one waiting for room). A handler exception is logged and never stops the
+  connection. A server invocation that expects a result gets
   a Completion with the handler's return value, or an error Completion ("Client didn't provide a
   result." when nothing handled it).
 - `raw_arguments=True` builds the protocol with its `raw_arguments` option: invocations whose target
@@ -73,7 +78,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -466,7 +471,83 @@ class _Notify:
     args: tuple[Any, ...]
 
 
-_Queued: TypeAlias = proto.Invocation | _Notify
+_INVOCATION = proto.Invocation
+_Batch: TypeAlias = list[proto.Invocation]  # the invocations one frame brought, in order
+_Queued: TypeAlias = _Batch | _Notify
+
+
+class _DispatchQueue:
+    """The receive loop → dispatcher FIFO. Items are whole batches (a frame's invocations) or
+    `_Notify` markers, so the hand-off costs one put/get per frame, not per message.
+
+    Bounded in invocations, not in items: `size` counts the invocations handed over and not yet
+    finished by the dispatcher (queued ones and the batch it is working on; a `_Notify` counts 1)
+    until `task_done(item)`. `put()` waits while `size >= limit`, then adds the whole item: a batch
+    is never split, so `size` stays under `limit + one batch`. A cancelled `put()` has added
+    nothing. `join()` waits until every item put is done.
+    """
+
+    __slots__ = ("_idle", "_items", "_limit", "_ready", "_room", "size")
+
+    def __init__(self, limit: int) -> None:
+        self._items: deque[_Queued] = deque()
+        self._limit = max(1, limit)
+        self.size = 0
+        self._ready = asyncio.Event()  # set while items are queued
+        self._room = asyncio.Event()  # set while size < limit
+        self._room.set()
+        self._idle = asyncio.Event()  # set while size == 0 (everything put is done)
+        self._idle.set()
+
+    def __len__(self) -> int:
+        """Items (batches and markers) queued, not yet taken by the dispatcher."""
+        return len(self._items)
+
+    def put_nowait(self, item: _Queued) -> bool:
+        """Add `item` and return True, or return False (nothing added) when the queue is full."""
+        if self.size >= self._limit:
+            return False
+        self._items.append(item)
+        self.size += len(item) if item.__class__ is list else 1
+        self._idle.clear()
+        self._ready.set()
+        if self.size >= self._limit:
+            self._room.clear()
+        return True
+
+    async def put(self, item: _Queued) -> None:
+        while not self.put_nowait(item):
+            await self._room.wait()
+
+    async def get(self) -> _Queued:
+        items = self._items
+        while not items:
+            self._ready.clear()
+            await self._ready.wait()
+        return items.popleft()
+
+    def task_done(self, item: _Queued) -> None:
+        """The dispatcher is done with `item` (taken by `get()`): its invocations stop counting."""
+        self.size -= len(item) if item.__class__ is list else 1
+        if self.size < self._limit:
+            self._room.set()
+        if self.size <= 0:
+            self._idle.set()
+
+    async def join(self) -> None:
+        await self._idle.wait()
+
+
+@dataclass(slots=True, frozen=True)
+class _Route:
+    """How invocations of one target (exact spelling) are dispatched; cached per target string."""
+
+    handlers: tuple[Handler, ...]  # the on() handlers (case-insensitive match)
+    raw: RawHandler | None  # on_raw takes it (raw_arguments, no on() handler)
+    raw_is_coroutine: bool  # raw is an `async def`: await its result without inspecting it
+
+
+_MAX_ROUTES = 1024  # distinct target spellings cached; the cache starts over past that
 
 
 @dataclass(slots=True)
@@ -570,10 +651,10 @@ class HubConnection:
         self._connection_id: str | None = None
         self._send_lock = asyncio.Lock()
         self._last_send = 0.0
-        self._dispatch_queue: asyncio.Queue[_Queued] | None = None
+        self._dispatch_queue: _DispatchQueue | None = None
         self._dispatcher: asyncio.Task[None] | None = None
-        self._leftover: deque[proto.Invocation] = deque()  # decoded, not yet queued when stop() came
-        self._unqueued: proto.Invocation | None = None  # decoded, waiting for room in the queue
+        self._leftover: deque[_Batch] = deque()  # decoded, not yet queued when stop() came
+        self._routes: dict[str, _Route] = {}
         self._main_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._closing = False  # _main is past its receive/reconnect loop: only cleanup is left
@@ -601,8 +682,10 @@ class HubConnection:
     def on(self, target: str, handler: Handler) -> None:
         """Register `handler(*args)` (sync or async) for a hub → client method; case-insensitive."""
         self._handlers.setdefault(target.lower(), []).append(handler)
+        self._routes.clear()
 
     def off(self, target: str, handler: Handler | None = None) -> None:
+        self._routes.clear()
         if handler is None:
             self._handlers.pop(target.lower(), None)
             return
@@ -615,6 +698,7 @@ class HubConnection:
     def on_raw(self, handler: RawHandler | None) -> None:
         """With `raw_arguments=True`: `handler(target, raw_args)` gets invocations no `on()` handler takes."""
         self._raw_handler = handler
+        self._routes.clear()
 
     def on_reconnecting(self, callback: Callback) -> None:
         self._reconnecting_cbs.append(callback)
@@ -1059,16 +1143,13 @@ class HubConnection:
         queue = self._dispatch_queue
         assert queue is not None
         item = _Notify(callbacks, args)
-        try:
-            queue.put_nowait(item)
+        if queue.put_nowait(item):
             return
-        except asyncio.QueueFull:
-            pass
         try:
             async with asyncio.timeout(self._drain_timeout):
                 await queue.put(item)
         except TimeoutError:
-            log.warning("signalr.dispatch_queue_stuck", queued=queue.qsize())
+            log.warning("signalr.dispatch_queue_stuck", queued=queue.size)
             self._spawn(queue.put(item))
 
     def _next_delay(self, count: int, elapsed: float, reason: BaseException | None) -> float | None:
@@ -1095,7 +1176,7 @@ class HubConnection:
         self._give_up_error = None
         self._closing = False
         self._leftover.clear()
-        queue: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=self._dispatch_queue_size)
+        queue = _DispatchQueue(self._dispatch_queue_size)
         self._dispatch_queue = queue
         dispatcher = asyncio.create_task(self._dispatch_loop(queue), name="signalr:dispatcher")
         self._dispatcher = dispatcher
@@ -1206,15 +1287,19 @@ class HubConnection:
         return ended
 
     async def _receive_loop(self, ws: ClientConnection, reader: proto.MessageReader) -> _Ended:
+        recv = ws.recv
+        feed = reader.feed
+        server_timeout = self._server_timeout
+        handle = self._handle_messages
         while True:
             try:
-                async with asyncio.timeout(self._server_timeout):
-                    data = await ws.recv(decode=False)
+                async with asyncio.timeout(server_timeout):  # only the wait on the socket is timed
+                    data = await recv(decode=False)
             except TimeoutError:
                 return _Ended(
                     ServerTimeoutError(
                         f"Server timeout elapsed without receiving a message from the server "
-                        f"({self._server_timeout} s)."
+                        f"({server_timeout} s)."
                     ),
                     allow_reconnect=True,
                     resumable=False,
@@ -1224,53 +1309,93 @@ class HubConnection:
                     ConnectionLostError(f"WebSocket closed ({exc})"), allow_reconnect=True, resumable=True
                 )
             try:
-                messages = reader.feed(data)
+                messages = feed(data)
             except proto.ProtocolError as exc:
                 return _Ended(exc, allow_reconnect=True, resumable=False)
-            ended = await self._handle_messages(messages)
-            if ended is not None:
-                return ended
+            if messages:
+                ended = await handle(messages)
+                if ended is not None:
+                    return ended
 
     async def _handle_messages(self, messages: list[proto.HubMessage]) -> _Ended | None:
+        """One frame's messages. Its invocations go to the dispatcher as one batch; the hot case
+        (no stateful buffer, nothing but invocations) costs one list comprehension and one put."""
+        if self._buffer is None:
+            batch = cast(_Batch, [m for m in messages if m.__class__ is _INVOCATION])
+            if len(batch) == len(messages):
+                self.stats.invocations_decoded += len(batch)
+                queue = self._dispatch_queue
+                assert queue is not None
+                if not queue.put_nowait(batch):
+                    await self._hand_over(queue, batch, messages, len(messages))
+                return None
+        return await self._handle_mixed(messages)
+
+    async def _hand_over(
+        self, queue: _DispatchQueue, batch: _Batch, messages: list[proto.HubMessage], resume_at: int
+    ) -> None:
+        """Wait for room for `batch` (already counted as decoded). Cancelled (stop() came): nothing
+        was queued, so the batch and the invocations of `messages[resume_at:]` are kept for the
+        final drain, in order."""
+        try:
+            await queue.put(batch)
+        except asyncio.CancelledError:
+            self._leftover.append(batch)
+            self._keep_rest(messages, resume_at)
+            raise
+
+    def _keep_rest(self, messages: list[proto.HubMessage], resume_at: int) -> None:
+        buffer = self._buffer
+        rest: _Batch = []
+        for message in messages[resume_at:]:
+            if buffer is not None and not buffer.should_process(message):
+                continue
+            if isinstance(message, proto.Invocation):
+                rest.append(message)
+        if rest:
+            self.stats.invocations_decoded += len(rest)
+            self._leftover.append(rest)
+
+    async def _handle_mixed(self, messages: list[proto.HubMessage]) -> _Ended | None:
+        """The general case: stateful sequence tracking and non-invocation messages. Invocations
+        collected so far are handed over before any message whose effect a handler could observe
+        (StreamItem, Completion, Close, Sequence), so the order of effects is the arrival order."""
         buffer = self._buffer
         queue = self._dispatch_queue
         assert queue is not None
-        index = 0
-        try:
-            while index < len(messages):
-                ended = await self._handle_message(messages[index], buffer, queue)
-                if ended is not None:
-                    return ended
-                index += 1
-        except asyncio.CancelledError:
-            # stop() came while this batch was being handed over (the queue was full): the
-            # invocations it still holds were decoded, so they are kept for the final drain.
-            unqueued, self._unqueued = self._unqueued, None
-            if unqueued is not None:
-                self._leftover.append(unqueued)
-            for message in messages[index + 1 :]:
-                if buffer is not None and not buffer.should_process(message):
-                    continue
-                if isinstance(message, proto.Invocation):
-                    self.stats.invocations_decoded += 1
-                    self._leftover.append(message)
-            raise
+        batch: _Batch = []
+        for index, message in enumerate(messages):
+            if buffer is not None and not buffer.should_process(message):
+                continue
+            if isinstance(message, proto.Invocation):
+                batch.append(message)
+                continue
+            if isinstance(message, proto.Ping):
+                continue
+            if isinstance(message, proto.Ack):
+                if buffer is not None:
+                    buffer.ack(message.sequence_id)
+                continue
+            if batch:
+                self.stats.invocations_decoded += len(batch)
+                if not queue.put_nowait(batch):
+                    await self._hand_over(queue, batch, messages, index + 1)
+                batch = []
+            try:
+                ended = await self._handle_other(message, buffer)
+            except asyncio.CancelledError:  # stop() while a stream consumer was slow
+                self._keep_rest(messages, index + 1)
+                raise
+            if ended is not None:
+                return ended
+        if batch:
+            self.stats.invocations_decoded += len(batch)
+            if not queue.put_nowait(batch):
+                await self._hand_over(queue, batch, messages, len(messages))
         return None
 
-    async def _handle_message(
-        self, message: proto.HubMessage, buffer: _MessageBuffer | None, queue: asyncio.Queue[_Queued]
-    ) -> _Ended | None:
-        if buffer is not None and not buffer.should_process(message):
-            return None
-        if isinstance(message, proto.Invocation):
-            self.stats.invocations_decoded += 1
-            try:
-                queue.put_nowait(message)
-            except asyncio.QueueFull:
-                self._unqueued = message
-                await queue.put(message)  # cancelled: nothing was enqueued, _handle_messages keeps it
-                self._unqueued = None
-        elif isinstance(message, proto.StreamItem):
+    async def _handle_other(self, message: proto.HubMessage, buffer: _MessageBuffer | None) -> _Ended | None:
+        if isinstance(message, proto.StreamItem):
             stream = self._streams.get(message.invocation_id)
             if stream is not None:
                 await stream._put(message.item)
@@ -1284,17 +1409,12 @@ class HubConnection:
             )
             log.info("signalr.close_message", error=message.error, allow_reconnect=message.allow_reconnect)
             return _Ended(error, allow_reconnect=message.allow_reconnect, resumable=False)
-        elif isinstance(message, proto.Ack):
-            if buffer is not None:
-                buffer.ack(message.sequence_id)
         elif isinstance(message, proto.Sequence):
             if buffer is not None:
                 try:
                     buffer.reset_sequence(message.sequence_id)
                 except proto.ProtocolError as exc:
                     return _Ended(exc, allow_reconnect=True, resumable=False)
-        elif isinstance(message, proto.Ping):
-            pass
         else:
             log.warning("signalr.unexpected_message", type=int(message.type))
         return None
@@ -1390,24 +1510,55 @@ class HubConnection:
 
     # --- internals: dispatching ----------------------------------------------------------------
 
-    async def _dispatch_loop(self, queue: asyncio.Queue[_Queued]) -> None:
+    async def _dispatch_loop(self, queue: _DispatchQueue) -> None:
+        stats = self.stats
+        routes = self._routes  # cleared in place by on()/off()/on_raw(), never replaced
         while True:
             item = await queue.get()
             try:
                 if isinstance(item, _Notify):
                     await self._fire(item.callbacks, *item.args)
                     continue
+                done = 0
                 try:
-                    await self._dispatch(item)
-                except Exception as exc:  # never let one invocation stop the dispatcher
-                    log.error("signalr.dispatch_failed", target=item.target, error=_describe(exc))
-                self.stats.invocations_dispatched += 1
+                    for message in item:
+                        target = message.target
+                        route = routes.get(target)
+                        if route is None:
+                            route = self._route(target)
+                        raw = route.raw
+                        if raw is not None and message.invocation_id is None:
+                            # the raw hot path: no result to send back
+                            try:
+                                if route.raw_is_coroutine:
+                                    await raw(target, message.arguments)
+                                else:
+                                    result = raw(target, message.arguments)
+                                    if result is not None and inspect.isawaitable(result):
+                                        await result
+                            except Exception as exc:
+                                log.error("signalr.handler_failed", target=target, error=_describe(exc))
+                        else:
+                            try:
+                                await self._dispatch(message, route)
+                            except Exception as exc:  # never let one invocation stop the dispatcher
+                                log.error("signalr.dispatch_failed", target=target, error=_describe(exc))
+                        done += 1
+                finally:
+                    stats.invocations_dispatched += done
             finally:
-                queue.task_done()
+                queue.task_done(item)
 
-    async def _drain(
-        self, queue: asyncio.Queue[_Queued], dispatcher: asyncio.Task[None], deadline: float
-    ) -> None:
+    def _route(self, target: str) -> _Route:
+        handlers = tuple(self._handlers.get(target.lower(), ()))
+        raw = self._raw_handler if not handlers and self._raw_arguments else None
+        route = _Route(handlers, raw, raw is not None and inspect.iscoroutinefunction(raw))
+        if len(self._routes) >= _MAX_ROUTES:
+            self._routes.clear()
+        self._routes[target] = route
+        return route
+
+    async def _drain(self, queue: _DispatchQueue, dispatcher: asyncio.Task[None], deadline: float) -> None:
         """Closing: until the dispatcher has run everything queued (then `_leftover`) or `deadline`;
         then the dispatcher stops and whatever it did not reach is counted as abandoned."""
 
@@ -1432,10 +1583,11 @@ class HubConnection:
             await asyncio.wait([dispatcher])
         stats = self.stats
         stats.invocations_abandoned = stats.invocations_decoded - stats.invocations_dispatched
-        if flusher.cancelled() or queue.qsize() or self._leftover:
+        leftover = sum(len(batch) for batch in self._leftover)
+        if flusher.cancelled() or queue.size or leftover:
             log.warning(
                 "signalr.drain_incomplete",
-                queued=queue.qsize() + len(self._leftover),
+                queued=queue.size + leftover,
                 abandoned_total=stats.invocations_abandoned,
             )
         self._leftover.clear()
@@ -1452,11 +1604,11 @@ class HubConnection:
         decoded = msgspec.json.decode(data) if self._text else msgspec.msgpack.decode(data)
         return list(decoded)
 
-    async def _dispatch(self, message: proto.Invocation) -> None:
-        handlers = list(self._handlers.get(message.target.lower(), ()))
+    async def _dispatch(self, message: proto.Invocation, route: _Route) -> None:
+        """The general case: on() handlers, or an invocation that expects a result."""
         expects = message.invocation_id is not None
-        if not handlers and self._raw_arguments and self._raw_handler is not None:
-            raw_handler: RawHandler = self._raw_handler
+        raw_handler = route.raw
+        if raw_handler is not None:
             try:
                 raw_result = await _maybe_await(raw_handler(message.target, message.arguments))
             except Exception as exc:
@@ -1470,6 +1622,7 @@ class HubConnection:
                 else:
                     await self._send_completion(message.invocation_id, result=raw_result)
             return
+        handlers = route.handlers
         if not handlers:
             if message.target.lower() not in self._warned_targets:
                 self._warned_targets.add(message.target.lower())
