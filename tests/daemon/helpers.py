@@ -12,8 +12,12 @@ from typing import Any
 from consumer.sim.hub import HubSettings
 
 
-async def until(cond: Callable[[], bool | Awaitable[bool]], timeout: float = 20.0, what: str = "") -> None:
-    """Poll a condition (nothing to await for it) with a deadline."""
+async def until(cond: Callable[[], bool | Awaitable[bool]], timeout: float = 60.0, what: str = "") -> None:
+    """Poll a condition (nothing to await for it) with a deadline.
+
+    The deadline is a bound for a loaded 2-core CI machine (a daemon subprocess start can take seconds),
+    not a synchronisation delay: a passing condition returns at the next 20 ms poll.
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = cond()
