@@ -11,7 +11,9 @@ Lifecycle (`Daemon.run()`):
    policy that gives up: exit 69; rejected credentials: exit 77).
 4. Shutdown within `shutdown_grace_seconds`: STOPPING=1, stop receiving (close the hub connection),
    stop subscriptions and snapshots, drain every sink queue, flush + fsync, write the state file,
-   close. Exit 0.
+   close. Exit 0. The grace is split by `shutdown_budget()`: the hub connection gets at most half
+   (its dispatch drain, then the Close message and the WebSocket close, each bounded by the
+   connection's `close_timeout`); the sinks get the rest, so at least the other half.
 
 `reopen()` (SIGHUP) asks every sink to reopen its file (logrotate).
 """
@@ -22,6 +24,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -44,6 +47,34 @@ from consumer.systemd import Notifier
 log = get_logger("consumer.daemon")
 
 STATUS_INTERVAL = 10.0
+CLOSE_TIMEOUT_MAX = 2.0  # the hub connection's own default
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownBudget:
+    """How `shutdown_grace_seconds` is spent on the hub connection (the sinks get what is left)."""
+
+    connection: float  # upper bound on `connection.stop()` as a whole (a backstop)
+    drain: float  # `stop(drain_timeout=)`: dispatching what was decoded (the relay → sink queues)
+    close_timeout: float  # the connection's close_timeout: sending Close, then the WebSocket close
+    closed_marker: float  # on_closed: queueing the `closed` marker line when a sink queue is full
+
+
+def shutdown_budget(grace: float) -> ShutdownBudget:
+    """Half the grace for the hub connection: the close handshake gets two `close_timeout`s
+    (min(2 s, a tenth of the grace) each), the `closed` marker a tenth of the half, a margin as
+    much again, and the drain the rest. The other half (at least) is left for the sinks to write
+    what the drain handed them, flush and close.
+
+    grace 10 s: connection 5 s = drain 2 s + close 2 x 1 s + marker 0.5 s + margin 0.5 s;
+    grace 3 s: 1.5 s = 0.6 s + 2 x 0.3 s + 0.15 s + 0.15 s."""
+    connection = max(0.1, grace / 2)
+    close_timeout = min(CLOSE_TIMEOUT_MAX, connection / 5)
+    closed_marker = connection / 10
+    drain = max(0.0, connection - 2 * close_timeout - 2 * closed_marker)
+    return ShutdownBudget(
+        connection=connection, drain=drain, close_timeout=close_timeout, closed_marker=closed_marker
+    )
 
 
 def _describe(error: BaseException | None) -> str | None:
@@ -133,6 +164,7 @@ class Daemon:
             keepalive_interval=hub.keepalive_interval_seconds,
             server_timeout=hub.server_timeout_seconds,
             max_message_size=hub.max_message_bytes,
+            close_timeout=shutdown_budget(self.cfg.service.shutdown_grace_seconds).close_timeout,
             allow_insecure_http=hub.allow_insecure_http,
             raw_arguments=True,
             **kwargs,
@@ -153,7 +185,11 @@ class Daemon:
         if self.profile is not None:
             self.profile.after_subscribe()
 
-    # -- connection callbacks (never await hub calls here: the receive loop waits for them) ------
+    # -- connection callbacks ------------------------------------------------------------------
+    # Run by the connection's dispatcher, in order with the data: on_reconnecting after every
+    # invocation decoded before the loss, on_reconnected before any the new transport brings. The
+    # receive loop is up while they run, so awaiting a hub call here would work; the subscription
+    # round still runs in the Subscriber's own task (retries with backoff must not hold up the data).
 
     async def _on_reconnecting(self, error: BaseException | None) -> None:
         self.stats.set_state("reconnecting")
@@ -170,10 +206,20 @@ class Daemon:
 
     async def _on_closed(self, error: BaseException | None) -> None:
         self.stats.set_state("closed")
-        await self.relay.emit_connection("closed", _describe(error))
         if not self._stopping:
             self._fatal = error or ServiceUnavailable("the hub connection closed")
             self._closed_for_good.set()
+            await self.relay.emit_connection("closed", _describe(error))
+            return
+        # Inside connection.stop(): a sink that stopped taking lines must not hold up the shutdown.
+        budget = shutdown_budget(self.cfg.service.shutdown_grace_seconds)
+        try:
+            async with asyncio.timeout(budget.closed_marker):
+                await self.relay.emit_connection("closed", _describe(error))
+        except TimeoutError:
+            log.warning(
+                "closed marker not queued: a sink queue stayed full", waited_seconds=budget.closed_marker
+            )
 
     def _status(self) -> None:
         self.notifier.status(
@@ -307,14 +353,17 @@ class Daemon:
         self._stopping = True
         grace = self.cfg.service.shutdown_grace_seconds
         deadline = time.monotonic() + grace
+        budget = shutdown_budget(grace)
         self.notifier.stopping("draining")
         log.info("shutting down", grace_seconds=grace)
         if self.connection is not None:
             try:
-                async with asyncio.timeout(max(0.1, grace / 2)):
-                    await self.connection.stop()
+                # The drain ends by its own deadline (what it did not reach is counted as abandoned),
+                # leaving time for the Close handshake; the timeout is only a backstop.
+                async with asyncio.timeout(budget.connection):
+                    await self.connection.stop(drain_timeout=budget.drain)
             except TimeoutError:
-                log.error("hub connection did not close in time")
+                log.error("hub connection did not close in time", budget_seconds=budget.connection)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

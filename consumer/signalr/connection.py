@@ -660,6 +660,8 @@ class HubConnection:
         self._closing = False  # _main is past its receive/reconnect loop: only cleanup is left
         self._graceful_close = False  # stop() found the connection connected: send Close after draining
         self._drain_deadline: float | None = None
+        self._abandoned = False  # stop() was cancelled: cut the drain and on_closed short
+        self._firing_closed = False  # _main is running the on_closed callbacks
         self.stats = ClientStats()
         self._give_up_error: BaseException | None = None
         self._closed_event = asyncio.Event()
@@ -741,8 +743,11 @@ class HubConnection:
            ConnectionLostError; on_closed fires.
 
         Whatever is still queued when the deadline passes is abandoned (`stats.invocations_abandoned`);
-        so is the rest of the queue when the task calling stop() is cancelled. Called from a handler or
-        callback, stop() starts the shutdown and returns at once (the drain goes on after it returns).
+        so is the rest of the queue when the task calling stop() is cancelled. A cancelled stop() still
+        closes (bounded by close_timeout) and waits for that, but cuts the on_closed callbacks short:
+        cancelled if they are running, bounded by close_timeout if they have not started. Called from a
+        handler or callback, stop() starts the shutdown and returns at once (the drain goes on after
+        it returns).
         """
         task = self._main_task
         if task is None or task.done():
@@ -1175,6 +1180,7 @@ class HubConnection:
         connected_once = False
         self._give_up_error = None
         self._closing = False
+        self._abandoned = False
         self._leftover.clear()
         queue = _DispatchQueue(self._dispatch_queue_size)
         self._dispatch_queue = queue
@@ -1252,7 +1258,19 @@ class HubConnection:
             self._graceful_close = False
             log.info("signalr.closed", error=_describe(close_error))
         if connected_once:
-            await self._fire(self._closed_cbs, close_error)
+            self._firing_closed = True
+            try:
+                # after a cancelled stop() the callbacks get close_timeout, and are cut short if
+                # the cancel comes while they run: a hung callback must not hang stop()
+                async with asyncio.timeout(self._close_timeout if self._abandoned else None):
+                    await self._fire(self._closed_cbs, close_error)
+            except (TimeoutError, asyncio.CancelledError):
+                log.warning("signalr.closed_callbacks_cut_short")
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    current.uncancel()
+            finally:
+                self._firing_closed = False
         self._closed_event.set()
 
     async def _run_transport(self) -> _Ended:
@@ -1593,9 +1611,13 @@ class HubConnection:
         self._leftover.clear()
 
     def _abandon_drain(self) -> None:
-        """stop() was cancelled: stop the dispatcher now, the final drain returns at once."""
+        """stop() was cancelled: stop the dispatcher now, the final drain returns at once, and the
+        on_closed callbacks are bounded by close_timeout (cancelled now if they are running)."""
+        self._abandoned = True
         if self._dispatcher is not None:
             self._dispatcher.cancel()
+        if self._firing_closed and self._main_task is not None:
+            self._main_task.cancel()
 
     def _decode_raw(self, raw: Any) -> list[Any]:
         if not isinstance(raw, msgspec.Raw):

@@ -267,3 +267,52 @@ async def test_on_reconnected_callback_can_await_invoke(protocol: str) -> None:
         assert order == ["callback started", "callback got hello cb", "item pushed-by-cb"]
         assert await conn.invoke("Add", 1, 2) == 3
         await conn.stop()
+
+
+async def test_cancelled_stop_cuts_a_running_hung_on_closed_callback_short() -> None:
+    server = build_hub()
+    async with server.serve() as url:
+        conn = client(url)
+        entered = asyncio.Event()
+
+        async def hung(error: BaseException | None) -> None:
+            entered.set()
+            await asyncio.Event().wait()  # never set: e.g. a write to a stalled sink
+
+        conn.on_closed(hung)
+        await conn.start()
+        stopping = asyncio.create_task(conn.stop())
+        await asyncio.wait_for(entered.wait(), 10)
+        assert not stopping.done()  # stop() waits for on_closed ...
+        stopping.cancel()  # ... until its caller gives up: then it returns promptly
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(stopping, 5)
+        await asyncio.wait_for(conn.wait_closed(), 5)
+        assert conn.state is ConnectionState.DISCONNECTED
+
+
+async def test_stop_cancelled_while_draining_bounds_a_hung_on_closed_callback() -> None:
+    server = build_hub()
+    async with server.serve() as url:
+        conn = client(url, close_timeout=0.3)
+        held = Held()  # never released
+        conn.on("Item", held)
+        entered = asyncio.Event()
+
+        async def hung(error: BaseException | None) -> None:
+            entered.set()
+            await asyncio.Event().wait()
+
+        conn.on_closed(hung)
+        await conn.start()
+        assert conn.connection_id is not None
+        flood(server, conn.connection_id, 5)
+        await until(lambda: conn.stats.invocations_decoded == 5)
+        stopping = asyncio.create_task(conn.stop(drain_timeout=60))
+        await until(lambda: conn.state is ConnectionState.DISCONNECTING)
+        stopping.cancel()  # during the drain: on_closed has not started yet
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(stopping, 5)  # close_timeout bounds the hung callback
+        assert entered.is_set()  # it did run
+        assert conn.stats.invocations_abandoned == 5
+        await asyncio.wait_for(conn.wait_closed(), 5)
