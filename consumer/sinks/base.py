@@ -174,8 +174,12 @@ class SinkWorker:
         await self.sink.open()
         self._task = asyncio.create_task(self._run(), name=f"sink:{self.name}")
 
-    async def close(self, grace: float | None = None) -> None:
-        """Stop accepting work, write what is queued (within `grace` seconds), flush, close the sink."""
+    async def close(self, grace: float | None = None, *, close_timeout: float = 2.0) -> None:
+        """Stop accepting work, write what is queued (within `grace` seconds), flush, close the sink.
+
+        Flush and close get `close_timeout` seconds more: a sink whose fsync or pipe write hangs (a dead
+        NFS server, a stdout reader that stopped reading) must not hang the daemon's shutdown.
+        """
         self._closing.set()
         self._items.set()
         if self._task is not None:
@@ -189,10 +193,14 @@ class SinkWorker:
                 log.error("sink drain timed out", sink=self.name, lost_records=lost)
                 await asyncio.gather(self._task, return_exceptions=True)
         try:
-            await self.sink.flush()
-        except OSError as err:
-            log.error("sink flush failed at close", sink=self.name, error=_describe(err))
-        await self.sink.close()
+            async with asyncio.timeout(close_timeout):
+                try:
+                    await self.sink.flush()
+                except OSError as err:
+                    log.error("sink flush failed at close", sink=self.name, error=_describe(err))
+                await self.sink.close()
+        except TimeoutError:
+            log.error("sink flush/close timed out", sink=self.name, timeout_seconds=close_timeout)
 
     async def wait_idle(self) -> None:
         """Until everything queued so far has been written (tests, `flush` on demand)."""

@@ -294,3 +294,38 @@ async def test_sink_on_dev_null_works_and_closes_cleanly(policy: str) -> None:
     await sink.flush()
     await sink.write(lines(2, start=3))
     await sink.close()
+
+
+async def test_close_is_bounded_when_the_sinks_flush_hangs() -> None:
+    class HangingFlush:
+        name = "hang"
+        sync_interval: float | None = None
+
+        def __init__(self) -> None:
+            self.lines: list[bytes] = []
+            self.flush_started = asyncio.Event()
+
+        async def open(self) -> None:
+            return None
+
+        async def write(self, batch: Sequence[bytes]) -> None:
+            self.lines.extend(batch)
+
+        async def flush(self) -> None:
+            self.flush_started.set()
+            await asyncio.Event().wait()  # an fsync on a dead NFS mount, say
+
+        async def reopen(self) -> None:
+            return None
+
+        async def close(self) -> None:
+            return None
+
+    sink = HangingFlush()
+    worker = SinkWorker(sink, queue_size=10)
+    await worker.start()
+    await worker.put(b"line")
+    async with asyncio.timeout(5):  # the backstop: close itself must return well before
+        await worker.close(grace=1.0, close_timeout=0.2)
+    assert sink.flush_started.is_set()
+    assert sink.lines == [b"line"]
