@@ -7,8 +7,9 @@ backoff in the background, without holding up or tearing down the others. A conn
 the round; the next `connected()` starts a new round (older retries are cancelled — group membership
 belonged to the old connection). After each round `after_round()` runs (RedMist: fetch snapshots).
 
-The invocations must not run inside the connection's reconnected callback itself: a callback that
-awaited a Completion would wait for a receive loop that only resumes after the callback returns.
+The invocations run in this task, not inside the connection's reconnected callback: the client
+dispatches callbacks and invocations through one ordered queue, so a callback that awaited a whole
+subscription round (and its snapshot fetches) would hold back every message behind it.
 """
 
 from __future__ import annotations
