@@ -3,7 +3,8 @@
 Spec: dotnet/aspnetcore src/SignalR/docs/specs/HubProtocol.md and TransportProtocols.md.
 
 PUBLIC API (pinned: the server, the client and the relay are written against these names):
-- `MessageType`, the message dataclasses below, `HubMessage`
+- `MessageType`, the message classes below (msgspec Structs: keyword or positional construction,
+  `==` by value, class patterns in `match`; `type` is a class attribute, not a field), `HubMessage`
 - `ProtocolError` — the only exception any parser raises on malformed input
 - `HandshakeRequest`, `HandshakeResponse`, `encode_handshake_request`, `encode_handshake_response`,
   `parse_handshake_request(buffer) -> (HandshakeRequest | None, rest)`,
@@ -31,15 +32,17 @@ Wire decisions where the spec is silent:
 - Close encodes as [7, error] unless allow_reconnect (then [7, error, true]); JSON omits falsy fields.
 - After a reader raised ProtocolError it stays failed (the connection must be closed).
 - Encoding a value msgspec cannot serialise raises ProtocolError; a non-message raises TypeError.
+- Readers return exactly `Invocation` (never a subclass); with raw_arguments the Raw may point into
+  the reader's buffer of a message that arrived in pieces (that buffer is never written again).
 - A `msgspec.Raw` given as Invocation arguments is written verbatim: it must already be in the
   protocol's encoding (JSON text for json, MessagePack bytes for messagepack).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, ClassVar, Literal, Protocol, TypeAlias
 
 import msgspec
 
@@ -65,26 +68,23 @@ class MessageType(IntEnum):
 Headers: TypeAlias = dict[str, str]
 
 
-@dataclass(slots=True)
-class Invocation:
+class Invocation(msgspec.Struct):
     target: str
     arguments: Any  # list[Any], or msgspec.Raw when the protocol was built with raw_arguments=True
     invocation_id: str | None = None
     stream_ids: list[str] | None = None
     headers: Headers | None = None
-    type: Literal[MessageType.INVOCATION] = field(default=MessageType.INVOCATION, init=False)
+    type: ClassVar[Literal[MessageType.INVOCATION]] = MessageType.INVOCATION
 
 
-@dataclass(slots=True)
-class StreamItem:
+class StreamItem(msgspec.Struct):
     invocation_id: str
     item: Any
     headers: Headers | None = None
-    type: Literal[MessageType.STREAM_ITEM] = field(default=MessageType.STREAM_ITEM, init=False)
+    type: ClassVar[Literal[MessageType.STREAM_ITEM]] = MessageType.STREAM_ITEM
 
 
-@dataclass(slots=True)
-class Completion:
+class Completion(msgspec.Struct):
     """result_kind semantics: `error` set → error; else `has_result` → result (may be None); else void."""
 
     invocation_id: str
@@ -92,48 +92,42 @@ class Completion:
     error: str | None = None
     has_result: bool = False
     headers: Headers | None = None
-    type: Literal[MessageType.COMPLETION] = field(default=MessageType.COMPLETION, init=False)
+    type: ClassVar[Literal[MessageType.COMPLETION]] = MessageType.COMPLETION
 
 
-@dataclass(slots=True)
-class StreamInvocation:
+class StreamInvocation(msgspec.Struct):
     invocation_id: str
     target: str
     arguments: Any
     stream_ids: list[str] | None = None
     headers: Headers | None = None
-    type: Literal[MessageType.STREAM_INVOCATION] = field(default=MessageType.STREAM_INVOCATION, init=False)
+    type: ClassVar[Literal[MessageType.STREAM_INVOCATION]] = MessageType.STREAM_INVOCATION
 
 
-@dataclass(slots=True)
-class CancelInvocation:
+class CancelInvocation(msgspec.Struct):
     invocation_id: str
     headers: Headers | None = None
-    type: Literal[MessageType.CANCEL_INVOCATION] = field(default=MessageType.CANCEL_INVOCATION, init=False)
+    type: ClassVar[Literal[MessageType.CANCEL_INVOCATION]] = MessageType.CANCEL_INVOCATION
 
 
-@dataclass(slots=True)
-class Ping:
-    type: Literal[MessageType.PING] = field(default=MessageType.PING, init=False)
+class Ping(msgspec.Struct):
+    type: ClassVar[Literal[MessageType.PING]] = MessageType.PING
 
 
-@dataclass(slots=True)
-class Close:
+class Close(msgspec.Struct):
     error: str | None = None
     allow_reconnect: bool = False
-    type: Literal[MessageType.CLOSE] = field(default=MessageType.CLOSE, init=False)
+    type: ClassVar[Literal[MessageType.CLOSE]] = MessageType.CLOSE
 
 
-@dataclass(slots=True)
-class Ack:
+class Ack(msgspec.Struct):
     sequence_id: int
-    type: Literal[MessageType.ACK] = field(default=MessageType.ACK, init=False)
+    type: ClassVar[Literal[MessageType.ACK]] = MessageType.ACK
 
 
-@dataclass(slots=True)
-class Sequence:
+class Sequence(msgspec.Struct):
     sequence_id: int
-    type: Literal[MessageType.SEQUENCE] = field(default=MessageType.SEQUENCE, init=False)
+    type: ClassVar[Literal[MessageType.SEQUENCE]] = MessageType.SEQUENCE
 
 
 HubMessage: TypeAlias = (
@@ -290,7 +284,7 @@ def parse_handshake_response(
 # --- JSON hub protocol: wire structs (decode side; unknown keys are ignored) -----------------------------
 
 
-class _JInvocation(msgspec.Struct, tag=1, tag_field="type", rename="camel", kw_only=True):
+class _JInvocation(msgspec.Struct, tag=1, tag_field="type", rename="camel", kw_only=True, gc=False):
     target: str
     arguments: list[Any]
     headers: Headers | None = None
@@ -298,7 +292,7 @@ class _JInvocation(msgspec.Struct, tag=1, tag_field="type", rename="camel", kw_o
     stream_ids: list[str] | None = None
 
 
-class _JInvocationRaw(msgspec.Struct, tag=1, tag_field="type", rename="camel", kw_only=True):
+class _JInvocationRaw(msgspec.Struct, tag=1, tag_field="type", rename="camel", kw_only=True, gc=False):
     target: str
     arguments: msgspec.Raw
     headers: Headers | None = None
@@ -306,20 +300,20 @@ class _JInvocationRaw(msgspec.Struct, tag=1, tag_field="type", rename="camel", k
     stream_ids: list[str] | None = None
 
 
-class _JStreamItem(msgspec.Struct, tag=2, tag_field="type", rename="camel", kw_only=True):
+class _JStreamItem(msgspec.Struct, tag=2, tag_field="type", rename="camel", kw_only=True, gc=False):
     invocation_id: str
     item: Any
     headers: Headers | None = None
 
 
-class _JCompletion(msgspec.Struct, tag=3, tag_field="type", rename="camel", kw_only=True):
+class _JCompletion(msgspec.Struct, tag=3, tag_field="type", rename="camel", kw_only=True, gc=False):
     invocation_id: str
     result: Any = _UNSET
     error: str | msgspec.UnsetType | None = _UNSET
     headers: Headers | None = None
 
 
-class _JStreamInvocation(msgspec.Struct, tag=4, tag_field="type", rename="camel", kw_only=True):
+class _JStreamInvocation(msgspec.Struct, tag=4, tag_field="type", rename="camel", kw_only=True, gc=False):
     invocation_id: str
     target: str
     arguments: list[Any]
@@ -327,25 +321,25 @@ class _JStreamInvocation(msgspec.Struct, tag=4, tag_field="type", rename="camel"
     headers: Headers | None = None
 
 
-class _JCancelInvocation(msgspec.Struct, tag=5, tag_field="type", rename="camel", kw_only=True):
+class _JCancelInvocation(msgspec.Struct, tag=5, tag_field="type", rename="camel", kw_only=True, gc=False):
     invocation_id: str
     headers: Headers | None = None
 
 
-class _JPing(msgspec.Struct, tag=6, tag_field="type", rename="camel", kw_only=True):
+class _JPing(msgspec.Struct, tag=6, tag_field="type", rename="camel", kw_only=True, gc=False):
     pass
 
 
-class _JClose(msgspec.Struct, tag=7, tag_field="type", rename="camel", kw_only=True):
+class _JClose(msgspec.Struct, tag=7, tag_field="type", rename="camel", kw_only=True, gc=False):
     error: str | None = None
     allow_reconnect: bool = False
 
 
-class _JAck(msgspec.Struct, tag=8, tag_field="type", rename="camel", kw_only=True):
+class _JAck(msgspec.Struct, tag=8, tag_field="type", rename="camel", kw_only=True, gc=False):
     sequence_id: int
 
 
-class _JSequence(msgspec.Struct, tag=9, tag_field="type", rename="camel", kw_only=True):
+class _JSequence(msgspec.Struct, tag=9, tag_field="type", rename="camel", kw_only=True, gc=False):
     sequence_id: int
 
 
@@ -366,7 +360,7 @@ _JsonCommon = (
 _json_type_probe = msgspec.json.Decoder(_JTypeProbe)
 
 
-def _json_is_unknown_type(record: bytes | memoryview) -> bool:
+def _json_is_unknown_type(record: bytes | bytearray | memoryview) -> bool:
     """True when `record` is an object whose integer `type` is not a known message type (ignore it)."""
     try:
         probe = _json_type_probe.decode(record)
@@ -378,7 +372,7 @@ def _json_is_unknown_type(record: bytes | memoryview) -> bool:
 def _from_json(wire: Any) -> HubMessage:
     cls = type(wire)
     if cls is _JInvocation or cls is _JInvocationRaw:
-        if cls is _JInvocationRaw and bytes(memoryview(wire.arguments)[:1]) != b"[":
+        if cls is _JInvocationRaw and memoryview(wire.arguments)[0] != _JSON_ARRAY_START:
             raise ProtocolError("Invocation arguments must be an array")
         return Invocation(
             target=wire.target,
@@ -484,6 +478,7 @@ def _to_json_dict(message: HubMessage) -> dict[str, Any]:
 
 
 _JSON_PING = b'{"type":6}' + RECORD_SEPARATOR
+_JSON_ARRAY_START = 0x5B  # "[": a raw JSON value is never empty and never starts with whitespace
 
 
 class _JsonReader:
@@ -508,51 +503,91 @@ class _JsonReader:
         if self._failed:
             raise ProtocolError("reader is unusable after an earlier protocol error")
         try:
-            return self._feed(_as_bytes(data))
+            return self._feed(data)
         except ProtocolError:
             self._failed = True
             self._pending = bytearray()
             raise
 
-    def _feed(self, data: bytes) -> list[HubMessage]:
+    def _feed(self, data: bytes | bytearray | memoryview | str) -> list[HubMessage]:
+        if type(data) is not bytes:
+            data = _as_bytes(data)
         out: list[HubMessage] = []
         start = 0
-        if self._pending:
+        limit = self._max
+        pending = self._pending
+        if pending:
             idx = data.find(RECORD_SEPARATOR)
             if idx < 0:
-                if len(self._pending) + len(data) > self._max:
-                    raise ProtocolError(f"message exceeds the maximum size of {self._max} bytes")
-                self._pending += data
+                if len(pending) + len(data) > limit:
+                    raise ProtocolError(f"message exceeds the maximum size of {limit} bytes")
+                pending += data
                 return out
-            if len(self._pending) + idx > self._max:
-                raise ProtocolError(f"message exceeds the maximum size of {self._max} bytes")
-            record = bytes(self._pending) + data[:idx]
+            if len(pending) + idx > limit:
+                raise ProtocolError(f"message exceeds the maximum size of {limit} bytes")
+            # The completed record is decoded from the buffer itself (one copy, no join), which is
+            # then dropped: a Raw decoded from it keeps it alive and nothing writes to it again.
+            pending += memoryview(data)[:idx]
             self._pending = bytearray()
-            self._decode(record, out)
+            self._decode(pending, out)
             start = idx + 1
+        # Hot loop: one find and one zero-copy slice per record; Invocations are built inline (no
+        # per-record call); anything else goes through _from_json.
         n = len(data)
         view = memoryview(data)
+        find = data.find
+        decode = self._decoder.decode
+        append = out.append
         while start < n:
-            idx = data.find(RECORD_SEPARATOR, start)
+            idx = find(RECORD_SEPARATOR, start)
             if idx < 0:
-                if n - start > self._max:
-                    raise ProtocolError(f"message exceeds the maximum size of {self._max} bytes")
+                if n - start > limit:
+                    raise ProtocolError(f"message exceeds the maximum size of {limit} bytes")
                 self._pending = bytearray(view[start:])
                 break
-            if idx - start > self._max:
-                raise ProtocolError(f"message exceeds the maximum size of {self._max} bytes")
-            self._decode(view[start:idx], out)
+            if idx - start > limit:
+                raise ProtocolError(f"message exceeds the maximum size of {limit} bytes")
+            record = view[start:idx]
             start = idx + 1
+            try:
+                wire = decode(record)
+            except _DECODE_ERRORS as exc:
+                _json_decode_failed(record, exc)
+                continue
+            cls = wire.__class__
+            if cls is _JInvocationRaw:
+                arguments = wire.arguments
+                if memoryview(arguments)[0] != _JSON_ARRAY_START:
+                    raise ProtocolError("Invocation arguments must be an array")
+                append(
+                    Invocation(
+                        wire.target, arguments, wire.invocation_id, wire.stream_ids, wire.headers or None
+                    )
+                )
+            elif cls is _JInvocation:
+                append(
+                    Invocation(
+                        wire.target, wire.arguments, wire.invocation_id, wire.stream_ids, wire.headers or None
+                    )
+                )
+            else:
+                append(_from_json(wire))
         return out
 
-    def _decode(self, record: bytes | memoryview, out: list[HubMessage]) -> None:
+    def _decode(self, record: bytes | bytearray | memoryview, out: list[HubMessage]) -> None:
         try:
             wire = self._decoder.decode(record)
         except _DECODE_ERRORS as exc:
-            if isinstance(exc, msgspec.ValidationError) and _json_is_unknown_type(record):
-                return  # a future message type: ignored, as the spec and official clients do
-            raise ProtocolError(f"invalid JSON hub message: {exc}") from exc
+            _json_decode_failed(record, exc)
+            return
         out.append(_from_json(wire))
+
+
+def _json_decode_failed(record: bytes | bytearray | memoryview, exc: Exception) -> None:
+    """Returns when `record` is a message of a future type (ignored); else raises ProtocolError."""
+    if isinstance(exc, msgspec.ValidationError) and _json_is_unknown_type(record):
+        return  # a future message type: ignored, as the spec and official clients do
+    raise ProtocolError(f"invalid JSON hub message: {exc}") from exc
 
 
 class JsonHubProtocol:
@@ -598,7 +633,7 @@ class JsonHubProtocol:
 # --- MessagePack hub protocol ---------------------------------------------------------------------------
 
 
-class _MInvocation(msgspec.Struct, tag=1, array_like=True):
+class _MInvocation(msgspec.Struct, tag=1, array_like=True, gc=False):
     headers: Headers | None
     invocation_id: str | None
     target: str
@@ -606,7 +641,7 @@ class _MInvocation(msgspec.Struct, tag=1, array_like=True):
     stream_ids: list[str] | None = None
 
 
-class _MInvocationRaw(msgspec.Struct, tag=1, array_like=True):
+class _MInvocationRaw(msgspec.Struct, tag=1, array_like=True, gc=False):
     headers: Headers | None
     invocation_id: str | None
     target: str
@@ -614,20 +649,20 @@ class _MInvocationRaw(msgspec.Struct, tag=1, array_like=True):
     stream_ids: list[str] | None = None
 
 
-class _MStreamItem(msgspec.Struct, tag=2, array_like=True):
+class _MStreamItem(msgspec.Struct, tag=2, array_like=True, gc=False):
     headers: Headers | None
     invocation_id: str
     item: Any
 
 
-class _MCompletion(msgspec.Struct, tag=3, array_like=True):
+class _MCompletion(msgspec.Struct, tag=3, array_like=True, gc=False):
     headers: Headers | None
     invocation_id: str
     result_kind: int
     result: Any = _UNSET
 
 
-class _MStreamInvocation(msgspec.Struct, tag=4, array_like=True):
+class _MStreamInvocation(msgspec.Struct, tag=4, array_like=True, gc=False):
     headers: Headers | None
     invocation_id: str
     target: str
@@ -635,25 +670,25 @@ class _MStreamInvocation(msgspec.Struct, tag=4, array_like=True):
     stream_ids: list[str] | None = None
 
 
-class _MCancelInvocation(msgspec.Struct, tag=5, array_like=True):
+class _MCancelInvocation(msgspec.Struct, tag=5, array_like=True, gc=False):
     headers: Headers | None
     invocation_id: str
 
 
-class _MPing(msgspec.Struct, tag=6, array_like=True):
+class _MPing(msgspec.Struct, tag=6, array_like=True, gc=False):
     pass
 
 
-class _MClose(msgspec.Struct, tag=7, array_like=True):
+class _MClose(msgspec.Struct, tag=7, array_like=True, gc=False):
     error: str | None
     allow_reconnect: bool = False
 
 
-class _MAck(msgspec.Struct, tag=8, array_like=True):
+class _MAck(msgspec.Struct, tag=8, array_like=True, gc=False):
     sequence_id: int
 
 
-class _MSequence(msgspec.Struct, tag=9, array_like=True):
+class _MSequence(msgspec.Struct, tag=9, array_like=True, gc=False):
     sequence_id: int
 
 
@@ -870,7 +905,8 @@ class _MessagePackReader:
                 self._pending += data
                 if len(self._pending) < self._need:
                     return []
-                buf = bytes(self._pending)
+                # Parsed in place (no copy) and dropped: Raws decoded from it keep it alive.
+                buf: bytes | bytearray = self._pending
                 self._pending = bytearray()
                 self._need = 0
             else:
@@ -881,21 +917,34 @@ class _MessagePackReader:
             self._pending = bytearray()
             raise
 
-    def _parse(self, data: bytes) -> list[HubMessage]:
+    def _parse(self, data: bytes | bytearray) -> list[HubMessage]:
+        # Hot loop: 1- and 2-byte length prefixes (bodies under 16 KiB) are read inline, each body is
+        # a zero-copy slice, Invocations are built inline; anything else goes through _from_msgpack.
         out: list[HubMessage] = []
         n = len(data)
         view = memoryview(data)
+        limit = self._max
+        decode = self._decoder.decode
+        append = out.append
         pos = 0
         while pos < n:
-            prefix = decode_varint(data, pos)
-            if prefix is None:  # incomplete length prefix
-                self._pending = bytearray(view[pos:])
-                self._need = n - pos + 1
-                return out
-            length, size = prefix
-            i = pos + size
-            if length > self._max:
-                raise ProtocolError(f"message exceeds the maximum size of {self._max} bytes")
+            first = data[pos]
+            if first < 0x80:
+                length = first
+                i = pos + 1
+            elif pos + 1 < n and data[pos + 1] < 0x80:
+                length = (first & 0x7F) | (data[pos + 1] << 7)
+                i = pos + 2
+            else:
+                prefix = decode_varint(data, pos)
+                if prefix is None:  # incomplete length prefix
+                    self._pending = bytearray(view[pos:])
+                    self._need = n - pos + 1
+                    return out
+                length, size = prefix
+                i = pos + size
+            if length > limit:
+                raise ProtocolError(f"message exceeds the maximum size of {limit} bytes")
             if length == 0:
                 raise ProtocolError("empty MessagePack hub message")
             end = i + length
@@ -903,18 +952,39 @@ class _MessagePackReader:
                 self._pending = bytearray(view[pos:])
                 self._need = end - pos
                 return out
-            self._decode(view[i:end], out)
+            body = view[i:end]
             pos = end
+            try:
+                wire = decode(body)
+            except _DECODE_ERRORS as exc:
+                _msgpack_decode_failed(body, exc)
+                continue
+            cls = wire.__class__
+            if cls is _MInvocationRaw:
+                arguments = wire.arguments
+                if memoryview(arguments)[0] not in _MSGPACK_ARRAY_MARKERS:
+                    raise ProtocolError("Invocation arguments must be an array")
+                append(
+                    Invocation(
+                        wire.target, arguments, wire.invocation_id, wire.stream_ids, wire.headers or None
+                    )
+                )
+            elif cls is _MInvocation:
+                append(
+                    Invocation(
+                        wire.target, wire.arguments, wire.invocation_id, wire.stream_ids, wire.headers or None
+                    )
+                )
+            else:
+                append(_from_msgpack(wire))
         return out
 
-    def _decode(self, body: memoryview, out: list[HubMessage]) -> None:
-        try:
-            wire = self._decoder.decode(body)
-        except _DECODE_ERRORS as exc:
-            if isinstance(exc, msgspec.ValidationError) and _msgpack_is_unknown_type(body):
-                return  # a future message type: ignored, as the official clients do
-            raise ProtocolError(f"invalid MessagePack hub message: {exc}") from exc
-        out.append(_from_msgpack(wire))
+
+def _msgpack_decode_failed(body: memoryview, exc: Exception) -> None:
+    """Returns when `body` is a message of a future type (ignored); else raises ProtocolError."""
+    if isinstance(exc, msgspec.ValidationError) and _msgpack_is_unknown_type(body):
+        return  # a future message type: ignored, as the official clients do
+    raise ProtocolError(f"invalid MessagePack hub message: {exc}") from exc
 
 
 class MessagePackHubProtocol:
