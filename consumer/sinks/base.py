@@ -5,6 +5,13 @@ lines (bytes, no trailing newline) and either stores the whole batch or raises. 
 queueing, batching, overflow policy, retry with backoff, the bounded retry buffer, periodic sync,
 reopen requests and graceful drain — lives in `SinkWorker`, shared by every sink.
 
+Periodic sync runs *beside* the writes: when a sink's `sync_interval` elapses, the worker starts
+`sink.flush()` as a background task and keeps writing (an fsync takes milliseconds; lines queued behind
+it would wait that long). At most one flush is in flight; a reopen and `close()` first wait for it and
+then flush again, so whatever was written while it ran is synced too. Sinks with a `sync_interval` must
+therefore accept `flush()` running concurrently with `write()` (never with another flush, `reopen()` or
+`close()`); sinks without one are only flushed between writes.
+
 Hot path contract (the relay): `worker.offer(line)` never awaits; it returns False only when the queue
 is full and the overflow policy is `block`, in which case the caller awaits `worker.put(line)`.
 """
@@ -36,7 +43,11 @@ class PartialWrite(Exception):
 
 
 class Sink(Protocol):
-    """Where complete JSON lines go. Calls are serialised by the worker (never concurrent)."""
+    """Where complete JSON lines go.
+
+    Calls are serialised by the worker, except that an interval `flush()` (only for a sink whose
+    `sync_interval` is not None) may run while `write()` runs.
+    """
 
     name: str
     # Seconds between `flush()` calls while there is unsynced data; None = the sink syncs itself.
@@ -51,7 +62,11 @@ class Sink(Protocol):
         """
 
     async def flush(self) -> None:
-        """Make what was written durable (fsync for files)."""
+        """Make what was written before this call durable (fsync for files).
+
+        With a `sync_interval`, this may run concurrently with `write()`: lines whose write completes
+        during the flush need not be covered (the next flush or `close()` covers them).
+        """
 
     async def reopen(self) -> None:
         """Reopen the destination (SIGHUP after logrotate's rename)."""
@@ -129,6 +144,7 @@ class SinkWorker:
         self._reopen = False
         self._dirty_since: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._flush_task: asyncio.Task[None] | None = None  # the interval flush in flight, if any
 
     # -- hot path ------------------------------------------------------------------------------
 
@@ -194,6 +210,7 @@ class SinkWorker:
                 await asyncio.gather(self._task, return_exceptions=True)
         try:
             async with asyncio.timeout(close_timeout):
+                await self._flush_settled()  # an interval flush still in flight finishes first
                 try:
                     await self.sink.flush()
                 except OSError as err:
@@ -201,6 +218,8 @@ class SinkWorker:
                 await self.sink.close()
         except TimeoutError:
             log.error("sink flush/close timed out", sink=self.name, timeout_seconds=close_timeout)
+            if self._flush_task is not None:
+                self._flush_task.cancel()  # its thread may still block; the task must not outlive us
 
     async def wait_idle(self) -> None:
         """Until everything queued so far has been written (tests, `flush` on demand)."""
@@ -285,22 +304,61 @@ class SinkWorker:
             await self._sync_if_dirty()
 
     async def _sync_if_dirty(self, force: bool = False) -> None:
+        """Start an interval flush in the background when due; `force`: flush now and wait for it.
+
+        Forced (before a reopen): an in-flight flush is awaited first, then everything written so far
+        is flushed, so nothing written during the in-flight one is left unsynced.
+        """
         interval = self.sink.sync_interval
-        if self._dirty_since is None or interval is None:
+        if interval is None:
             return
-        if force or time.monotonic() - self._dirty_since >= interval:
+        if force:
+            await self._flush_settled()
+            if self._dirty_since is None:
+                return
             self._dirty_since = None
             try:
                 await self.sink.flush()
             except OSError as err:
+                self._dirty_since = time.monotonic()
                 log.error("sink sync failed", sink=self.name, error=_describe(err))
+            return
+        if self._dirty_since is None or self._flush_task is not None:
+            return
+        if time.monotonic() - self._dirty_since >= interval:
+            # Lines written from here on dirty the sink again and get the next interval's flush.
+            self._dirty_since = None
+            task = asyncio.create_task(self._flush_in_background(), name=f"sink-flush:{self.name}")
+            self._flush_task = task
+            task.add_done_callback(self._flush_done)
+
+    async def _flush_in_background(self) -> None:
+        try:
+            await self.sink.flush()
+        except OSError as err:
+            if self._dirty_since is None:
+                self._dirty_since = time.monotonic()  # not synced: retry at the next interval
+            log.error("sink sync failed", sink=self.name, error=_describe(err))
+
+    def _flush_done(self, task: asyncio.Task[None]) -> None:
+        if self._flush_task is task:
+            self._flush_task = None
+        if not task.cancelled() and (err := task.exception()) is not None:
+            log.error("sink sync crashed", sink=self.name, error=_describe(err))
+        self._items.set()  # wake the writer: the next interval's deadline may be due now
+
+    async def _flush_settled(self) -> None:
+        """Until the interval flush in flight (if any) has finished; its outcome is already logged."""
+        task = self._flush_task
+        if task is not None:
+            await asyncio.wait({task})  # neither raises its outcome nor cancels it when we are cancelled
 
     async def _idle_wait(self) -> None:
         self._items.clear()
         if self._queue or self._reopen or self._closing.is_set():
             return
         timeout = None
-        if self._dirty_since is not None and self.sink.sync_interval is not None:
+        if self._dirty_since is not None and self.sink.sync_interval is not None and self._flush_task is None:
             timeout = max(0.0, self.sink.sync_interval - (time.monotonic() - self._dirty_since))
         try:
             async with asyncio.timeout(timeout):

@@ -15,6 +15,14 @@ Guarantees and choices:
   unsynced data (driven by the worker), `never` (the OS decides; still synced at close/reopen).
 - **SIGHUP** → `reopen()`: the current file is synced and closed and PATH is opened (created) again,
   which is what logrotate's rename-then-signal expects.
+- **Interval fsync beside writes.** `flush()` may run (in its own thread) while `write()` appends to
+  the same descriptor (POSIX allows fsync and write on one fd concurrently). It must never meet a
+  closing descriptor (rotation, reopen, close) — a closed fd number can be reused by anything at once —
+  so the descriptor's lifecycle is guarded by a `threading.Lock` that fsync and every close hold;
+  plain appends do not take it. Durability is counted, not flagged: every completed write bumps
+  `written_generation`; an fsync records the generation it started at and only advances
+  `synced_generation` to it, so a write that lands during an fsync stays unsynced until the next
+  flush or the close.
 
 Blocking file calls run in a worker thread (`asyncio.to_thread`), one batch per call.
 """
@@ -25,6 +33,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +45,7 @@ from consumer.sinks.base import PartialWrite
 log = get_logger("consumer.sinks.file")
 
 Writer = Callable[[int, memoryview], int]
+Syncer = Callable[[int], None]
 FsyncPolicy = Literal["never", "interval", "always"]
 
 FILE_MODE = 0o640
@@ -57,8 +67,10 @@ class FileSink:
         fsync: FsyncPolicy = "interval",
         fsync_interval: float = 1.0,
         writer: Writer = os.write,
+        syncer: Syncer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`writer`/`syncer` replace `os.write`/`os.fsync` (tests: faults, gates); `clock` the UTC time."""
         self.path = Path(path)
         self.name = name or f"file:{self.path}"
         self.rotate_bytes = rotate_bytes
@@ -67,12 +79,26 @@ class FileSink:
         self.fsync = fsync
         self.sync_interval: float | None = fsync_interval if fsync == "interval" else None
         self._writer = writer
+        self._syncer = syncer
         self._clock = clock
         self._fd: int | None = None
         self._good = 0  # offset just after the last complete line
         self._day = ""
-        self._unsynced = False
+        # Held by fsync and by whatever closes or replaces `_fd`; never by a plain append.
+        self._fd_lock = threading.Lock()
+        self._written_gen = 0  # completed writes (batches or rotation chunks), ever
+        self._synced_gen = 0  # writes up to this generation are known durable
         self._fsync_unsupported = False
+
+    @property
+    def written_generation(self) -> int:
+        """How many writes have completed (monotonic, across rotations and reopens)."""
+        return self._written_gen
+
+    @property
+    def synced_generation(self) -> int:
+        """Writes up to this generation were fsynced (or the file cannot be synced)."""
+        return self._synced_gen
 
     # -- async interface (one thread hop per call) ---------------------------------------------
 
@@ -100,38 +126,46 @@ class FileSink:
             os.fchmod(fd, FILE_MODE)
         except FileExistsError:
             fd = os.open(self.path, flags, FILE_MODE)
-        self._fd = fd
-        self._good = os.fstat(fd).st_size
-        st_day = _utc_day(os.fstat(fd).st_mtime) if self._good else _utc_day(self._clock())
-        self._day = st_day
+        st = os.fstat(fd)
+        self._good = st.st_size
+        self._day = _utc_day(st.st_mtime) if self._good else _utc_day(self._clock())
+        with self._fd_lock:
+            self._fd = fd
 
     def _close(self) -> None:
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        try:
-            if self._unsynced:
-                self._fsync(fd)
-        finally:
-            os.close(fd)
+        """Sync and close the descriptor; waits for an fsync in flight (the lock), never races it."""
+        with self._fd_lock:
+            if self._fd is None:
+                return
+            fd, self._fd = self._fd, None
+            try:
+                self._fsync_locked(fd)
+            finally:
+                os.close(fd)
 
     def _sync(self) -> None:
-        if self._fd is not None and self._unsynced:
-            self._fsync(self._fd)
+        with self._fd_lock:
+            if self._fd is not None:
+                self._fsync_locked(self._fd)
 
-    def _fsync(self, fd: int) -> None:
-        """fsync, unless this file cannot be synced (/dev/null, a pipe: EINVAL); then stop trying."""
-        if self._fsync_unsupported:
-            self._unsynced = False
+    def _fsync_locked(self, fd: int) -> None:
+        """fsync `fd` (the lock is held) if any write is unsynced, and count what it covered.
+
+        Only writes completed before the fsync starts are counted as synced. Unsupported files
+        (/dev/null, a pipe: EINVAL) are not fsynced again.
+        """
+        gen = self._written_gen
+        if gen <= self._synced_gen:
             return
-        try:
-            os.fsync(fd)
-        except OSError as err:
-            if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EROFS):
-                raise
-            self._fsync_unsupported = True
-            log.warning("fsync not supported on this sink path; continuing without", sink=self.name)
-        self._unsynced = False
+        if not self._fsync_unsupported:
+            try:
+                (self._syncer or os.fsync)(fd)
+            except OSError as err:
+                if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EROFS):
+                    raise
+                self._fsync_unsupported = True
+                log.warning("fsync not supported on this sink path; continuing without", sink=self.name)
+        self._synced_gen = gen
 
     def _reopen(self) -> None:
         self._close()
@@ -213,6 +247,7 @@ class FileSink:
                     os.ftruncate(fd, self._good)
             raise
         self._good += len(view)
-        self._unsynced = True
+        self._written_gen += 1
         if self.fsync == "always":
-            self._fsync(fd)
+            with self._fd_lock:
+                self._fsync_locked(fd)
