@@ -6,6 +6,8 @@ Public API:
   writer task; hot path `offer(line) -> bool` / `await put(line)`; `start()`, `close(timeout)`,
   `request_reopen()`, `depth`, `stats`
 - `FileSink`, `StdoutSink`, `build_worker(cfg: SinkConfig) -> SinkWorker`
+- `FileSink.written_generation` / `.synced_generation`: completed writes vs writes known durable
+  (the interval fsync runs beside writes; a write that lands during an fsync counts at the next one)
 
 A broker sink is one new module implementing `Sink` plus a branch in `build_worker`.
 """
