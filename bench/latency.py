@@ -9,7 +9,7 @@ The hub's paced mode (`BenchStream(count, rate, false)`, JSON) sends `count` car
   `time.time_ns()` per batch) - sentAtNs; `received` = the envelope's `received_at` - sentAtNs (lower
   bound: excludes the relay queue and the write). Two configurations: `fsync = "never"` (the same work
   as the Node client, which never fsyncs: the cell the target compares) and the default
-  `fsync = "interval"` (1 s; the sink's writer awaits each fsync, so lines queue behind it).
+  `fsync = "interval"` (1 s; the fsync runs beside the writes, so lines no longer queue behind it).
 - `@microsoft/signalr` on Node (`clients/node_client.mjs`): `write` = the WriteStream's write callback
   (the line's fs.write completed) - sentAtNs; `handled` = the handler handed the line to the stream.
 
