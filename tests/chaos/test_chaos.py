@@ -130,7 +130,9 @@ async def test_idp_down_while_token_valid_zero_gap(
     tmp_path: Path, chaos_long: bool, chaos_summary: list[Any]
 ) -> None:
     down = 300.0 if chaos_long else 5.0
-    async with simulator() as sim:
+    # The token must stay valid for the whole outage (the hub closes connections whose token expires,
+    # which would be a different scenario: "IdP down at reconnect time").
+    async with simulator(token_lifetime=max(300.0, down + 90.0)) as sim:
         traffic = Traffic(sim, sim.event_ids[0])
         traffic.start()
         daemon = await start_daemon(sim, tmp_path)
