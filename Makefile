@@ -51,8 +51,14 @@ simulate: $(VENV)/.installed
 bench: $(VENV)/.installed node_modules/.installed
 	$(PY) bench/run.py
 
+# Then 1,000,000 coverage-guided atheris executions per fuzz target; a crash fails the target and
+# libFuzzer writes the crashing input to ./crash-<sha1>.
+FUZZ_RUNS ?= 1000000
 chaos: $(VENV)/.installed node_modules/.installed
 	$(BIN)/pytest -q -p no:cacheprovider -m chaos --chaos-long --timeout=7200 tests/chaos
+	$(BIN)/pip install --quiet 'atheris>=2.3'
+	$(PY) tests/chaos/fuzz/fuzz_protocol.py -runs=$(FUZZ_RUNS) -print_final_stats=1
+	$(PY) tests/chaos/fuzz/fuzz_config.py -runs=$(FUZZ_RUNS) -print_final_stats=1
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
