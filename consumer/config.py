@@ -188,6 +188,12 @@ def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[st
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX):
             continue
+        try:  # os.environ holds undecodable bytes as surrogates; msgspec and stdout reject those later
+            name.encode("utf-8")
+            env[name].encode("utf-8")
+        except UnicodeEncodeError:
+            shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
+            raise ConfigError("environment variable is not valid UTF-8", file=f"${shown}") from None
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
         if not parts:
             continue
@@ -195,12 +201,14 @@ def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[st
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
+                if not (part.isascii() and part.isdigit()) or int(part) >= len(node):
                     raise ConfigError(f"no list element {part} to override", file=f"${name}")
                 if last:
                     node[int(part)] = _parse_env_value(env[name])
                 else:
                     node = node[int(part)]
+                    if not isinstance(node, dict | list):
+                        raise ConfigError(f"{'.'.join(parts[: i + 1])} is not a table", file=f"${name}")
                 continue
             if last:
                 node[part] = _parse_env_value(env[name])
