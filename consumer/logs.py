@@ -93,9 +93,14 @@ def _redact_value(key: str | None, value: Any) -> Any:
         return repr(value)
     if key is not None and key not in _SAFE_KEYS and _SECRET_KEY.search(key):
         # Secrets are text. Numbers, booleans and None under a secret-looking key (a counter keyed by a
-        # sink path that happens to contain "token", say) carry nothing to hide; containers recurse.
-        if value is None or isinstance(value, bool | int | float | Mapping | list | tuple):
-            return value if not isinstance(value, Mapping | list | tuple) else _redact_value(None, value)
+        # sink path that happens to contain "token", say) carry nothing to hide. Containers keep the
+        # key's context, so every text leaf beneath it is masked.
+        if isinstance(value, Mapping):
+            return {k: _redact_value(key, v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [_redact_value(key, v) for v in value]
+        if value is None or isinstance(value, bool | int | float):
+            return value
         return REDACTED
     if isinstance(value, str):
         return scrub(value)

@@ -39,3 +39,17 @@ def test_numbers_under_secret_looking_keys_are_not_masked_but_text_is() -> None:
     assert '"file:/tmp/test_token_expiry0/out.jsonl": 3002' in out
     assert '"token_requests_total": 7' in out
     assert "plain-text-secret-value" not in out
+
+
+def test_text_inside_containers_under_secret_looking_keys_is_masked() -> None:
+    buf = io.StringIO()
+    setup_logging("INFO", fmt="json", stream=buf)
+    get_logger("t").info(
+        "creds",
+        tokens=["first-unregistered-token-value", 5],
+        credentials={"pw": "second-unregistered-value", "attempts": 2},
+    )
+    out = buf.getvalue()
+    assert "first-unregistered-token-value" not in out
+    assert "second-unregistered-value" not in out
+    assert '"attempts": 2' in out and "5]" in out
