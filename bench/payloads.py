@@ -113,6 +113,7 @@ class FullPayload:
 
     json_args: bytes  # [[{...every key...}, ...]]
     msgpack_args: bytes  # [[[slot0, ..., slotN], ...]]
+    cars: int = FULL_CARS
 
 
 def build_full_pool(limit: int = 256, cars: int = FULL_CARS) -> list[FullPayload]:
@@ -126,7 +127,7 @@ def build_full_pool(limit: int = 256, cars: int = FULL_CARS) -> list[FullPayload
             if i + cars <= len(stream) and len(pool) < limit:
                 full = [{n: patch.get(n) for n in names} for patch in stream[i : i + cars]]
                 packed = contract.arguments_to_msgpack(TARGET, [full])
-                pool.append(FullPayload(msgspec.json.encode([full]), msgspec.msgpack.encode(packed)))
+                pool.append(FullPayload(msgspec.json.encode([full]), msgspec.msgpack.encode(packed), cars))
         i += cars
     if not pool:
         raise RuntimeError("no payloads: the packaged replays yielded no car patches")

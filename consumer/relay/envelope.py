@@ -42,6 +42,13 @@ class Envelope(msgspec.Struct, omit_defaults=True, kw_only=True):
 _EMPTY_ARGS = msgspec.Raw(b"[]")
 
 
+def _text_subclass(obj: Any) -> Any:
+    """`str` subclasses (consumer.relay.fastpack's converted slots) are written as their text."""
+    if isinstance(obj, str):
+        return str(obj)
+    raise NotImplementedError(f"Encoding objects of type {type(obj).__name__} is unsupported")
+
+
 class Clock:
     """RFC 3339 µs UTC timestamps; the `YYYY-MM-DDTHH:MM:SS` prefix is cached per second (hot path)."""
 
@@ -69,7 +76,7 @@ class EnvelopeEncoder:
         self.hub = hub
         self.seq = 0
         self._clock = clock or Clock()
-        self._encoder = msgspec.json.Encoder()
+        self._encoder = msgspec.json.Encoder(enc_hook=_text_subclass)
 
     def encode(self, kind: Kind, target: str, arguments: Any, event_id: int | str | None = None) -> bytes:
         """One line without the trailing newline. `arguments` may be a msgspec.Raw (spliced as is)."""

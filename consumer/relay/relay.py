@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from consumer.relay import contract
+from consumer.relay import contract, fastpack
 from consumer.relay.envelope import EnvelopeEncoder, peek_json_event_id
 from consumer.relay.stats import RelayStats
 from consumer.sinks import SinkWorker
@@ -111,7 +111,10 @@ class Relay:
             arguments = decoded
             event_id = event_id_of(decoded) if self.peek_event_id else None
         else:  # only encoded: Structs encode to the same bytes as the dicts, and cost far less
-            arguments = contract.encodable_arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
+            # fastpack: decoded and named in C where it can prove the result exact; else the reference
+            arguments = fastpack.convert(target, raw)
+            if arguments is None:
+                arguments = contract.encodable_arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
             event_id = event_id_of(arguments) if self.peek_event_id else None
         if route:
             line = self.encoder.invocation(target, arguments, event_id)
