@@ -109,7 +109,13 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env(env)
         self.stats = RelayStats()
         self.workers = workers if workers is not None else [build_worker(s) for s in cfg.sinks]
-        self.relay = Relay(self.workers, hub=cfg.hub.name, protocol=cfg.hub.protocol, stats=self.stats)
+        self.relay = Relay(
+            self.workers,
+            hub=cfg.hub.name,
+            protocol=cfg.hub.protocol,
+            stats=self.stats,
+            compact_patches=cfg.redmist.patches == "compact",
+        )
         self._provider = token_provider
         self._connection_factory = connection_factory
         self._status_interval = status_interval

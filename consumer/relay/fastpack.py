@@ -9,7 +9,8 @@ about unexpected input lives in one place, `consumer.relay.contract`).
 How: derived at import from the contract tables (`CONTRACT.types`, `CLIENT_METHOD_ARGS`), per
 contract type two generated Structs share one field layout: `<T>Named` (fields renamed to RedMist's
 JSON names, what the envelope encodes) and its subclass `<T>Wire` (`array_like=True`,
-`forbid_unknown_fields=True`: decoded positionally from the integer-keyed array). One typed
+`forbid_unknown_fields=True`: decoded positionally from the integer-keyed array), and for patch types
+a second subclass `<T>Compact` (`omit_defaults=True`: null fields left out, `patches = "compact"`). One typed
 `msgspec.msgpack.Decoder` per hub method decodes the whole argument array straight into `Wire`
 objects (no intermediate lists), then each object's class is switched to its `Named` parent (same
 layout: one pointer store per object, no field copied). Slots that need a conversion are typed with
@@ -125,6 +126,7 @@ class FastPack:
         self.contract = contract
         self._wire: dict[str, Any] = {}  # type name -> Wire class (or _Unsupported marker)
         self._named: dict[type, type] = {}  # Wire class -> Named class
+        self._compact: dict[type, type] = {}  # Wire class of a patch type -> Compact class
         self._nested: dict[type, tuple[str, ...]] = {}  # Wire class -> attributes holding objects
         self.decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {}
         for target, types in contract.client_method_args.items():
@@ -186,6 +188,10 @@ class FastPack:
         )
         self._wire[name] = wire
         self._named[wire] = named
+        if name in PATCH_TYPES:
+            self._compact[wire] = msgspec.defstruct(
+                f"{name}Compact", [], bases=(named,), omit_defaults=True, gc=False, module=__name__
+            )
         self._nested[wire] = tuple(
             a for a, f in zip(attrs, spec.fields, strict=True) if _mentions_object(f.type, self.contract)
         )
@@ -193,7 +199,7 @@ class FastPack:
 
     # -- conversion ----------------------------------------------------------------------------
 
-    def convert(self, target: str, raw: Any) -> list[Any] | None:
+    def convert(self, target: str, raw: Any, compact: bool = False) -> list[Any] | None:
         decoder = self.decoders.get(target)
         if decoder is None:
             return None
@@ -204,11 +210,12 @@ class FastPack:
         out = list(args)
         for value in out:
             if value is not None:
-                self._rename(value)
+                self._rename(value, compact)
         return out
 
-    def _rename(self, value: Any) -> None:
-        """Switch every decoded Wire object to its Named parent (same layout), nested ones too."""
+    def _rename(self, value: Any, compact: bool = False) -> None:
+        """Switch every decoded Wire object to its Named parent (same layout), nested ones too; with
+        `compact`, top-level patch objects to their Compact class instead (null fields omitted)."""
         if type(value) is list:
             items = [x for x in value if x is not None]
             if not items:
@@ -219,6 +226,8 @@ class FastPack:
                 for item in items:
                     self._rename(item)
                 return
+            if compact:
+                named = self._compact.get(wire, named)
             nested = self._nested[wire]
             for item in items:  # one contract type per list: the common case, kept tight
                 item.__class__ = named
@@ -233,7 +242,7 @@ class FastPack:
         named = self._named.get(wire)
         if named is None:
             return
-        value.__class__ = named
+        value.__class__ = self._compact.get(wire, named) if compact else named
         for attr in self._nested[wire]:
             inner = getattr(value, attr)
             if inner is not None:
@@ -251,12 +260,14 @@ def _mentions_object(type_expr: str, contract: Contract) -> bool:
             return expr in contract.types
 
 
+PATCH_TYPES = frozenset(name for name in CONTRACT.types if name.endswith("Patch"))
 FASTPACK = FastPack(CONTRACT)
 
 
-def convert(target: str, raw: Any) -> list[Any] | None:
-    """The encodable arguments of `target`'s MessagePack `raw` arguments, or None: use the reference."""
-    return FASTPACK.convert(target, raw)
+def convert(target: str, raw: Any, compact: bool = False) -> list[Any] | None:
+    """The encodable arguments of `target`'s MessagePack `raw` arguments, or None: use the reference.
+    `compact`: the method's patch objects (`PATCH_TYPES`) omit their null fields."""
+    return FASTPACK.convert(target, raw, compact)
 
 
 def supported_targets() -> frozenset[str]:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import msgspec
 
 from consumer.relay import contract, fastpack
+from consumer.relay.compact import compact_decoded, compact_json
 from consumer.relay.envelope import EnvelopeEncoder, peek_json_event_id
 from consumer.relay.stats import RelayStats
 from consumer.sinks import SinkWorker
@@ -66,6 +67,7 @@ class Relay:
         encoder: EnvelopeEncoder | None = None,
         peek_event_id: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        compact_patches: bool = False,
     ) -> None:
         self.workers = tuple(workers)
         self.protocol = protocol
@@ -76,6 +78,7 @@ class Relay:
         self._routes: dict[str, tuple[SinkWorker, ...]] = {}
         self._watch: dict[str, list[Watcher]] = {}
         self._json = protocol == "json"
+        self.compact_patches = compact_patches  # `[redmist] patches = "compact"` (consumer.relay.compact)
 
     def watch(self, target: str, callback: Watcher) -> None:
         """Call `callback(decoded_args, event_id)` for every invocation of `target` (after relaying)."""
@@ -103,18 +106,23 @@ class Relay:
         if not route and not watchers:
             return
         decoded: list[Any] | None = None
+        compact = self.compact_patches
         if self._json:
             arguments: Any = raw
             event_id = peek_json_event_id(raw) if self.peek_event_id else None
+            if compact and route:
+                arguments = compact_json(target, raw) or raw
         elif watchers:  # the watchers read fields: the dict form serves them and the envelope
             decoded = contract.arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
-            arguments = decoded
+            arguments = compact_decoded(target, decoded) if compact else decoded
             event_id = event_id_of(decoded) if self.peek_event_id else None
         else:  # only encoded: Structs encode to the same bytes as the dicts, and cost far less
             # fastpack: decoded and named in C where it can prove the result exact; else the reference
-            arguments = fastpack.convert(target, raw)
+            arguments = fastpack.convert(target, raw, compact)
             if arguments is None:
                 arguments = contract.encodable_arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
+                if compact:
+                    arguments = compact_decoded(target, arguments)
             event_id = event_id_of(arguments) if self.peek_event_id else None
         if route:
             line = self.encoder.invocation(target, arguments, event_id)
@@ -138,7 +146,8 @@ class Relay:
         event_id = event_id_of(decoded) if self.peek_event_id else None
         route = self._route(target)
         if route:
-            line = self.encoder.invocation(target, decoded, event_id)
+            out = compact_decoded(target, decoded) if self.compact_patches else decoded
+            line = self.encoder.invocation(target, out, event_id)
             await self._fan_out(line, route)
             stats.relayed[target] = stats.relayed.get(target, 0) + 1
         for watcher in self._watch.get(target, ()):
