@@ -32,6 +32,7 @@ LABELS = {
     "pysignalr-decode": "pysignalr (decode only, no output)",
     "node-decode": "`@microsoft/signalr` on Node (decode only)",
     "event-consumer-compact": '**event-consumer** -> file, `patches = "compact"`',
+    "event-consumer-baseline": "event-consumer before issue 15 (baseline commit) -> file (faithful)",
 }
 SIDE_LABELS = {**LABELS, "event-consumer": "**event-consumer** -> file (faithful)"}
 

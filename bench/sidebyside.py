@@ -12,6 +12,9 @@ once per run; runs interleaved (round 1 of every client, then round 2, ...):
 - `event-consumer`: the real `event-consumer run --config <toml>` process (python -m consumer),
   file sink with `fsync = "never"`, faithful output (the default).
 - `event-consumer-compact`: the same with `[redmist] patches = "compact"` (when the config knows it).
+- `event-consumer-baseline` (only with `$SIDEBYSIDE_BASELINE` = a source tree of another commit, e.g.
+  `git archive <commit> | tar -x -C DIR`): that tree's daemon, run from DIR (`python -m consumer` puts
+  the working directory first on sys.path), same configuration: a before/after in the same run.
 
 Window and CPU: the peers measure themselves (first message handled -> last; their own rusage, see
 clients/common.py). The daemon is observed from outside (its file sink writes in batches, so the first
@@ -84,7 +87,13 @@ def daemon_config(url: str, count: int, protocol: str, out: Path, compact: bool)
 
 
 def run_daemon(
-    hub: Hub, count: int, protocol: str, tmp: Path, timeout: float, compact: bool = False
+    hub: Hub,
+    count: int,
+    protocol: str,
+    tmp: Path,
+    timeout: float,
+    compact: bool = False,
+    tree: Path = ROOT,
 ) -> dict[str, Any]:
     """One run of the real `event-consumer run` process; the window is observed from its sink file."""
     out = tmp / f"ec-{protocol}.jsonl"
@@ -95,7 +104,7 @@ def run_daemon(
         [PY, "-m", "consumer", "run", "--config", str(cfg)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        cwd=ROOT,
+        cwd=tree,
     )
     try:
         return _observe(proc, hub, out, count, timeout)
@@ -185,6 +194,8 @@ def run(
 ) -> dict[str, Any]:
     if not compact_supported():
         clients = tuple(c for c in clients if c != "event-consumer-compact")
+    if os.environ.get("SIDEBYSIDE_BASELINE") and "event-consumer-baseline" not in clients:
+        clients = (*clients, "event-consumer-baseline")
     timeout = max(30.0, count / 500.0)
     hub = Hub(script="wirehub.py")
     cells: dict[tuple[str, str], list[dict[str, Any]]] = {(c, p): [] for c in clients for p in protocols}
@@ -194,8 +205,15 @@ def run(
             for (client, protocol), results in cells.items():
                 hub.drain()
                 if client.startswith("event-consumer"):
+                    baseline = client.endswith("baseline")
                     result = run_daemon(
-                        hub, count, protocol, tmp, timeout, compact=client.endswith("compact")
+                        hub,
+                        count,
+                        protocol,
+                        tmp,
+                        timeout,
+                        compact=client.endswith("compact"),
+                        tree=Path(os.environ["SIDEBYSIDE_BASELINE"]) if baseline else ROOT,
                     )
                 else:
                     result = run_client(

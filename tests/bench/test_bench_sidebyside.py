@@ -104,6 +104,15 @@ def test_sidebyside_smoke(tmp_path: Path) -> None:
         if cell["client"].startswith("event-consumer"):
             # the daemon wrote every frame as a line (plus markers and the sentinel)
             assert run["output_bytes"] > count * 1000
+    if sidebyside.compact_supported():
+        out_bytes = {
+            (c["client"], c["protocol"]): c["raw"][0]["output_bytes"]
+            for c in sec["cells"]
+            if c["client"].startswith("event-consumer")
+        }
+        for proto in ("json", "messagepack"):
+            # the real process honoured `[redmist] patches = "compact"`: far smaller lines
+            assert out_bytes[("event-consumer-compact", proto)] * 2 < out_bytes[("event-consumer", proto)]
     assert set(sec["ratios"]["json"]) == {
         "throughput_vs_pysignalr-decode",
         "throughput_vs_node-decode",
