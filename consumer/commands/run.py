@@ -15,7 +15,6 @@ import signal
 from consumer.config import load_config
 from consumer.daemon import Daemon
 from consumer.logs import get_logger, setup_logging
-from consumer.malloc import pin_mmap_threshold
 
 HELP = "run the daemon: relay the hub's live events to the configured sinks"
 
@@ -61,5 +60,4 @@ def main(args: argparse.Namespace) -> int:
             if sink.type == "stdout":
                 sink.pretty = True
     setup_logging(cfg.logging.level, fmt=cfg.logging.format)
-    pin_mmap_threshold()  # RSS stays flat over millions of messages (consumer/malloc.py)
     return asyncio.run(run_daemon(Daemon(cfg)))
