@@ -123,6 +123,14 @@ async def test_default_stays_faithful_and_non_patch_records_keep_their_nulls() -
     assert set(COMPACT_ARGUMENTS) == {CAR, SESSION}
 
 
+async def test_json_members_the_contract_does_not_know_are_kept() -> None:
+    """A JSON patch with a member the contract lacks takes the general way: nothing dropped but nulls."""
+    patch = dict.fromkeys(NAMES)
+    patch.update(eventId="1187", number="42", aFutureField=5, anotherOne=None)
+    (line,) = await relay_lines("json", [(CAR, [[patch]])], compact=True)
+    assert arguments(line) == [[{"eventId": "1187", "number": "42", "aFutureField": 5}]]
+
+
 async def test_nested_objects_keep_their_nulls() -> None:
     patch = dict.fromkeys(NAMES)
     patch.update(number="42", completedSections=[{"number": "42", "sectionId": "S1", "elapsedTimeMs": None}])
