@@ -3,7 +3,8 @@
 The shipped `FileSink` runs each batch's `os.write` calls in a worker thread (`asyncio.to_thread`), so
 the write syscalls (which release the GIL) overlap the event loop's parsing of the next frames on the
 second core. This compares it with the same sink writing inline on the event loop's thread
-(`InlineFileSink`: `write` calls the same `_write_batch` directly). Each variant is the real `Daemon`
+(`InlineFileSink`: `write` calls the same `_write_batch` directly), and (`SINK_VARIANTS=thread,chunked`)
+with the threaded sink's joined writes capped at 1 MiB (`ChunkedFileSink`). Each variant is the real `Daemon`
 in its own process (bench/clients/ec_client.py's configuration, fsync never) against
 bench/wirehub.py's RedMist-shaped 12-car frames, faithful output, both protocols; rounds interleave
 the variants. Prints msgs/s and CPU-s per run and writes nothing else.
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+CHUNK = 1 << 20
+VARIANTS = tuple(os.environ.get("SINK_VARIANTS", "thread,inline").split(","))
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "clients"))
 
@@ -39,11 +42,28 @@ def child(url: str, count: int, protocol: str, out: str, variant: str) -> None:
         async def write(self, lines: Sequence[bytes]) -> None:
             self._write_batch(lines)
 
+    class ChunkedFileSink(FileSink):
+        """The threaded sink with each joined write capped at CHUNK bytes (a batch of up to 4,096
+        18 KB lines is otherwise one ~75 MB join: a fresh mapping, faulted in, per batch)."""
+
+        def _chunks(self, lines: Sequence[bytes]) -> list[Sequence[bytes]]:
+            out: list[Sequence[bytes]] = []
+            for chunk in super()._chunks(lines):
+                start = size = 0
+                for i, line in enumerate(chunk):
+                    if i > start and size + len(line) + 1 > CHUNK:
+                        out.append(chunk[start:i])
+                        start, size = i, 0
+                    size += len(line) + 1
+                out.append(chunk[start:])
+            return out
+
     async def run() -> dict[str, Any]:
         cfg = parse_config(build_config(url, count, protocol, out, fsync="never"), source="<bench>")
         sc = cfg.sinks[0]
         assert sc.path is not None
-        sink = (InlineFileSink if variant == "inline" else FileSink)(sc.path, fsync="never")
+        cls = {"inline": InlineFileSink, "chunked": ChunkedFileSink}.get(variant, FileSink)
+        sink = cls(sc.path, fsync="never")
         worker = SinkWorker(sink, queue_size=sc.queue_size, overflow=sc.overflow, max_pending=sc.max_buffered)
         daemon = Daemon(cfg, env={}, workers=[worker])
         runner = asyncio.create_task(daemon.run())
@@ -78,7 +98,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(rounds):
                 for protocol in ("messagepack", "json"):
-                    for variant in ("thread", "inline"):
+                    for variant in VARIANTS:
                         out = str(Path(tmp) / "out.jsonl")
                         cmd = [
                             sys.executable,
