@@ -109,7 +109,13 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env(env)
         self.stats = RelayStats()
         self.workers = workers if workers is not None else [build_worker(s) for s in cfg.sinks]
-        self.relay = Relay(self.workers, hub=cfg.hub.name, protocol=cfg.hub.protocol, stats=self.stats)
+        self.relay = Relay(
+            self.workers,
+            hub=cfg.hub.name,
+            protocol=cfg.hub.protocol,
+            stats=self.stats,
+            known_targets=cfg.hub.known_targets,
+        )
         self._provider = token_provider
         self._connection_factory = connection_factory
         self._status_interval = status_interval
@@ -164,6 +170,8 @@ class Daemon:
             keepalive_interval=hub.keepalive_interval_seconds,
             server_timeout=hub.server_timeout_seconds,
             max_message_size=hub.max_message_bytes,
+            max_dispatch_bytes=hub.max_dispatch_bytes,
+            stateful_buffer_size=hub.max_replay_bytes,
             close_timeout=shutdown_budget(self.cfg.service.shutdown_grace_seconds).close_timeout,
             allow_insecure_http=hub.allow_insecure_http,
             raw_arguments=True,
@@ -243,7 +251,12 @@ class Daemon:
         try:
             if cfg.http.enabled:
                 registry = build_registry(
-                    DaemonCollector(self.stats, self.workers, lambda: provider.stats.requests)
+                    DaemonCollector(
+                        self.stats,
+                        self.workers,
+                        lambda: provider.stats.requests,
+                        buffers=lambda: self.connection.buffer_usage() if self.connection else None,
+                    )
                 )
                 self.observability = ObservabilityServer(
                     self.stats,

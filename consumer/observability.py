@@ -11,7 +11,13 @@ Metric names (prefix `event_consumer_`): `messages_received_total{target}`,
 `snapshots_total{outcome}`, `seconds_since_last_message`, `sink_queue_depth{sink}`,
 `sink_records_written_total{sink}`, `sink_write_errors_total{sink}`, `sink_blocked_total{sink}`,
 `dropped_records_total{sink,reason}`, `connection_state{state}` (1 for the current state),
-`connected`.
+`connected`, `buffer_bytes{buffer}` / `buffer_limit_bytes{buffer}` (memory the hub connection holds:
+`dispatch` = decoded, not yet relayed invocations, `replay` = the stateful-reconnect buffer),
+`dispatch_queue_invocations` / `dispatch_queue_limit_invocations`.
+
+Cardinality: every label value comes from a bounded set — targets are the known ones or `other` (see
+consumer.relay.relay), reasons are exception class names, sinks come from the configuration — so the
+body stays small whatever target names a hub sends.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from consumer.relay.stats import CONNECTION_STATES, RelayStats
+from consumer.signalr.connection import BufferUsage
 from consumer.sinks import SinkWorker
 
 PREFIX = "event_consumer_"
@@ -37,10 +44,12 @@ class DaemonCollector(Collector):
         stats: RelayStats,
         workers: Sequence[SinkWorker],
         token_counts: Callable[[], Mapping[str, int]] | None = None,
+        buffers: Callable[[], BufferUsage | None] | None = None,
     ) -> None:
         self.stats = stats
         self.workers = workers
         self.token_counts = token_counts
+        self.buffers = buffers
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -87,6 +96,31 @@ class DaemonCollector(Collector):
             for reason, n in w.stats.dropped.items():
                 dropped.add_metric([w.name, reason], float(n))
         yield from (depth, written, errors, blocked, dropped)
+        usage = self.buffers() if self.buffers else None
+        if usage is not None:
+            yield from _buffer_metrics(usage)
+
+
+def _buffer_metrics(usage: BufferUsage) -> Iterator[Metric]:
+    in_use = GaugeMetricFamily(
+        PREFIX + "buffer_bytes", "Bytes held by the hub connection, by buffer", labels=["buffer"]
+    )
+    in_use.add_metric(["dispatch"], float(usage.dispatch_bytes))
+    in_use.add_metric(["replay"], float(usage.replay_bytes))
+    limit = GaugeMetricFamily(
+        PREFIX + "buffer_limit_bytes", "Byte bound of each hub connection buffer", labels=["buffer"]
+    )
+    limit.add_metric(["dispatch"], float(usage.dispatch_limit_bytes))
+    limit.add_metric(["replay"], float(usage.replay_limit_bytes))
+    count = GaugeMetricFamily(
+        PREFIX + "dispatch_queue_invocations", "Invocations decoded and not yet relayed"
+    )
+    count.add_metric([], float(usage.dispatch_invocations))
+    count_limit = GaugeMetricFamily(
+        PREFIX + "dispatch_queue_limit_invocations", "Bound on invocations decoded and not yet relayed"
+    )
+    count_limit.add_metric([], float(usage.dispatch_limit_invocations))
+    yield from (in_use, limit, count, count_limit)
 
 
 def _counter(name: str, doc: str, labels: list[str], values: Mapping[str, int]) -> CounterMetricFamily:

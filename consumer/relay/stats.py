@@ -2,7 +2,8 @@
 
 Incrementing a dict entry costs a fraction of a prometheus-client labelled counter, so the hot path
 never touches prometheus objects. Labels are hub targets, reconnect reasons and sink names only — never
-payload values, URLs or credentials.
+payload values, URLs or credentials. Target labels are bounded: known targets by name, every other
+target as `other` (`OTHER_TARGET`; the relay decides, see consumer.relay.relay).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable
 
 CONNECTION_STATES = ("disconnected", "connecting", "connected", "reconnecting", "closed")
+OTHER_TARGET = "other"  # the counter key / metric label of every target the daemon does not know
 
 
 class RelayStats:
