@@ -1622,12 +1622,20 @@ class HubConnection:
                                     if result is not None and inspect.isawaitable(result):
                                         await result
                             except Exception as exc:
-                                log.error("signalr.handler_failed", target=target, error=_describe(exc))
+                                log.error(
+                                    "signalr.handler_failed",
+                                    target=target[:MAX_TARGET_LENGTH],
+                                    error=_describe(exc),
+                                )
                         else:
                             try:
                                 await self._dispatch(message, route)
                             except Exception as exc:  # never let one invocation stop the dispatcher
-                                log.error("signalr.dispatch_failed", target=target, error=_describe(exc))
+                                log.error(
+                                    "signalr.dispatch_failed",
+                                    target=target[:MAX_TARGET_LENGTH],
+                                    error=_describe(exc),
+                                )
                         done += 1
                 finally:
                     stats.invocations_dispatched += done
@@ -1703,7 +1711,9 @@ class HubConnection:
             try:
                 raw_result = await _maybe_await(raw_handler(message.target, message.arguments))
             except Exception as exc:
-                log.error("signalr.handler_failed", target=message.target, error=_describe(exc))
+                log.error(
+                    "signalr.handler_failed", target=message.target[:MAX_TARGET_LENGTH], error=_describe(exc)
+                )
                 if expects:
                     await self._send_completion(message.invocation_id, error=str(exc))
                 return
@@ -1739,7 +1749,9 @@ class HubConnection:
                 error = None
             except Exception as exc:
                 error = exc
-                log.error("signalr.handler_failed", target=message.target, error=_describe(exc))
+                log.error(
+                    "signalr.handler_failed", target=message.target[:MAX_TARGET_LENGTH], error=_describe(exc)
+                )
         if not expects:
             return
         if multiple:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import structlog
 
 from consumer.signalr import connection as connection_module
 from consumer.signalr import protocol as proto
@@ -182,3 +183,25 @@ async def test_buffer_usage_reports_the_replay_bound() -> None:
         assert (usage.dispatch_bytes, usage.replay_bytes) == (0, 0)
         assert (usage.dispatch_limit_bytes, usage.dispatch_limit_invocations) == (777_777, 99)
         assert usage.replay_limit_bytes == 12_345
+
+
+async def test_a_failing_handler_logs_a_long_target_truncated() -> None:
+    server = build_hub()
+    async with server.serve() as url:
+        conn = client(url, raw_arguments=True)
+        calls: list[int] = []
+
+        def fail(target: str, raw: Any) -> None:
+            calls.append(len(target))
+            raise ValueError("boom")
+
+        conn.on_raw(fail)
+        await conn.start()
+        with structlog.testing.capture_logs() as logs:
+            assert await asyncio.wait_for(conn.invoke("Names", 2, 100_000), 30) == 2
+            await until(lambda: conn.stats.invocations_dispatched == 2)
+        await conn.stop()
+    assert calls == [100_000, 100_000]
+    failed = [e for e in logs if e["event"] == "signalr.handler_failed"]
+    assert len(failed) == 2
+    assert all(len(e["target"]) == MAX_TARGET_LENGTH for e in failed)  # not a 100 KB log line
