@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import structlog
+import test_client_hub as hubs  # the demo hub of the client tests (stateful reconnect, half-open)
 
 from consumer.signalr import connection as connection_module
 from consumer.signalr import protocol as proto
@@ -205,3 +206,31 @@ async def test_a_failing_handler_logs_a_long_target_truncated() -> None:
     failed = [e for e in logs if e["event"] == "signalr.handler_failed"]
     assert len(failed) == 2
     assert all(len(e["target"]) == MAX_TARGET_LENGTH for e in failed)  # not a 100 KB log line
+
+
+async def test_replay_buffer_bytes_are_reported_and_bounded() -> None:
+    """Stateful reconnect: with the hub not reading (nothing acked), sends wait once the replay buffer
+    holds `stateful_buffer_size` bytes; buffer_usage() shows the bytes held, 0 again once acked."""
+    server = hubs.build_hub(client_timeout=10.0, keepalive_interval=0.1)
+    async with server.serve() as url:
+        conn = hubs.client(
+            url, stateful_reconnect=True, stateful_buffer_size=300, ack_interval=0.05, server_timeout=10
+        )
+        async with hubs.running(conn):
+            server.half_open()  # the server stops reading: nothing gets acked
+            sender = asyncio.create_task(_send_many(conn, 20))
+            await until(lambda: conn.buffer_usage().replay_bytes >= 300)
+            usage = conn.buffer_usage()
+            one = len(conn._protocol.encode(proto.Invocation(target="Record", arguments=[19])))
+            assert usage.replay_limit_bytes == 300
+            assert 300 <= usage.replay_bytes < 300 + one  # the send that crossed the bound waits
+            assert not sender.done()
+            server.end_half_open()
+            assert await asyncio.wait_for(sender, 5) == 20
+            await until(lambda: conn.buffer_usage().replay_bytes == 0)
+
+
+async def _send_many(conn: HubConnection, n: int) -> int:
+    for i in range(n):
+        await conn.send("Record", i)
+    return n
