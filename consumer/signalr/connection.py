@@ -669,6 +669,9 @@ class HubConnection:
         self._max_frame_size = max_frame_size if max_frame_size is not None else 8 * max_message_size
         self._dispatch_queue_size = dispatch_queue_size
         self._max_dispatch_bytes = max_dispatch_bytes
+        # Frames the WebSocket library may read ahead of the receive loop (it pauses the socket past
+        # that): as many of the largest frames as the dispatch byte bound holds, 1..16 (its default).
+        self._read_ahead = max(1, min(16, max_dispatch_bytes // self._max_frame_size))
         self._drain_timeout = drain_timeout
         self._stream_buffer_size = stream_buffer_size
         self._allow_insecure = allow_insecure_http
@@ -1034,6 +1037,7 @@ class HubConnection:
                 ws_url,
                 additional_headers=self._auth_headers(token),
                 max_size=self._max_frame_size,
+                max_queue=self._read_ahead,
                 open_timeout=self._handshake_timeout,
                 close_timeout=self._close_timeout,
                 ping_interval=None,

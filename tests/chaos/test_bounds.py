@@ -8,9 +8,10 @@ socket takes them. The daemon is `python -m consumer run` with `grant = "none"`,
 - Distinct target names: every name is relayed, but no counter, label or cache keeps it. Quick form
   100,000 names of 200 characters; `--chaos-long` 1,000,000 names. Both: RSS within +20 MB of the
   warmed-up baseline and the `/metrics` body under 1 MB.
-- A stalled sink (stdout into a pipe nobody reads) while the hub sends 90 KB invocations as fast as
-  it can: the daemon stops reading the socket once its byte bounds are reached — RSS stays within
-  the configured bounds + 50 MB — and once the pipe is read again every invocation arrives.
+- A stalled sink (stdout into a pipe nobody reads) while the hub sends 90 KB invocations (and, second
+  case, frames of the largest allowed size: 8 x 1 MB) as fast as it can: the daemon stops reading the
+  socket once its byte bounds are reached — RSS stays within the configured bounds + 50 MB — and once
+  the pipe is read again every invocation arrives.
 """
 
 from __future__ import annotations
@@ -272,15 +273,29 @@ async def test_distinct_target_names_keep_rss_and_metrics_bounded(
     assert grown <= 20 * MB, f"RSS grew {grown / MB:.1f} MB for {names} names"
 
 
-async def test_stalled_sink_with_90kb_invocations_stays_within_the_byte_bounds(
-    tmp_path: Path, chaos_summary: list[Any]
+@pytest.mark.parametrize(
+    ("record", "per_frame", "queue_size"),
+    [
+        # the issue's case: 90 KB invocations, one to a frame
+        (90_000, 1, 20),
+        # the largest frames allowed (8 x max_message_bytes): 8 invocations of 1 MB to a frame
+        (1_000_000, 8, 2),
+    ],
+    ids=["90KB", "8MiB-frames"],
+)
+async def test_stalled_sink_with_large_invocations_stays_within_the_byte_bounds(
+    tmp_path: Path, chaos_summary: list[Any], record: int, per_frame: int, queue_size: int
 ) -> None:
-    record = 90_000
     dispatch_limit = 16 * MiB  # the default [hub] max_dispatch_bytes
-    queue_size = 20  # the sink queue: at most this many lines queued + as many in the stalled write
+    max_frame = 8 * MiB  # 8 x the default [hub] max_message_bytes
     pad = "x" * record
-    frame = f'{{"type":1,"target":"ReceiveCarPatches","arguments":[[{{"eventId":"1","pad":"{pad}"}}]]}}{RS}'
-    bounds = dispatch_limit + 2 * len(frame) + 2 * queue_size * (len(frame) + 200)
+    message = f'{{"type":1,"target":"ReceiveCarPatches","arguments":[[{{"eventId":"1","pad":"{pad}"}}]]}}{RS}'
+    frame = message * per_frame
+    line = len(message) + 200  # the envelope line of one invocation
+    read_ahead = max(1, min(16, dispatch_limit // max_frame))  # frames the WebSocket library may hold
+    # dispatch (+ one frame over it, one waiting), the library's read-ahead (+ one 256 KiB socket
+    # read), the sink's queue + the batch in the stalled write + that batch joined into one buffer
+    bounds = dispatch_limit + (2 + read_ahead) * len(frame) + 256 * 1024 + 3 * queue_size * line
 
     def frames() -> Iterator[str]:
         while True:
@@ -312,7 +327,7 @@ async def test_stalled_sink_with_90kb_invocations_stays_within_the_byte_bounds(
             assert daemon.proc.stdout is not None
             lines = 0
             async with asyncio.timeout(120):
-                while lines < hub.sent_frames or not hub.finished.is_set():
+                while lines < hub.sent_frames * per_frame or not hub.finished.is_set():
                     line = await daemon.proc.stdout.readline()
                     assert line, "the daemon's stdout ended early"
                     if b'"target":"ReceiveCarPatches"' in line:
@@ -323,10 +338,10 @@ async def test_stalled_sink_with_90kb_invocations_stays_within_the_byte_bounds(
     grown = peak - baseline
     chaos_summary.append(
         {
-            "scenario": "stalled stdout sink, hub sending 90 KB invocations",
-            "sent": sent,
+            "scenario": f"stalled stdout sink, {record // 1000} KB invocations, {per_frame} to a frame",
+            "sent": sent * per_frame,
             "relayed": lines,
-            "lost": sent - lines,
+            "lost": sent * per_frame - lines,
             "dup": 0,
             "recover_seconds": None,
             "verdict": f"peak RSS {grown / MB:+.1f} MB (bounds {bounds / MB:.0f} + 50 MB), "
@@ -338,5 +353,5 @@ async def test_stalled_sink_with_90kb_invocations_stays_within_the_byte_bounds(
     assert values[("event_consumer_buffer_limit_bytes", (("buffer", "dispatch"),))] == dispatch_limit
     assert dispatch_limit <= in_use <= dispatch_limit + 2 * len(frame)  # full: that is why it stopped
     assert values[("event_consumer_dispatch_queue_invocations", ())] < 10_000
-    assert lines == sent
+    assert lines == sent * per_frame
     assert code == 0
