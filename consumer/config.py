@@ -248,10 +248,10 @@ def _validate(cfg: Config, file: str) -> None:
     need(bool(hub.name), "hub.name", "a non-empty string")
     for key in ("handshake_timeout_seconds", "keepalive_interval_seconds", "server_timeout_seconds"):
         need(getattr(hub, key) > 0, f"hub.{key}", "a number > 0")
-    need(hub.max_message_bytes > 0, "hub.max_message_bytes", "an int > 0")
     need(hub.max_dispatch_bytes > 0, "hub.max_dispatch_bytes", "an int > 0")
     need(hub.max_replay_bytes > 0, "hub.max_replay_bytes", "an int > 0")
     need(all(hub.known_targets), "hub.known_targets", "non-empty target names")
+    need(hub.max_message_bytes > 0, "hub.max_message_bytes", "an int > 0")
     for i, oc in enumerate(hub.on_connect):
         need(bool(oc.method), f"hub.on_connect.{i}.method", "a non-empty string")
     rm = cfg.redmist

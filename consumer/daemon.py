@@ -109,16 +109,11 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env(env)
         self.stats = RelayStats()
         self.workers = workers if workers is not None else [build_worker(s) for s in cfg.sinks]
-        self.relay = Relay(
-            self.workers,
-            hub=cfg.hub.name,
-            protocol=cfg.hub.protocol,
-            stats=self.stats,
-            known_targets=cfg.hub.known_targets,
-        )
+        self.relay = Relay(self.workers, hub=cfg.hub.name, protocol=cfg.hub.protocol, stats=self.stats)
         self._provider = token_provider
         self._connection_factory = connection_factory
         self._status_interval = status_interval
+        self.relay.known_targets.update(cfg.hub.known_targets)  # counted by name in /metrics
         self._stop = asyncio.Event()
         self._fatal: BaseException | None = None
         self._closed_for_good = asyncio.Event()

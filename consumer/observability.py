@@ -70,6 +70,9 @@ class DaemonCollector(Collector):
         )
         g.add_metric([], -1.0 if since is None else since)
         yield g
+        usage = self.buffers() if self.buffers else None
+        if usage is not None:
+            yield from _buffer_metrics(usage)
         state = GaugeMetricFamily(PREFIX + "connection_state", "1 for the current state", labels=["state"])
         for name in CONNECTION_STATES:
             state.add_metric([name], 1.0 if s.connection_state == name else 0.0)
@@ -96,9 +99,13 @@ class DaemonCollector(Collector):
             for reason, n in w.stats.dropped.items():
                 dropped.add_metric([w.name, reason], float(n))
         yield from (depth, written, errors, blocked, dropped)
-        usage = self.buffers() if self.buffers else None
-        if usage is not None:
-            yield from _buffer_metrics(usage)
+
+
+def _counter(name: str, doc: str, labels: list[str], values: Mapping[str, int]) -> CounterMetricFamily:
+    fam = CounterMetricFamily(PREFIX + name, doc, labels=labels)
+    for key, n in sorted(values.items()):
+        fam.add_metric([key], float(n))
+    return fam
 
 
 def _buffer_metrics(usage: BufferUsage) -> Iterator[Metric]:
@@ -121,13 +128,6 @@ def _buffer_metrics(usage: BufferUsage) -> Iterator[Metric]:
     )
     count_limit.add_metric([], float(usage.dispatch_limit_invocations))
     yield from (in_use, limit, count, count_limit)
-
-
-def _counter(name: str, doc: str, labels: list[str], values: Mapping[str, int]) -> CounterMetricFamily:
-    fam = CounterMetricFamily(PREFIX + name, doc, labels=labels)
-    for key, n in sorted(values.items()):
-        fam.add_metric([key], float(n))
-    return fam
 
 
 def build_registry(collector: DaemonCollector) -> CollectorRegistry:

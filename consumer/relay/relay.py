@@ -74,12 +74,15 @@ class Relay:
         hub: str,
         protocol: Literal["json", "messagepack"] = "json",
         stats: RelayStats | None = None,
+        known_targets: Iterable[str] = (),
         encoder: EnvelopeEncoder | None = None,
         peek_event_id: bool = True,
         clock: Callable[[], float] = time.monotonic,
-        known_targets: Iterable[str] = (),
     ) -> None:
         self.workers = tuple(workers)
+        self.known_targets: set[str] = {*contract.CLIENT_METHOD_ARGS, *known_targets}
+        for worker in self.workers:
+            self.known_targets.update(worker.include, worker.exclude)
         self.protocol = protocol
         self.stats = stats or RelayStats(clock=clock)
         self.encoder = encoder or EnvelopeEncoder(hub)
@@ -88,9 +91,6 @@ class Relay:
         self._routes: dict[str, _Cached] = {}
         self._watch: dict[str, list[Watcher]] = {}
         self._json = protocol == "json"
-        self.known_targets: set[str] = {*contract.CLIENT_METHOD_ARGS, *known_targets}
-        for worker in self.workers:
-            self.known_targets.update(worker.include, worker.exclude)
 
     def watch(self, target: str, callback: Watcher) -> None:
         """Call `callback(decoded_args, event_id)` for every invocation of `target` (after relaying)."""
