@@ -94,7 +94,7 @@ async def test_replay_through_the_hub_reproduces_the_recording() -> None:
                         patch = from_msgpack_array("CarPositionPatch", arr)
                         cars[patch["number"]].update({k: v for k, v in patch.items() if v is not None})
                 elif isinstance(message, p.Invocation) and message.target == "ReceiveSessionPatch":
-                    assert len(message.arguments[0]) == 35
+                    assert len(message.arguments[0]) == 36
 
         consumer = asyncio.create_task(consume())
         try:
