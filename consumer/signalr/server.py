@@ -113,6 +113,7 @@ class ServerStats:
     queue_overflows: int = 0
     pings_sent: int = 0
     rejected_upgrades: int = 0
+    query_tokens: int = 0  # negotiate/upgrade requests carrying `access_token` in the query string
 
 
 @dataclass(slots=True)
@@ -634,6 +635,8 @@ class HubServer:
     async def _authorize(self, request: web.Request) -> tuple[bool, Any]:
         """Returns (ok, principal); raises the 401 response when auth is required and fails."""
         token = self._bearer(request)
+        if "access_token" in request.query:
+            self.stats.query_tokens += 1
         principal: Any = None
         if self.authenticate is not None:
             try:

@@ -7,7 +7,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from consumer.observability import DaemonCollector, build_registry
+from consumer.relay import contract
 from consumer.relay.state import LiveState
+from consumer.relay.stats import RelayStats
 from consumer.sim.simulator import SimConfig, Simulator
 
 from .helpers import records, sim_settings, until
@@ -122,3 +128,35 @@ async def test_silent_hub_is_resynced_and_a_not_live_event_waits_for_a_hub_messa
         assert snapshots(finished) == 1
         daemon.stop()
         assert await asyncio.wait_for(task, 10) == 0
+
+
+def test_extra_slots_and_unexpected_values_are_counted_in_metrics() -> None:
+    def sample(name: str, type_name: str) -> float:
+        text = generate_latest(build_registry(DaemonCollector(RelayStats(), []))).decode()
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name == name and s.labels == {"type": type_name}:
+                    return float(s.value)
+        return 0.0
+
+    extra = "event_consumer_contract_extra_slots_total"
+    unexpected = "event_consumer_contract_unexpected_values_total"
+    before = sample(extra, "SessionStatePatch"), sample(unexpected, "TimeOnly")
+    contract.arguments_from_msgpack("ReceiveSessionPatch", [[None] * 40])
+    contract.arguments_from_msgpack("ReceiveCarPatches", [[[None] * 43 + [-5]]])
+    assert sample(extra, "SessionStatePatch") == before[0] + 1
+    assert sample(unexpected, "TimeOnly") == before[1] + 1
+
+
+async def test_the_token_goes_in_the_authorization_header_by_default(tmp_path: Path) -> None:
+    sim_cfg = SimConfig(events=1, hub=sim_settings(require_auth=True), autostart=False)
+    async with Simulator(sim_cfg) as sim:
+        for transport, query_tokens in (("default", 0), ("both", 1)):
+            extra = {} if transport == "default" else {"hub": {"token_transport": transport}}
+            cfg = daemon_config(sim, tmp_path / f"{transport}.jsonl", **extra)
+            assert cfg.hub.token_transport == ("header" if transport == "default" else transport)
+            before = sim.hub.server.stats.query_tokens
+            daemon, task = await start_daemon(cfg)  # require_auth: connected means the token was read
+            assert sim.hub.server.stats.query_tokens - before == query_tokens
+            daemon.stop()
+            assert await asyncio.wait_for(task, 10) == 0
