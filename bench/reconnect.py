@@ -153,6 +153,8 @@ async def simulator(
         require_auth=require_auth,
         close_on_token_expiry=close_on_expiry,
         snapshot_window_token=0.01,
+        snapshot_bucket_size=1000.0,
+        snapshot_bucket_rate=1000.0,
         global_rate_token=1000.0,
         global_burst=1000.0,
     )

@@ -36,7 +36,9 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str = "redmist"
     protocol: Literal["json", "messagepack"] = "json"
     skip_negotiation: bool = True
-    token_transport: Literal["header", "query", "both"] = "both"
+    # The real hub reads the Authorization header; the query string (`access_token`) only on request,
+    # so that tokens do not land in proxy and access logs.
+    token_transport: Literal["header", "query", "both"] = "header"
     stateful_reconnect: bool = False
     handshake_timeout_seconds: float = 15.0
     keepalive_interval_seconds: float = 15.0
@@ -72,7 +74,13 @@ class RedMistConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     snapshot_format: Literal["json", "messagepack"] = "json"
     # RedMist allows about one snapshot call per 0.9 s per IP with a token (3 s anonymous).
     snapshot_min_interval_seconds: float = 1.0
-    snapshot_timeout_seconds: float = 10.0
+    snapshot_timeout_seconds: float = 10.0  # total deadline of one snapshot read (headers and body)
+    snapshot_max_bytes: int = 16 * 1024 * 1024
+    # Snapshot resyncs (RedMist's UI: after a silent 5 s, every 5 min); 0 turns one off.
+    resync_quiet_seconds: float = 5.0
+    resync_every_seconds: float = 300.0
+    # A snapshot 404 means "event not live": recheck this often (any hub message for it rechecks at once).
+    not_live_recheck_seconds: float = 30.0
     # Optional merged live session per event, rewritten atomically (temp file + rename) on change.
     state_path: str | None = None
     state_min_interval_seconds: float = 0.5
@@ -260,6 +268,10 @@ def _validate(cfg: Config, file: str) -> None:
         need(ev.isdigit(), f"redmist.access_codes.{ev}", "an event id as key")
     need(rm.snapshot_min_interval_seconds >= 0, "redmist.snapshot_min_interval_seconds", "a number >= 0")
     need(rm.snapshot_timeout_seconds > 0, "redmist.snapshot_timeout_seconds", "a number > 0")
+    need(rm.snapshot_max_bytes >= 1024, "redmist.snapshot_max_bytes", "an integer >= 1024")
+    need(rm.resync_quiet_seconds >= 0, "redmist.resync_quiet_seconds", "a number >= 0 (0: off)")
+    need(rm.resync_every_seconds >= 0, "redmist.resync_every_seconds", "a number >= 0 (0: off)")
+    need(rm.not_live_recheck_seconds > 0, "redmist.not_live_recheck_seconds", "a number > 0")
     names: set[str] = set()
     for i, sink in enumerate(cfg.sinks):
         key = f"sinks.{i}"

@@ -11,13 +11,15 @@ Metric names (prefix `event_consumer_`): `messages_received_total{target}`,
 `snapshots_total{outcome}`, `seconds_since_last_message`, `sink_queue_depth{sink}`,
 `sink_records_written_total{sink}`, `sink_write_errors_total{sink}`, `sink_blocked_total{sink}`,
 `dropped_records_total{sink,reason}`, `connection_state{state}` (1 for the current state),
-`connected`, `buffer_bytes{buffer}` / `buffer_limit_bytes{buffer}` (memory the hub connection holds:
+`connected`, `contract_extra_slots_total{type}` (RedMist objects with more slots than the contract:
+kept as `key<n>`), `contract_unexpected_values_total{type}` (values passed through as received),
+`buffer_bytes{buffer}` / `buffer_limit_bytes{buffer}` (memory the hub connection holds:
 `dispatch` = decoded, not yet relayed invocations, `replay` = the stateful-reconnect buffer),
 `dispatch_queue_invocations` / `dispatch_queue_limit_invocations`.
 
 Cardinality: every label value comes from a bounded set — targets are the known ones or `other` (see
-consumer.relay.relay), reasons are exception class names, sinks come from the configuration — so the
-body stays small whatever target names a hub sends.
+consumer.relay.relay), reasons are exception class names, contract types and sinks come from the code
+and the configuration — so the body stays small whatever target names a hub sends.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from consumer.relay.contract import STATS as CONTRACT_STATS
 from consumer.relay.stats import CONNECTION_STATES, RelayStats
 from consumer.signalr.connection import BufferUsage
 from consumer.sinks import SinkWorker
@@ -99,6 +102,18 @@ class DaemonCollector(Collector):
             for reason, n in w.stats.dropped.items():
                 dropped.add_metric([w.name, reason], float(n))
         yield from (depth, written, errors, blocked, dropped)
+        yield _counter(
+            "contract_extra_slots",
+            "RedMist objects with more slots than the contract knows (kept as key<n>), by type",
+            ["type"],
+            dict(CONTRACT_STATS.extra_slots),
+        )
+        yield _counter(
+            "contract_unexpected_values",
+            "RedMist values in a form the contract does not expect (passed through), by type",
+            ["type"],
+            dict(CONTRACT_STATS.unexpected_values),
+        )
 
 
 def _counter(name: str, doc: str, labels: list[str], values: Mapping[str, int]) -> CounterMetricFamily:

@@ -11,6 +11,10 @@ connection built with `raw_arguments=True`):
 No per-message logging, task creation or awaiting of a sink. Payloads are decoded only for targets a
 feature needs (`watch()`: RedMist resets, live state).
 
+Per event (`track_events`, the RedMist profile's configured events): the monotonic time of the last
+message is kept in `last_message_by_event` (the profile's quiet-hub resync), and a message for an event
+in `wake_events` calls `on_event_message(event_id)` (the profile lifts a "not live" hold).
+
 Filters (`include` / `exclude` per sink) apply to invocation targets. Snapshot and connection records
 go to every sink: they are what makes the stream interpretable (gaps, fresh baselines).
 
@@ -25,7 +29,7 @@ and count every other target as `other`. The route cache holds at most `MAX_ROUT
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -91,6 +95,16 @@ class Relay:
         self._routes: dict[str, _Cached] = {}
         self._watch: dict[str, list[Watcher]] = {}
         self._json = protocol == "json"
+        self.track_events: Container[int | str] = frozenset()
+        self.last_message_by_event: dict[int | str, float] = {}
+        self.wake_events: Container[int | str] = frozenset()
+        self.on_event_message: Callable[[int | str], None] | None = None
+
+    def _seen(self, event_id: int | str, now: float) -> None:
+        """A message for a tracked event (not called for others: the hot path pays one `in`)."""
+        self.last_message_by_event[event_id] = now
+        if event_id in self.wake_events and self.on_event_message is not None:
+            self.on_event_message(event_id)
 
     def watch(self, target: str, callback: Watcher) -> None:
         """Call `callback(decoded_args, event_id)` for every invocation of `target` (after relaying)."""
@@ -114,7 +128,7 @@ class Relay:
     async def on_raw(self, target: str, raw: Any) -> None:
         """`HubConnection.on_raw` handler: `raw` is a msgspec.Raw of the arguments array."""
         stats = self.stats
-        stats.last_message = self._clock()
+        stats.last_message = now = self._clock()
         cached = self._routes.get(target)
         if cached is None:
             cached = self._route(target)
@@ -135,6 +149,8 @@ class Relay:
         else:  # only encoded: Structs encode to the same bytes as the dicts, and cost far less
             arguments = contract.encodable_arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
             event_id = event_id_of(arguments) if self.peek_event_id else None
+        if event_id in self.track_events:
+            self._seen(event_id, now)  # type: ignore[arg-type]
         if route:
             line = self.encoder.invocation(target, arguments, event_id)
             for worker in route:
@@ -151,11 +167,13 @@ class Relay:
     async def on_invocation(self, target: str, *args: Any) -> None:
         """Decoded-arguments entry point (an `on()` handler); output identical to `on_raw`."""
         stats = self.stats
-        stats.last_message = self._clock()
+        stats.last_message = now = self._clock()
         route, key = self._route(target)
         stats.received[key] = stats.received.get(key, 0) + 1
         decoded = list(args)
         event_id = event_id_of(decoded) if self.peek_event_id else None
+        if event_id in self.track_events:
+            self._seen(event_id, now)  # type: ignore[arg-type]
         if route:
             line = self.encoder.invocation(target, decoded, event_id)
             await self._fan_out(line, route)

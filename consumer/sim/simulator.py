@@ -8,8 +8,8 @@ Fault API (Python: `sim.faults.<name>(...)`; HTTP: `POST /admin/faults/<name>` w
 the same keyword arguments; loopback clients only):
   drop_all, close_all(allow_reconnect), half_open(seconds=None), end_half_open,
   refuse_upgrades(status=401|503, seconds), expire_tokens, idp_fail(status=429|503, seconds),
-  idp_slow(delay, seconds), malformed, oversized(size), restart(down_seconds=0), reset_event(event_id),
-  clear.
+  idp_slow(delay, seconds), malformed, oversized(size), restart(down_seconds=0), reset_event(event_id)
+  (ReceiveReset), new_session(event_id) (the next session: new sessionId, no ReceiveReset), clear.
 `GET /admin/state` returns counters and the connection list.
 """
 
@@ -163,6 +163,11 @@ class Faults:
         self._sim.hub.reset_event(int(event_id))
         return 1
 
+    def new_session(self, event_id: int) -> int:
+        """RedMist's session change: a new sessionId in the patches and no ReceiveReset."""
+        self._sim.hub.new_session(int(event_id))
+        return 1
+
     def clear(self) -> int:
         self._sim.idp.clear_faults()
         self._sim.hub.server.accept_upgrades()
@@ -183,6 +188,7 @@ _FAULTS = (
     "oversized",
     "restart",
     "reset_event",
+    "new_session",
     "clear",
 )
 

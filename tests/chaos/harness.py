@@ -219,6 +219,8 @@ async def simulator(
         stateful_reconnect=stateful,
         require_auth=require_auth,
         snapshot_window_token=0.01,
+        snapshot_bucket_size=1000.0,
+        snapshot_bucket_rate=1000.0,
         global_rate_token=1000.0,
         global_burst=1000.0,
     )
