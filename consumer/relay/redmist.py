@@ -28,6 +28,7 @@ import msgspec
 
 from consumer.auth import parse_retry_after
 from consumer.config import RedMistConfig
+from consumer.errors import describe_error
 from consumer.logs import get_logger
 from consumer.relay import contract
 from consumer.relay.relay import Relay
@@ -165,7 +166,7 @@ class RedMistProfile:
                 continue
             except (httpx.HTTPError, SnapshotError, msgspec.DecodeError, ValueError) as exc:
                 self.relay.stats.count_snapshot("error")
-                log.error("snapshot failed; retrying", event_id=ev, error=f"{type(exc).__name__}: {exc}")
+                log.error("snapshot failed; retrying", event_id=ev, error=describe_error(exc))
                 self._pending.setdefault(ev, None)
                 self._next_call = max(self._next_call, self._clock() + delay * (0.5 + random.random() / 2))
                 delay = min(self.retry_max, delay * 2)

@@ -88,7 +88,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from consumer.auth.urls import check_url_security as shared_check_url_security
-from consumer.errors import ConfigError, CredentialsRejected
+from consumer.errors import ConfigError, CredentialsRejected, describe_error
 from consumer.logs import get_logger, register_secret
 from consumer.signalr import protocol as proto
 from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy
@@ -1710,7 +1710,4 @@ async def _maybe_await(value: Any) -> Any:
 
 
 def _describe(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return describe_error(error) if error is not None else None
