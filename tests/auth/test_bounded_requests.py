@@ -108,7 +108,7 @@ async def test_oversized_discovery_document_is_refused(
     c = AuthConfig(issuer=idp.url, client_id="svc-hostile", client_secret=Secret(SECRET))
     provider = build_token_provider(c, env={})
     try:
-        with pytest.raises(TokenUnavailable, match="discovery .*exceeded 1048576 bytes"):
+        with pytest.raises(TokenUnavailable, match=r"discovery .*exceeded 1048576 bytes"):
             await provider.get_token(max_wait=2.5)
     finally:
         await provider.aclose()
@@ -118,5 +118,5 @@ async def test_oversized_discovery_document_is_refused(
 def test_max_response_bytes_is_validated() -> None:
     from consumer.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="auth.max_response_bytes"):
+    with pytest.raises(ConfigError, match=r"auth\.max_response_bytes"):
         build_token_provider(cfg("https://idp.example", max_response_bytes=0), env={}, source="f.toml")
