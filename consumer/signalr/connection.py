@@ -725,6 +725,10 @@ class HubConnection:
         except asyncio.CancelledError:
             if not started.done():
                 await self._cancel_main()
+            if started.done() and not started.cancelled():
+                # Our caller was cancelled, so nobody else will read the "stopped during start" error
+                # _main set: retrieve it here (else asyncio logs "Future exception was never retrieved").
+                started.exception()
             raise
         except BaseException:
             await asyncio.wait([self._main_task])  # cleanup done, state is disconnected
