@@ -69,6 +69,7 @@ def build_token_provider(
     subject_provider: TokenProvider | None = None,
     on_request: Callable[[str], None] | None = None,
     rng: random.Random | None = None,
+    strict: bool = False,
 ) -> TokenProvider:
     """Build the provider for `cfg` (raises ConfigError, exit 78, naming `source` and the key).
 
@@ -81,10 +82,12 @@ def build_token_provider(
         subject_token[_env|_file], or with subject_token_source = "client_credentials" a provider
         for the same client's client_credentials grant, built and closed here).
     on_request: called with each token request's outcome ("ok", "rejected", "rate_limited", ...).
+    strict: the preflight's rule: a world-readable secret file (or config file holding an inline
+        secret) is a ConfigError instead of a warning.
     """
     env = os.environ if env is None else env
     _validate_numbers(cfg, source)
-    creds = load_credentials(cfg, source=source, env=env)
+    creds = load_credentials(cfg, source=source, env=env, strict=strict)
     stats = TokenStats(on_request=on_request)
     if cfg.grant == "none":
         provider: TokenProvider = NoneTokenProvider()
