@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from consumer.commands.check_config import preflight
 from consumer.config import load_config
 from consumer.errors import EXIT_CREDENTIALS, EXIT_OK, EXIT_UNAVAILABLE
@@ -16,7 +18,13 @@ from .conftest import ACCESS_CODE, PRIVATE_EVENT
 
 
 def write_config(
-    sim: Simulator, tmp_path: Path, *, secret: str, events: list[int], code: str = ACCESS_CODE
+    sim: Simulator,
+    tmp_path: Path,
+    *,
+    secret: str,
+    events: list[int],
+    code: str = ACCESS_CODE,
+    hub_extra: str = "",
 ) -> Path:
     creds = tmp_path / "creds"
     creds.mkdir(exist_ok=True)
@@ -27,7 +35,7 @@ def write_config(
     config.write_text(
         f'[auth]\ntoken_url = "{sim.token_url}"\nclient_id = "{sim.client_id}"\n'
         'client_secret_file = "client-secret"\n'
-        f'[hub]\nurl = "{sim.hub_url}"\n'
+        f'[hub]\nurl = "{sim.hub_url}"\n{hub_extra}'
         f"[redmist]\nevents = {events}\n"
         f'[redmist.access_codes_file]\n"{PRIVATE_EVENT}" = "code"\n'
         f'[[sinks]]\ntype = "file"\npath = "{tmp_path / "events.jsonl"}"\n'
@@ -40,9 +48,21 @@ def env_for(tmp_path: Path) -> dict[str, str]:
     return {"CREDENTIALS_DIRECTORY": str(tmp_path / "creds")}
 
 
-async def test_online_preflight_passes(sim: Simulator, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("hub_extra", "steps"),
+    [
+        ("", "WebSocket + handshake (json)"),
+        (
+            'skip_negotiation = false\nprotocol = "messagepack"\n',
+            "negotiate + WebSocket + handshake (messagepack)",
+        ),
+    ],
+)
+async def test_online_preflight_passes(sim: Simulator, tmp_path: Path, hub_extra: str, steps: str) -> None:
     public = next(e for e in sim.event_ids if e != PRIVATE_EVENT)
-    config = write_config(sim, tmp_path, secret=sim.client_secret, events=[public, PRIVATE_EVENT])
+    config = write_config(
+        sim, tmp_path, secret=sim.client_secret, events=[public, PRIVATE_EVENT], hub_extra=hub_extra
+    )
     cfg = load_config(config, env={})
     report = await preflight(cfg, online=True, step_timeout=10, env=env_for(tmp_path))
     text = report.render()
@@ -53,7 +73,7 @@ async def test_online_preflight_passes(sim: Simulator, tmp_path: Path) -> None:
     snapshots = [line for line in report.lines if line.check == "snapshot"]
     assert [s.status for s in snapshots] == ["ok", "ok"], text
     assert f"event {PRIVATE_EVENT}: GetCurrentSessionStateJson HTTP 200" in text
-    assert "negotiate" not in text or "skip_negotiation" not in text
+    assert f"{sim.hub_url}: {steps}" in text
     assert sim.client_secret not in text and ACCESS_CODE not in text
     assert len(text.splitlines()) <= 24  # one screen
     assert not (tmp_path / "events.jsonl").exists()  # a preflight writes nothing
