@@ -292,7 +292,7 @@ class OAuthTokenProvider:
                 )
         elif exc is not None:
             # Waiters (if any) get the exception; say it once here for background refreshes.
-            log.error("token fetch failed", error=type(exc).__name__, detail=str(exc))
+            log.error("token fetch failed", error=type(exc).__name__, detail=describe_error(exc))
 
     async def _wait(self, task: asyncio.Task[_Cached], max_wait: float | None) -> _Cached:
         if max_wait is None:

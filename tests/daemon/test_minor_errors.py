@@ -4,6 +4,7 @@ descriptions never empty (`ReadError: `)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -110,3 +111,60 @@ async def test_snapshot_failure_after_reset_has_a_description() -> None:
         _describe(httpx.ReadError("")) == "ReadError: connection reset or closed while reading the response"
     )
     assert _describe(None) is None
+
+
+async def test_snapshot_after_tcp_reset_logs_a_non_empty_error() -> None:
+    """The issue's case: a snapshot request ended by a TCP reset logged `error="ReadError: "`."""
+    import logging
+
+    import structlog
+
+    from consumer.config import RedMistConfig
+    from consumer.logs import setup_logging
+    from consumer.relay.redmist import RedMistProfile
+    from consumer.relay.relay import Relay
+
+    answers: list[Exception | None] = [httpx.ReadError(""), None]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        fault = answers.pop(0)
+        if fault is not None:
+            raise fault
+        return httpx.Response(200, json={"eventId": 1, "sessionId": 1, "carPositions": []})
+
+    stream = io.StringIO()
+    setup_logging("INFO", fmt="json", stream=stream)
+    now = [0.0]
+
+    async def fake_sleep(seconds: float) -> None:
+        now[0] += seconds
+        await asyncio.sleep(0)
+
+    relay = Relay([], hub="h")
+    try:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            profile = RedMistProfile(
+                RedMistConfig(events=[1]),
+                relay,
+                http,
+                hub_url="http://h/s/e",
+                clock=lambda: now[0],
+                sleep=fake_sleep,
+            )
+            task = asyncio.create_task(profile.run())
+            try:
+                profile.request_snapshots()
+                async with asyncio.timeout(5):
+                    await profile.wait_idle()
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    finally:
+        root = logging.getLogger()
+        for handler_ in list(root.handlers):
+            if getattr(handler_, "_event_consumer", False):
+                root.removeHandler(handler_)
+        structlog.reset_defaults()
+    failed = [json.loads(line) for line in stream.getvalue().splitlines() if "snapshot failed" in line]
+    assert len(failed) == 1
+    assert failed[0]["error"] == "ReadError: connection reset or closed while reading the response"
