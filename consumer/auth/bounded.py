@@ -28,8 +28,11 @@ class ResponseTooLarge(Exception):
         self.limit = limit
         self.read = read
         self.declared = declared
-        what = f"declares {declared} bytes" if declared is not None else f"exceeded {limit} bytes"
-        super().__init__(f"response body {what} (limit {limit} bytes; read {read}, stopped)")
+        if declared is not None:
+            text = f"response body declares {declared} bytes, over the {limit}-byte limit; not read"
+        else:
+            text = f"response body exceeded {limit} bytes (the limit); stopped after reading {read} bytes"
+        super().__init__(text)
 
 
 class UnsupportedEncoding(Exception):
