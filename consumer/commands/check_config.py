@@ -421,6 +421,8 @@ async def preflight(cfg: Config, *, online: bool, step_timeout: float, env: Mapp
     check_sinks(cfg, report)
     check_http(cfg, report)
     if provider is None:
+        if online:
+            report.skip("online", "not attempted: fix the problems above first")
         return report
     try:
         if not online:
