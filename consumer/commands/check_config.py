@@ -61,7 +61,6 @@ HELP = (
 )
 
 MAX_SNAPSHOTS = 5
-MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -352,7 +351,7 @@ async def _snapshot_request(
             url,
             params={"eventId": str(ev)},
             headers=headers,
-            max_bytes=MAX_SNAPSHOT_BYTES,
+            max_bytes=rm.snapshot_max_bytes,
             deadline=rm.snapshot_timeout_seconds,
         )
         wait = parse_retry_after(resp.headers.get("Retry-After"), time.time())
