@@ -68,6 +68,9 @@ class RedMistConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     events: list[int] = msgspec.field(default_factory=list)
     # eventId (as a string key, TOML tables need string keys) -> access code for private events.
     access_codes: dict[str, Secret] = msgspec.field(default_factory=dict)
+    # The same from environment variables / files (eventId -> variable name / path), see load_access_codes.
+    access_codes_env: dict[str, str] = msgspec.field(default_factory=dict)
+    access_codes_file: dict[str, str] = msgspec.field(default_factory=dict)
     control_logs: bool = False
     in_car: list[InCar] = msgspec.field(default_factory=list)
     rest_url: str | None = None  # default: derived from hub.url ("https://host/status")
@@ -264,8 +267,9 @@ def _validate(cfg: Config, file: str) -> None:
         need(bool(oc.method), f"hub.on_connect.{i}.method", "a non-empty string")
     rm = cfg.redmist
     need(all(e > 0 for e in rm.events), "redmist.events", "positive event ids")
-    for ev in rm.access_codes:
-        need(ev.isdigit(), f"redmist.access_codes.{ev}", "an event id as key")
+    for table in ("access_codes", "access_codes_env", "access_codes_file"):
+        for ev in getattr(rm, table):
+            need(ev.isdigit(), f"redmist.{table}.{ev}", "an event id as key")
     need(rm.snapshot_min_interval_seconds >= 0, "redmist.snapshot_min_interval_seconds", "a number >= 0")
     need(rm.snapshot_timeout_seconds > 0, "redmist.snapshot_timeout_seconds", "a number > 0")
     need(rm.snapshot_max_bytes >= 1024, "redmist.snapshot_max_bytes", "an integer >= 1024")
@@ -287,6 +291,34 @@ def _validate(cfg: Config, file: str) -> None:
         names.add(name)
     need(0 <= cfg.http.port <= 65535, "http.port", "an int in 0..65535")
     need(cfg.service.shutdown_grace_seconds > 0, "service.shutdown_grace_seconds", "a number > 0")
+
+
+def load_access_codes(
+    cfg: Config, *, env: Mapping[str, str] | None = None, strict: bool = False
+) -> dict[str, Secret]:
+    """Every [redmist] access code: inline `access_codes`, `access_codes_env` (eventId -> variable) and
+    `access_codes_file` (eventId -> path; relative paths in $CREDENTIALS_DIRECTORY, then next to the
+    config), one source per event. ConfigError (exit 78) names the file and key; never the code."""
+    from consumer.auth.credentials import read_secret  # consumer.auth imports this module's neighbours
+
+    env = os.environ if env is None else env
+    rm = cfg.redmist
+    codes: dict[str, Secret] = {}
+    for ev in sorted({*rm.access_codes, *rm.access_codes_env, *rm.access_codes_file}, key=int):
+        secret = read_secret(
+            rm.access_codes.get(ev),
+            rm.access_codes_env.get(ev),
+            rm.access_codes_file.get(ev),
+            key=f"redmist.access_codes.{ev}",
+            env_key=f"redmist.access_codes_env.{ev}",
+            file_key=f"redmist.access_codes_file.{ev}",
+            source=cfg.source,
+            env=env,
+            strict=strict,
+        )
+        assert secret is not None
+        codes[ev] = secret
+    return codes
 
 
 def sink_name(sink: SinkConfig) -> str:

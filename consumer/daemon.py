@@ -30,8 +30,8 @@ from typing import Any
 import httpx
 
 from consumer.auth import AUTHORIZATION, BearerAuth, TokenProvider, build_token_provider, headers_for
-from consumer.config import Config
-from consumer.errors import ConfigError, CredentialsRejected, ServiceUnavailable
+from consumer.config import Config, load_access_codes
+from consumer.errors import ConfigError, CredentialsRejected, ServiceUnavailable, describe_error
 from consumer.logs import get_logger, register_secret
 from consumer.observability import DaemonCollector, ObservabilityServer, build_registry
 from consumer.relay.redmist import RedMistProfile
@@ -78,10 +78,7 @@ def shutdown_budget(grace: float) -> ShutdownBudget:
 
 
 def _describe(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return describe_error(error) if error is not None else None
 
 
 def _reason(error: BaseException | None) -> str:
@@ -239,6 +236,7 @@ class Daemon:
     async def run(self) -> int:
         cfg = self.cfg
         provider = self._provider or build_token_provider(cfg.auth, source=cfg.source, env=self.env)
+        cfg.redmist.access_codes = load_access_codes(cfg, env=self.env)  # + _env / _file sources
         for code in cfg.redmist.access_codes.values():
             register_secret(code)
         await self._open_sinks()

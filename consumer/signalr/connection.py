@@ -91,7 +91,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from consumer.auth.urls import check_url_security as shared_check_url_security
-from consumer.errors import ConfigError, CredentialsRejected
+from consumer.errors import ConfigError, CredentialsRejected, describe_error
 from consumer.logs import get_logger, register_secret
 from consumer.signalr import protocol as proto
 from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy
@@ -772,6 +772,10 @@ class HubConnection:
         except asyncio.CancelledError:
             if not started.done():
                 await self._cancel_main()
+            if started.done() and not started.cancelled():
+                # Our caller was cancelled, so nobody else will read the "stopped during start" error
+                # _main set: retrieve it here (else asyncio logs "Future exception was never retrieved").
+                started.exception()
             raise
         except BaseException:
             await asyncio.wait([self._main_task])  # cleanup done, state is disconnected
@@ -1800,7 +1804,4 @@ async def _maybe_await(value: Any) -> Any:
 
 
 def _describe(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return describe_error(error) if error is not None else None

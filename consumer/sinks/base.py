@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
+from consumer.errors import describe_error
 from consumer.logs import get_logger
 
 log = get_logger("consumer.sinks")
@@ -92,7 +93,7 @@ def _describe(err: BaseException) -> str:
     if isinstance(err, OSError) and err.errno is not None:
         name = errno.errorcode.get(err.errno, str(err.errno))
         return f"{name}: {err.strerror or err}"
-    return f"{type(err).__name__}: {err}"
+    return describe_error(err)
 
 
 class SinkWorker:
