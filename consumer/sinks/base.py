@@ -152,8 +152,8 @@ class SinkWorker:
         self.max_pending = max(max_pending, max_batch)
         self.max_batch = max_batch
         self.max_queue_bytes = max_queue_bytes
-        self.max_buffered_bytes = max(max_buffered_bytes, max_batch_bytes)
-        self.max_batch_bytes = max_batch_bytes
+        self.max_buffered_bytes = max_buffered_bytes
+        self.max_batch_bytes = min(max_batch_bytes, max_buffered_bytes)  # a batch is in the buffer
         self.failing_log_interval = failing_log_interval
         self.retry_initial = retry_initial
         self.retry_max = retry_max
