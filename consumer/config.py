@@ -115,7 +115,7 @@ class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     subscribe_retry_initial_seconds: float = 1.0
     subscribe_retry_max_seconds: float = 30.0
     # The systemd watchdog (WATCHDOG_USEC) withholds WATCHDOG=1 while a sink has had lines waiting this
-    # long with no write completing, or the hub has been disconnected this long (0 = never for the hub).
+    # long with no write call returning (hung), or the hub has been disconnected this long (0 = no limit).
     sink_stall_seconds: float = 60.0
     watchdog_disconnected_seconds: float = 600.0
 

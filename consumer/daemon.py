@@ -21,7 +21,9 @@ Lifecycle (`Daemon.run()`):
    same accounting at once (everything unwritten counted as abandoned), then exit 130.
 
 Watchdog (WATCHDOG_USEC): WATCHDOG=1 is sent every half interval only while healthy: the event loop is
-not lagging, no sink has had lines waiting `[service] sink_stall_seconds` without a write completing,
+not lagging, no sink has had lines waiting `[service] sink_stall_seconds` with no write call returning
+(a write hung in the kernel; a sink whose writes fail is retrying, not stuck, and a restart would
+lose its retry buffer),
 and the hub has not been disconnected for `[service] watchdog_disconnected_seconds` (0: no limit).
 
 `reopen()` (SIGHUP) asks every sink to reopen its file (logrotate).
@@ -257,7 +259,7 @@ class Daemon:
         for w in self.workers:
             stalled = w.stalled_seconds(now)
             if stalled > svc.sink_stall_seconds:
-                return f"sink {w.name}: no write completed for {stalled:.0f} s with {w.depth} records waiting"
+                return f"sink {w.name}: no write returned for {stalled:.0f} s with {w.depth} records waiting"
         grace = svc.watchdog_disconnected_seconds
         if grace and not healthy(self.stats, grace):
             return f"hub {self.stats.connection_state} for more than {grace:g} s"

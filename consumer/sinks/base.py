@@ -21,8 +21,11 @@ Memory is bounded in bytes as well as in lines: the queue holds at most `max_que
 therefore at most about `max_queue_bytes + max_buffered_bytes + max_batch_bytes` (the batch's joined
 copy), whatever the line sizes. `depth_bytes` reports queue + retry buffer bytes (/metrics).
 
-Progress: `stalled_seconds()` is how long lines have been waiting without any write completing (the
-systemd watchdog withholds WATCHDOG=1 past `[service] sink_stall_seconds`). While a sink fails, the
+Progress: `stalled_seconds()` is how long lines have been waiting without any write call returning —
+a write hanging in the kernel (a pipe nobody reads, a dead NFS server); the systemd watchdog withholds
+WATCHDOG=1 past `[service] sink_stall_seconds`. A write that fails (ENOSPC, EIO) returns: the worker
+keeps the lines and retries, which a restart would not improve (it would lose the retry buffer), so a
+failing sink is reported by its logs and metrics, not by the watchdog. While a sink fails, the
 first failure is logged at once and then a `sink still failing` line at most every
 `failing_log_interval` seconds, until it recovers.
 """
@@ -165,7 +168,7 @@ class SinkWorker:
         self._pending: deque[bytes] = deque()
         self._queue_bytes = 0
         self._pending_bytes = 0
-        self._progress_at = time.monotonic()  # last write completed, or last wake-up from idle
+        self._progress_at = time.monotonic()  # last write call returned, or last wake-up from idle
         self._failing_since = 0.0
         self._failing_logged = 0.0
         self._items = asyncio.Event()
@@ -229,7 +232,7 @@ class SinkWorker:
         return self._queue_bytes + self._pending_bytes
 
     def stalled_seconds(self, now: float | None = None) -> float:
-        """Seconds lines have waited with no write completing (0 while nothing waits)."""
+        """Seconds lines have waited with no write call returning (0 while nothing waits)."""
         if not self.depth:
             return 0.0
         return max(0.0, (time.monotonic() if now is None else now) - self._progress_at)
@@ -368,6 +371,7 @@ class SinkWorker:
             try:
                 await self.sink.write(batch)
             except (OSError, PartialWrite) as err:
+                self._progress_at = time.monotonic()  # not hung: failing (kept and retried)
                 self._written(err.done if isinstance(err, PartialWrite) else 0)
                 self.stats.errors += 1
                 self._log_failure(err)

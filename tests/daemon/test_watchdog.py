@@ -143,7 +143,7 @@ async def test_watchdog_withheld_while_a_sink_makes_no_progress(notify_path: str
                 daemon.stop()
                 assert await asyncio.wait_for(task, 10) == 0
     reasons = [e["reason"] for e in logs if e["event"] == "unhealthy; withholding the systemd watchdog"]
-    assert reasons and reasons[0].startswith("sink gated: no write completed")
+    assert reasons and reasons[0].startswith("sink gated: no write returned")
     assert any(e["event"] == "healthy again; watchdog resumed" for e in logs)
 
 
@@ -200,3 +200,39 @@ async def test_watchdog_withheld_while_the_event_loop_is_blocked(notify_path: st
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         notifier.close()
+
+
+async def test_a_failing_sink_is_not_a_stalled_sink(tmp_path: Path) -> None:
+    """ENOSPC: the writes return (and fail); the worker retries and logs. Not hung, so the watchdog
+    keeps going: a restart would not free the disk and would lose the retry buffer."""
+    from consumer.sinks import FileSink
+
+    from .test_sink_hardening import ShortDisk
+
+    w = SinkWorker(
+        FileSink(tmp_path / "out.jsonl", writer=ShortDisk(free=0)), retry_initial=0.01, retry_max=0.05
+    )
+    await w.start()
+    w.offer(b'{"seq": 0}')
+    await until(lambda: w.stats.errors >= 5, 10, "failed attempts")
+    started = time.monotonic()
+    await until(lambda: time.monotonic() - started > 0.3 and w.stats.errors >= 10, 10, "more attempts")
+    assert w.depth == 1 and w.failing
+    assert w.stalled_seconds() < 0.3  # never longer than a backoff step
+    await w.close(grace=0.1)
+
+
+async def test_a_hung_write_is_a_stalled_sink() -> None:
+    sink = GatedSink()
+    w = SinkWorker(sink)
+    await w.start()
+    assert w.stalled_seconds() == 0.0  # nothing waiting
+    w.offer(b"x")
+    await asyncio.wait_for(sink.entered.wait(), 10)
+    started = time.monotonic()
+    await until(lambda: time.monotonic() - started > 0.2, 10, "time to pass")
+    assert w.stalled_seconds() >= 0.2
+    sink.gate.set()
+    await w.wait_idle()
+    assert w.stalled_seconds() == 0.0
+    await w.close(grace=1)
