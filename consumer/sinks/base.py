@@ -190,15 +190,25 @@ class SinkWorker:
 
     def offer(self, line: bytes) -> bool:
         q = self._queue
+        size = self._queue_bytes + len(line)
+        if size > self.max_queue_bytes or len(q) >= self.queue_size:
+            return self._offer_full(line)
+        q.append(line)
+        self._queue_bytes = size
+        self._items.set()
+        return True
+
+    def _offer_full(self, line: bytes) -> bool:
+        """`offer` when a bound is reached (a line longer than the byte bound is taken when alone)."""
+        q = self._queue
         n = len(line)
-        if len(q) >= self.queue_size or (self._queue_bytes + n > self.max_queue_bytes and q):
-            if self.overflow == "block":
-                return False
-            dropped = 0
-            while q and (len(q) >= self.queue_size or self._queue_bytes + n > self.max_queue_bytes):
-                self._queue_bytes -= len(q.popleft())
-                dropped += 1
-            self.stats.dropped["overflow"] += dropped
+        if q and self.overflow == "block":
+            return False
+        dropped = 0
+        while q and (len(q) >= self.queue_size or self._queue_bytes + n > self.max_queue_bytes):
+            self._queue_bytes -= len(q.popleft())
+            dropped += 1
+        self.stats.dropped["overflow"] += dropped
         q.append(line)
         self._queue_bytes += n
         self._items.set()
