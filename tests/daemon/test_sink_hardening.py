@@ -305,3 +305,26 @@ def test_byte_bounds_from_config(key: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(cfg_path)
     assert f"sinks.0.{key}" in str(err.value) and "c.toml" in str(err.value)
+
+
+async def test_unreadable_file_is_opened_without_the_tail_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def write_only(path: str, flags: int, *args: int) -> int:  # as for a mode 0200 file (root reads all)
+        if flags & (os.O_WRONLY | os.O_RDWR) == 0:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", write_only)
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"seq": 0}\n')
+    with structlog.testing.capture_logs() as logs:
+        w = SinkWorker(FileSink(path))
+        await w.start()  # not a configuration error: the sink appends as before
+        w.offer(lines(1, start=1)[0])
+        await w.close(grace=5)
+    monkeypatch.undo()
+    assert read_seqs(path) == [0, 1]
+    assert any(e["event"] == "cannot read the sink file to check for a torn tail" for e in logs)
