@@ -103,6 +103,11 @@ class SinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     overflow: Literal["block", "drop_oldest"] = "block"
     # Lines kept (and retried) while the sink fails, e.g. ENOSPC; beyond this the oldest are dropped.
     max_buffered: int = 100000
+    # The same bounds in bytes (whichever is reached first): memory stays bounded whatever the line size.
+    max_queue_bytes: int = 16 * 1024 * 1024
+    max_buffered_bytes: int = 32 * 1024 * 1024
+    # File sinks: recreate a missing directory (at start, or when it vanishes while running).
+    create_dirs: bool = False
     include: list[str] = msgspec.field(default_factory=list)
     exclude: list[str] = msgspec.field(default_factory=list)
 
@@ -126,6 +131,10 @@ class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Retry delays for failed [[hub.on_connect]] invocations (exponential, capped).
     subscribe_retry_initial_seconds: float = 1.0
     subscribe_retry_max_seconds: float = 30.0
+    # The systemd watchdog (WATCHDOG_USEC) withholds WATCHDOG=1 while a sink has had lines waiting this
+    # long with no write call returning (hung), or the hub has been disconnected this long (0 = no limit).
+    sink_stall_seconds: float = 60.0
+    watchdog_disconnected_seconds: float = 600.0
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -283,6 +292,8 @@ def _validate(cfg: Config, file: str) -> None:
             need(bool(sink.path), f"{key}.path", 'a file path (required for type = "file")')
         need(sink.queue_size >= 1, f"{key}.queue_size", "an int >= 1")
         need(sink.max_buffered >= 1, f"{key}.max_buffered", "an int >= 1")
+        need(sink.max_queue_bytes >= 1, f"{key}.max_queue_bytes", "an int >= 1")
+        need(sink.max_buffered_bytes >= 1, f"{key}.max_buffered_bytes", "an int >= 1")
         need(sink.keep >= 1, f"{key}.keep", "an int >= 1")
         need(sink.rotate_bytes is None or sink.rotate_bytes > 0, f"{key}.rotate_bytes", "an int > 0")
         need(sink.fsync_interval_seconds > 0, f"{key}.fsync_interval_seconds", "a number > 0")
@@ -291,6 +302,12 @@ def _validate(cfg: Config, file: str) -> None:
         names.add(name)
     need(0 <= cfg.http.port <= 65535, "http.port", "an int in 0..65535")
     need(cfg.service.shutdown_grace_seconds > 0, "service.shutdown_grace_seconds", "a number > 0")
+    need(cfg.service.sink_stall_seconds > 0, "service.sink_stall_seconds", "a number > 0")
+    need(
+        cfg.service.watchdog_disconnected_seconds >= 0,
+        "service.watchdog_disconnected_seconds",
+        "a number >= 0 (0: never)",
+    )
 
 
 def load_access_codes(

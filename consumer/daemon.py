@@ -13,7 +13,18 @@ Lifecycle (`Daemon.run()`):
    stop subscriptions and snapshots, drain every sink queue, flush + fsync, write the state file,
    close. Exit 0. The grace is split by `shutdown_budget()`: the hub connection gets at most half
    (its dispatch drain, then the Close message and the WebSocket close, each bounded by the
-   connection's `close_timeout`); the sinks get the rest, so at least the other half.
+   connection's `close_timeout`); the sinks get the rest, so at least the other half. The sinks are
+   closed together, each given the time left: lines still unwritten then (a stdout reader that stopped
+   reading, a hung mount) are abandoned and counted (`dropped.shutdown` in the `stopped` line); a sink
+   thread still stuck in the kernel is named in `stuck_sinks` and cannot keep the process alive (it is
+   a daemon thread, and `run` leaves with `os._exit`). A second SIGTERM/SIGINT calls `abort()`: the
+   same accounting at once (everything unwritten counted as abandoned), then exit 130.
+
+Watchdog (WATCHDOG_USEC): WATCHDOG=1 is sent every half interval only while healthy: the event loop is
+not lagging, no sink has had lines waiting `[service] sink_stall_seconds` with no write call returning
+(a write hung in the kernel; a sink whose writes fail is retrying, not stuck, and a restart would
+lose its retry buffer),
+and the hub has not been disconnected for `[service] watchdog_disconnected_seconds` (0: no limit).
 
 `reopen()` (SIGHUP) asks every sink to reopen its file (logrotate).
 """
@@ -33,7 +44,7 @@ from consumer.auth import AUTHORIZATION, BearerAuth, TokenProvider, build_token_
 from consumer.config import Config, load_access_codes
 from consumer.errors import ConfigError, CredentialsRejected, ServiceUnavailable, describe_error
 from consumer.logs import get_logger, register_secret
-from consumer.observability import DaemonCollector, ObservabilityServer, build_registry
+from consumer.observability import DaemonCollector, ObservabilityServer, build_registry, healthy
 from consumer.relay.redmist import RedMistProfile
 from consumer.relay.relay import Relay
 from consumer.relay.state import LiveState
@@ -41,7 +52,8 @@ from consumer.relay.stats import RelayStats
 from consumer.relay.subscriptions import HubCall, Subscriber
 from consumer.signalr.connection import HubConnection, HubError
 from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy, retry_policy
-from consumer.sinks import SinkWorker, build_worker
+from consumer.sinks import SinkWorker, build_worker, stuck_threads
+from consumer.sinks.base import CLOSE_TIMEOUT
 from consumer.systemd import Notifier
 
 log = get_logger("consumer.daemon")
@@ -123,6 +135,7 @@ class Daemon:
         self.http: httpx.AsyncClient | None = None
         self.observability: ObservabilityServer | None = None
         self.exit_code: int | None = None
+        self._unhealthy: str | None = None  # why the watchdog is withheld (logged once per episode)
 
     # -- control -------------------------------------------------------------------------------
 
@@ -228,8 +241,58 @@ class Daemon:
         )
 
     def _healthy(self) -> bool:
-        """For the watchdog: sink writers alive and the connection task not wedged."""
-        return not self._fatal and all(w.depth <= w.queue_size + w.max_pending for w in self.workers)
+        """For the watchdog: no fatal error, no stalled sink, the hub not disconnected for too long."""
+        reason = self._unhealthy_reason()
+        if reason != self._unhealthy:
+            if reason is not None:
+                log.error("unhealthy; withholding the systemd watchdog", reason=reason)
+            else:
+                log.warning("healthy again; watchdog resumed", was=self._unhealthy)
+            self._unhealthy = reason
+        return reason is None
+
+    def _unhealthy_reason(self) -> str | None:
+        if self._fatal is not None:
+            return "fatal error"
+        svc = self.cfg.service
+        now = time.monotonic()
+        for w in self.workers:
+            stalled = w.stalled_seconds(now)
+            if stalled > svc.sink_stall_seconds:
+                return f"sink {w.name}: no write returned for {stalled:.0f} s with {w.depth} records waiting"
+        grace = svc.watchdog_disconnected_seconds
+        if grace and not healthy(self.stats, grace):
+            return f"hub {self.stats.connection_state} for more than {grace:g} s"
+        return None
+
+    def abort(self, signame: str = "") -> None:
+        """Exit now (a second signal): count everything not yet written as abandoned, log `stopped`.
+
+        The caller leaves the process right after (nothing here awaits).
+        """
+        self._stopping = True
+        for worker in self.workers:
+            worker.abandon()
+        self._log_stopped(aborted=signame or True)
+
+    def _log_stopped(self, **extra: Any) -> None:
+        dropped = {w.name: dict(w.stats.dropped) for w in self.workers if any(w.stats.dropped.values())}
+        conn_stats = self.connection.stats if self.connection is not None else None
+        abandoned = 0
+        if conn_stats is not None:
+            pending = conn_stats.invocations_decoded - conn_stats.invocations_dispatched
+            abandoned = max(conn_stats.invocations_abandoned, pending)
+        log.info(
+            "stopped",
+            # decoded by the hub connection; == received unless a drain was cut short (abandoned)
+            decoded=conn_stats.invocations_decoded if conn_stats is not None else 0,
+            abandoned=abandoned,
+            received=self.stats.total_received(),
+            written={w.name: w.stats.written for w in self.workers},
+            dropped=dropped or None,
+            stuck_sinks=stuck_threads() or None,
+            **extra,
+        )
 
     # -- run -----------------------------------------------------------------------------------
 
@@ -375,8 +438,17 @@ class Daemon:
         await asyncio.gather(*background, return_exceptions=True)
         if self.subscriber is not None:
             await self.subscriber.aclose()
-        for worker in self.workers:
-            await worker.close(grace=max(0.05, deadline - time.monotonic()))
+        # All sinks at once, each within what is left of the grace: the drain first, then a reserve
+        # for flush + close (bounded too: a thread stuck in write() cannot hold the exit).
+        left = max(0.1, deadline - time.monotonic())
+        reserve = min(CLOSE_TIMEOUT, left / 4)
+        closed = await asyncio.gather(
+            *(w.close(grace=left - reserve, close_timeout=reserve) for w in self.workers),
+            return_exceptions=True,
+        )
+        for worker, result in zip(self.workers, closed, strict=True):
+            if isinstance(result, Exception):
+                log.error("sink close failed", sink=worker.name, error=_describe(result))
         if self.observability is not None:
             await self.observability.stop()
         if self.http is not None:
@@ -384,14 +456,4 @@ class Daemon:
         with contextlib.suppress(Exception):
             await provider.aclose()
         self.notifier.close()
-        dropped = {w.name: dict(w.stats.dropped) for w in self.workers if any(w.stats.dropped.values())}
-        conn_stats = self.connection.stats if self.connection is not None else None
-        log.info(
-            "stopped",
-            # decoded by the hub connection; == received unless a drain was cut short (abandoned)
-            decoded=conn_stats.invocations_decoded if conn_stats is not None else 0,
-            abandoned=conn_stats.invocations_abandoned if conn_stats is not None else 0,
-            received=self.stats.total_received(),
-            written={w.name: w.stats.written for w in self.workers},
-            dropped=dropped or None,
-        )
+        self._log_stopped()

@@ -9,7 +9,8 @@
 Metric names (prefix `event_consumer_`): `messages_received_total{target}`,
 `messages_relayed_total{target}`, `reconnects_total{reason}`, `token_requests_total{outcome}`,
 `snapshots_total{outcome}`, `seconds_since_last_message`, `sink_queue_depth{sink}`,
-`sink_records_written_total{sink}`, `sink_write_errors_total{sink}`, `sink_blocked_total{sink}`,
+`sink_queue_bytes{sink}`, `sink_records_written_total{sink}`, `sink_write_errors_total{sink}`,
+`sink_blocked_total{sink}`,
 `dropped_records_total{sink,reason}`, `connection_state{state}` (1 for the current state),
 `connected`, `contract_extra_slots_total{type}` (RedMist objects with more slots than the contract:
 kept as `key<n>`), `contract_unexpected_values_total{type}` (values passed through as received),
@@ -86,6 +87,9 @@ class DaemonCollector(Collector):
         depth = GaugeMetricFamily(
             PREFIX + "sink_queue_depth", "Lines queued or held for retry", labels=["sink"]
         )
+        depth_bytes = GaugeMetricFamily(
+            PREFIX + "sink_queue_bytes", "Bytes of the lines queued or held for retry", labels=["sink"]
+        )
         written = CounterMetricFamily(PREFIX + "sink_records_written", "Lines stored", labels=["sink"])
         errors = CounterMetricFamily(PREFIX + "sink_write_errors", "Failed write attempts", labels=["sink"])
         blocked = CounterMetricFamily(
@@ -96,12 +100,13 @@ class DaemonCollector(Collector):
         )
         for w in self.workers:
             depth.add_metric([w.name], float(w.depth))
+            depth_bytes.add_metric([w.name], float(w.depth_bytes))
             written.add_metric([w.name], float(w.stats.written))
             errors.add_metric([w.name], float(w.stats.errors))
             blocked.add_metric([w.name], float(w.stats.blocked))
             for reason, n in w.stats.dropped.items():
                 dropped.add_metric([w.name, reason], float(n))
-        yield from (depth, written, errors, blocked, dropped)
+        yield from (depth, depth_bytes, written, errors, blocked, dropped)
         yield _counter(
             "contract_extra_slots",
             "RedMist objects with more slots than the contract knows (kept as key<n>), by type",
