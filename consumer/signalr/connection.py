@@ -533,14 +533,6 @@ class _DispatchQueue:
         """Items (batches and markers) queued, not yet taken by the dispatcher."""
         return len(self._items)
 
-    @property
-    def limit(self) -> int:
-        return self._limit
-
-    @property
-    def byte_limit(self) -> int:
-        return self._byte_limit
-
     def put_nowait(self, item: _Queued, nbytes: int = 0) -> bool:
         """Add `item` (`nbytes` wire bytes) and return True, or return False (nothing added) when full."""
         if self.size >= self._limit or self.bytes >= self._byte_limit:
