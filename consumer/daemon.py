@@ -307,12 +307,7 @@ class Daemon:
         try:
             if cfg.http.enabled:
                 registry = build_registry(
-                    DaemonCollector(
-                        self.stats,
-                        self.workers,
-                        lambda: provider.stats.requests,
-                        buffers=lambda: self.connection.buffer_usage() if self.connection else None,
-                    )
+                    DaemonCollector(self.stats, self.workers, lambda: provider.stats.requests)
                 )
                 self.observability = ObservabilityServer(
                     self.stats,
@@ -344,6 +339,7 @@ class Daemon:
                     background.append(asyncio.create_task(self.state.run(), name="state"))
             conn = await self._build_connection(provider)
             self.connection = conn
+            self.stats.buffer_usage = conn.buffer_usage  # /metrics: the hub connection's buffers
             self.subscriber = Subscriber(
                 conn.invoke,
                 self._calls,

@@ -48,12 +48,10 @@ class DaemonCollector(Collector):
         stats: RelayStats,
         workers: Sequence[SinkWorker],
         token_counts: Callable[[], Mapping[str, int]] | None = None,
-        buffers: Callable[[], BufferUsage | None] | None = None,
     ) -> None:
         self.stats = stats
         self.workers = workers
         self.token_counts = token_counts
-        self.buffers = buffers
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -74,9 +72,8 @@ class DaemonCollector(Collector):
         )
         g.add_metric([], -1.0 if since is None else since)
         yield g
-        usage = self.buffers() if self.buffers else None
-        if usage is not None:
-            yield from _buffer_metrics(usage)
+        if s.buffer_usage is not None:
+            yield from _buffer_metrics(s.buffer_usage())
         state = GaugeMetricFamily(PREFIX + "connection_state", "1 for the current state", labels=["state"])
         for name in CONNECTION_STATES:
             state.add_metric([name], 1.0 if s.connection_state == name else 0.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 CONNECTION_STATES = ("disconnected", "connecting", "connected", "reconnecting", "closed")
 OTHER_TARGET = "other"  # the counter key / metric label of every target the daemon does not know
@@ -17,6 +18,7 @@ OTHER_TARGET = "other"  # the counter key / metric label of every target the dae
 
 class RelayStats:
     __slots__ = (
+        "buffer_usage",
         "clock",
         "connected_once",
         "connection_state",
@@ -42,6 +44,8 @@ class RelayStats:
         self.started = clock()
         self.state_since = self.started
         self.connected_once = False
+        # The hub connection's `buffer_usage()` (a consumer.signalr.connection.BufferUsage), once built.
+        self.buffer_usage: Callable[[], Any] | None = None
 
     def set_state(self, state: str) -> None:
         if state != self.connection_state:

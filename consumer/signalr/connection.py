@@ -121,11 +121,11 @@ log = get_logger(__name__)
 
 MAX_REDIRECTS = 100
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+NO_RESULT_ERROR = "Client didn't provide a result."
 DEFAULT_MAX_DISPATCH_BYTES = 16 * 1024 * 1024
 # Hub targets (method names) longer than this are still dispatched, but never kept as a key of a
 # long-lived structure (route caches, warned-once sets, per-target counters): a hub controls them.
 MAX_TARGET_LENGTH = 256
-NO_RESULT_ERROR = "Client didn't provide a result."
 _TRACKABLE = frozenset(
     {
         proto.MessageType.INVOCATION,
