@@ -47,6 +47,12 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     reconnect_max_delay_seconds: float = 30.0
     retry_initial_start: bool = True
     max_message_bytes: int = 1024 * 1024
+    # Decoded, not yet relayed invocations (wire bytes); the receive loop stops reading at the bound.
+    max_dispatch_bytes: int = 16 * 1024 * 1024
+    # Stateful reconnect: sent, not yet acknowledged messages kept for replay (sends wait at the bound).
+    max_replay_bytes: int = 100_000
+    # Targets counted by name in metrics besides RedMist's and the sinks' filters (others: `other`).
+    known_targets: list[str] = msgspec.field(default_factory=list)
     allow_insecure_http: bool = False
     on_connect: list[OnConnect] = msgspec.field(default_factory=list)
 
@@ -262,6 +268,9 @@ def _validate(cfg: Config, file: str) -> None:
     need(bool(hub.name), "hub.name", "a non-empty string")
     for key in ("handshake_timeout_seconds", "keepalive_interval_seconds", "server_timeout_seconds"):
         need(getattr(hub, key) > 0, f"hub.{key}", "a number > 0")
+    need(hub.max_dispatch_bytes > 0, "hub.max_dispatch_bytes", "an int > 0")
+    need(hub.max_replay_bytes > 0, "hub.max_replay_bytes", "an int > 0")
+    need(all(hub.known_targets), "hub.known_targets", "non-empty target names")
     need(hub.max_message_bytes > 0, "hub.max_message_bytes", "an int > 0")
     for i, oc in enumerate(hub.on_connect):
         need(bool(oc.method), f"hub.on_connect.{i}.method", "a non-empty string")

@@ -122,6 +122,7 @@ class Daemon:
         self._provider = token_provider
         self._connection_factory = connection_factory
         self._status_interval = status_interval
+        self.relay.known_targets.update(cfg.hub.known_targets)  # counted by name in /metrics
         self._stop = asyncio.Event()
         self._fatal: BaseException | None = None
         self._closed_for_good = asyncio.Event()
@@ -174,6 +175,8 @@ class Daemon:
             keepalive_interval=hub.keepalive_interval_seconds,
             server_timeout=hub.server_timeout_seconds,
             max_message_size=hub.max_message_bytes,
+            max_dispatch_bytes=hub.max_dispatch_bytes,
+            stateful_buffer_size=hub.max_replay_bytes,
             close_timeout=shutdown_budget(self.cfg.service.shutdown_grace_seconds).close_timeout,
             allow_insecure_http=hub.allow_insecure_http,
             raw_arguments=True,
@@ -336,6 +339,7 @@ class Daemon:
                     background.append(asyncio.create_task(self.state.run(), name="state"))
             conn = await self._build_connection(provider)
             self.connection = conn
+            self.stats.buffer_usage = conn.buffer_usage  # /metrics: the hub connection's buffers
             self.subscriber = Subscriber(
                 conn.invoke,
                 self._calls,

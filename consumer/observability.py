@@ -13,7 +13,14 @@ Metric names (prefix `event_consumer_`): `messages_received_total{target}`,
 `sink_blocked_total{sink}`,
 `dropped_records_total{sink,reason}`, `connection_state{state}` (1 for the current state),
 `connected`, `contract_extra_slots_total{type}` (RedMist objects with more slots than the contract:
-kept as `key<n>`), `contract_unexpected_values_total{type}` (values passed through as received).
+kept as `key<n>`), `contract_unexpected_values_total{type}` (values passed through as received),
+`buffer_bytes{buffer}` / `buffer_limit_bytes{buffer}` (memory the hub connection holds:
+`dispatch` = decoded, not yet relayed invocations, `replay` = the stateful-reconnect buffer),
+`dispatch_queue_invocations` / `dispatch_queue_limit_invocations`.
+
+Cardinality: every label value comes from a bounded set — targets are the known ones or `other` (see
+consumer.relay.relay), reasons are exception class names, contract types and sinks come from the code
+and the configuration — so the body stays small whatever target names a hub sends.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from prometheus_client.registry import Collector
 
 from consumer.relay.contract import STATS as CONTRACT_STATS
 from consumer.relay.stats import CONNECTION_STATES, RelayStats
+from consumer.signalr.connection import BufferUsage
 from consumer.sinks import SinkWorker
 
 PREFIX = "event_consumer_"
@@ -64,6 +72,8 @@ class DaemonCollector(Collector):
         )
         g.add_metric([], -1.0 if since is None else since)
         yield g
+        if s.buffer_usage is not None:
+            yield from _buffer_metrics(s.buffer_usage())
         state = GaugeMetricFamily(PREFIX + "connection_state", "1 for the current state", labels=["state"])
         for name in CONNECTION_STATES:
             state.add_metric([name], 1.0 if s.connection_state == name else 0.0)
@@ -113,6 +123,28 @@ def _counter(name: str, doc: str, labels: list[str], values: Mapping[str, int]) 
     for key, n in sorted(values.items()):
         fam.add_metric([key], float(n))
     return fam
+
+
+def _buffer_metrics(usage: BufferUsage) -> Iterator[Metric]:
+    in_use = GaugeMetricFamily(
+        PREFIX + "buffer_bytes", "Bytes held by the hub connection, by buffer", labels=["buffer"]
+    )
+    in_use.add_metric(["dispatch"], float(usage.dispatch_bytes))
+    in_use.add_metric(["replay"], float(usage.replay_bytes))
+    limit = GaugeMetricFamily(
+        PREFIX + "buffer_limit_bytes", "Byte bound of each hub connection buffer", labels=["buffer"]
+    )
+    limit.add_metric(["dispatch"], float(usage.dispatch_limit_bytes))
+    limit.add_metric(["replay"], float(usage.replay_limit_bytes))
+    count = GaugeMetricFamily(
+        PREFIX + "dispatch_queue_invocations", "Invocations decoded and not yet relayed"
+    )
+    count.add_metric([], float(usage.dispatch_invocations))
+    count_limit = GaugeMetricFamily(
+        PREFIX + "dispatch_queue_limit_invocations", "Bound on invocations decoded and not yet relayed"
+    )
+    count_limit.add_metric([], float(usage.dispatch_limit_invocations))
+    yield from (in_use, limit, count, count_limit)
 
 
 def build_registry(collector: DaemonCollector) -> CollectorRegistry:

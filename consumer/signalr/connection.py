@@ -19,10 +19,13 @@ MessageBuffer.js) and goes past it where a daemon needs it:
 - `on(target, handler)` (sync or async, target case-insensitive like the official client); handlers
   run one at a time, in arrival order, in a dispatcher task. The receive loop hands each WebSocket
   frame's invocations over as one batch (one queue operation per frame, not per message) on a queue
-  bounded in invocations (`dispatch_queue_size`): while that many are handed over and not yet
-  dispatched, the receive loop stops reading. A frame's batch is never split, so at most
-  `dispatch_queue_size - 1` + two frames' invocations are decoded and not yet dispatched (one
-  admitted over the bound, one waiting for room). A handler exception is logged and never stops the
+  bounded in invocations (`dispatch_queue_size`) and in bytes (`max_dispatch_bytes`, the frames'
+  wire size, which the undecoded arguments point into): while either bound is reached, the receive
+  loop stops reading (backpressure: TCP then slows the hub; nothing is dropped). A frame's batch is
+  never split, so at most `dispatch_queue_size - 1` + two frames' invocations, or
+  `max_dispatch_bytes` + two frames' bytes, are decoded and not yet dispatched (one admitted over
+  the bound, one waiting for room). `buffer_usage()` reports bytes and invocations in use and the
+  limits. A handler exception is logged and never stops the
   connection. A server invocation that expects a result gets
   a Completion with the handler's return value, or an error Completion ("Client didn't provide a
   result." when nothing handled it).
@@ -94,6 +97,8 @@ from consumer.signalr import protocol as proto
 from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy
 
 __all__ = [
+    "MAX_TARGET_LENGTH",
+    "BufferUsage",
     "ClientStats",
     "ConnectionLostError",
     "ConnectionState",
@@ -117,6 +122,10 @@ log = get_logger(__name__)
 MAX_REDIRECTS = 100
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 NO_RESULT_ERROR = "Client didn't provide a result."
+DEFAULT_MAX_DISPATCH_BYTES = 16 * 1024 * 1024
+# Hub targets (method names) longer than this are still dispatched, but never kept as a key of a
+# long-lived structure (route caches, warned-once sets, per-target counters): a hub controls them.
+MAX_TARGET_LENGTH = 256
 _TRACKABLE = frozenset(
     {
         proto.MessageType.INVOCATION,
@@ -463,6 +472,22 @@ class ClientStats:
     invocations_abandoned: int = 0  # ... decoded but never dispatched because a drain was cut short
 
 
+@dataclass(frozen=True, slots=True)
+class BufferUsage:
+    """What the connection holds in memory now, and its limits (for `/metrics`).
+
+    `dispatch_*`: invocations decoded and not yet dispatched (wire bytes of their frames);
+    `replay_*`: the stateful-reconnect buffer of sent, not yet acknowledged messages (0 without one).
+    """
+
+    dispatch_bytes: int
+    dispatch_invocations: int
+    dispatch_limit_bytes: int
+    dispatch_limit_invocations: int
+    replay_bytes: int
+    replay_limit_bytes: int
+
+
 @dataclass(slots=True)
 class _Notify:
     """Connection callbacks queued behind the invocations decoded before them (dispatch order)."""
@@ -480,19 +505,24 @@ class _DispatchQueue:
     """The receive loop → dispatcher FIFO. Items are whole batches (a frame's invocations) or
     `_Notify` markers, so the hand-off costs one put/get per frame, not per message.
 
-    Bounded in invocations, not in items: `size` counts the invocations handed over and not yet
-    finished by the dispatcher (queued ones and the batch it is working on; a `_Notify` counts 1)
-    until `task_done(item)`. `put()` waits while `size >= limit`, then adds the whole item: a batch
-    is never split, so `size` stays under `limit + one batch`. A cancelled `put()` has added
-    nothing. `join()` waits until every item put is done.
+    Bounded in invocations and in bytes, not in items: `size` counts the invocations handed over and
+    not yet finished by the dispatcher (queued ones and the batch it is working on; a `_Notify`
+    counts 1) until `task_done(item)`; `bytes` likewise counts the wire bytes given with each
+    `put(item, nbytes)`. `put()` waits while `size >= limit` or `bytes >= byte_limit`, then adds
+    the whole item: a batch is never split, so `size` stays under `limit + one batch` and `bytes`
+    under `byte_limit + one frame`. A cancelled `put()` has added nothing. `join()` waits until
+    every item put is done. One consumer: `task_done()` is called for the items taken, in order.
     """
 
-    __slots__ = ("_idle", "_items", "_limit", "_ready", "_room", "size")
+    __slots__ = ("_byte_limit", "_idle", "_items", "_limit", "_ready", "_room", "_taken", "bytes", "size")
 
-    def __init__(self, limit: int) -> None:
-        self._items: deque[_Queued] = deque()
+    def __init__(self, limit: int, byte_limit: int = DEFAULT_MAX_DISPATCH_BYTES) -> None:
+        self._items: deque[tuple[_Queued, int]] = deque()
+        self._taken: deque[int] = deque()  # bytes of the items taken by get(), not yet task_done()
         self._limit = max(1, limit)
+        self._byte_limit = max(1, byte_limit)
         self.size = 0
+        self.bytes = 0
         self._ready = asyncio.Event()  # set while items are queued
         self._room = asyncio.Event()  # set while size < limit
         self._room.set()
@@ -503,20 +533,21 @@ class _DispatchQueue:
         """Items (batches and markers) queued, not yet taken by the dispatcher."""
         return len(self._items)
 
-    def put_nowait(self, item: _Queued) -> bool:
-        """Add `item` and return True, or return False (nothing added) when the queue is full."""
-        if self.size >= self._limit:
+    def put_nowait(self, item: _Queued, nbytes: int = 0) -> bool:
+        """Add `item` (`nbytes` wire bytes) and return True, or return False (nothing added) when full."""
+        if self.size >= self._limit or self.bytes >= self._byte_limit:
             return False
-        self._items.append(item)
+        self._items.append((item, nbytes))
         self.size += len(item) if item.__class__ is list else 1
+        self.bytes += nbytes
         self._idle.clear()
         self._ready.set()
-        if self.size >= self._limit:
+        if self.size >= self._limit or self.bytes >= self._byte_limit:
             self._room.clear()
         return True
 
-    async def put(self, item: _Queued) -> None:
-        while not self.put_nowait(item):
+    async def put(self, item: _Queued, nbytes: int = 0) -> None:
+        while not self.put_nowait(item, nbytes):
             await self._room.wait()
 
     async def get(self) -> _Queued:
@@ -524,12 +555,15 @@ class _DispatchQueue:
         while not items:
             self._ready.clear()
             await self._ready.wait()
-        return items.popleft()
+        item, nbytes = items.popleft()
+        self._taken.append(nbytes)
+        return item
 
     def task_done(self, item: _Queued) -> None:
         """The dispatcher is done with `item` (taken by `get()`): its invocations stop counting."""
         self.size -= len(item) if item.__class__ is list else 1
-        if self.size < self._limit:
+        self.bytes -= self._taken.popleft() if self._taken else 0
+        if self.size < self._limit and self.bytes < self._byte_limit:
             self._room.set()
         if self.size <= 0:
             self._idle.set()
@@ -547,7 +581,7 @@ class _Route:
     raw_is_coroutine: bool  # raw is an `async def`: await its result without inspecting it
 
 
-_MAX_ROUTES = 1024  # distinct target spellings cached; the cache starts over past that
+_MAX_ROUTES = 1024  # distinct target spellings cached (each <= MAX_TARGET_LENGTH); starts over past that
 
 
 @dataclass(slots=True)
@@ -586,6 +620,7 @@ class HubConnection:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_size: int | None = None,
         dispatch_queue_size: int = 10_000,
+        max_dispatch_bytes: int = DEFAULT_MAX_DISPATCH_BYTES,
         drain_timeout: float = 5.0,
         stream_buffer_size: int = 1_000,
         allow_insecure_http: bool = False,
@@ -625,6 +660,10 @@ class HubConnection:
         self._max_message_size = max_message_size
         self._max_frame_size = max_frame_size if max_frame_size is not None else 8 * max_message_size
         self._dispatch_queue_size = dispatch_queue_size
+        self._max_dispatch_bytes = max_dispatch_bytes
+        # Frames the WebSocket library may read ahead of the receive loop (it pauses the socket past
+        # that): as many of the largest frames as the dispatch byte bound holds, 1..16 (its default).
+        self._read_ahead = max(1, min(16, max_dispatch_bytes // self._max_frame_size))
         self._drain_timeout = drain_timeout
         self._stream_buffer_size = stream_buffer_size
         self._allow_insecure = allow_insecure_http
@@ -782,6 +821,19 @@ class HubConnection:
     async def wait_closed(self) -> None:
         """Wait until the connection is closed for good (stop, policy gave up, Close without reconnect)."""
         await self._closed_event.wait()
+
+    def buffer_usage(self) -> BufferUsage:
+        """Bytes and invocations held for dispatch and for a stateful resume now, with their limits."""
+        queue = self._dispatch_queue
+        buffer = self._buffer
+        return BufferUsage(
+            dispatch_bytes=queue.bytes if queue is not None else 0,
+            dispatch_invocations=queue.size if queue is not None else 0,
+            dispatch_limit_bytes=self._max_dispatch_bytes,
+            dispatch_limit_invocations=self._dispatch_queue_size,
+            replay_bytes=buffer.buffered_bytes if buffer is not None else 0,
+            replay_limit_bytes=self._stateful_buffer_size,
+        )
 
     async def send(self, target: str, *args: Any) -> None:
         """Non-blocking invocation: no invocation id, no Completion."""
@@ -981,6 +1033,7 @@ class HubConnection:
                 ws_url,
                 additional_headers=self._auth_headers(token),
                 max_size=self._max_frame_size,
+                max_queue=self._read_ahead,
                 open_timeout=self._handshake_timeout,
                 close_timeout=self._close_timeout,
                 ping_interval=None,
@@ -1186,7 +1239,7 @@ class HubConnection:
         self._closing = False
         self._abandoned = False
         self._leftover.clear()
-        queue = _DispatchQueue(self._dispatch_queue_size)
+        queue = _DispatchQueue(self._dispatch_queue_size, self._max_dispatch_bytes)
         self._dispatch_queue = queue
         dispatcher = asyncio.create_task(self._dispatch_loop(queue), name="signalr:dispatcher")
         self._dispatcher = dispatcher
@@ -1335,32 +1388,38 @@ class HubConnection:
             except proto.ProtocolError as exc:
                 return _Ended(exc, allow_reconnect=True, resumable=False)
             if messages:
-                ended = await handle(messages)
+                ended = await handle(messages, len(data))
                 if ended is not None:
                     return ended
 
-    async def _handle_messages(self, messages: list[proto.HubMessage]) -> _Ended | None:
-        """One frame's messages. Its invocations go to the dispatcher as one batch; the hot case
-        (no stateful buffer, nothing but invocations) costs one list comprehension and one put."""
+    async def _handle_messages(self, messages: list[proto.HubMessage], nbytes: int = 0) -> _Ended | None:
+        """One frame's messages (`nbytes` on the wire). Its invocations go to the dispatcher as one
+        batch; the hot case (no stateful buffer, nothing but invocations) costs one list
+        comprehension and one put."""
         if self._buffer is None:
             batch = cast(_Batch, [m for m in messages if m.__class__ is _INVOCATION])
             if len(batch) == len(messages):
                 self.stats.invocations_decoded += len(batch)
                 queue = self._dispatch_queue
                 assert queue is not None
-                if not queue.put_nowait(batch):
-                    await self._hand_over(queue, batch, messages, len(messages))
+                if not queue.put_nowait(batch, nbytes):
+                    await self._hand_over(queue, batch, messages, len(messages), nbytes)
                 return None
-        return await self._handle_mixed(messages)
+        return await self._handle_mixed(messages, nbytes)
 
     async def _hand_over(
-        self, queue: _DispatchQueue, batch: _Batch, messages: list[proto.HubMessage], resume_at: int
+        self,
+        queue: _DispatchQueue,
+        batch: _Batch,
+        messages: list[proto.HubMessage],
+        resume_at: int,
+        nbytes: int = 0,
     ) -> None:
         """Wait for room for `batch` (already counted as decoded). Cancelled (stop() came): nothing
         was queued, so the batch and the invocations of `messages[resume_at:]` are kept for the
         final drain, in order."""
         try:
-            await queue.put(batch)
+            await queue.put(batch, nbytes)
         except asyncio.CancelledError:
             self._leftover.append(batch)
             self._keep_rest(messages, resume_at)
@@ -1378,13 +1437,15 @@ class HubConnection:
             self.stats.invocations_decoded += len(rest)
             self._leftover.append(rest)
 
-    async def _handle_mixed(self, messages: list[proto.HubMessage]) -> _Ended | None:
+    async def _handle_mixed(self, messages: list[proto.HubMessage], nbytes: int = 0) -> _Ended | None:
         """The general case: stateful sequence tracking and non-invocation messages. Invocations
         collected so far are handed over before any message whose effect a handler could observe
-        (StreamItem, Completion, Close, Sequence), so the order of effects is the arrival order."""
+        (StreamItem, Completion, Close, Sequence), so the order of effects is the arrival order.
+        Each batch is charged its share of the frame's `nbytes` (by message count)."""
         buffer = self._buffer
         queue = self._dispatch_queue
         assert queue is not None
+        per_message = nbytes // len(messages) if messages else 0
         batch: _Batch = []
         for index, message in enumerate(messages):
             if buffer is not None and not buffer.should_process(message):
@@ -1400,8 +1461,9 @@ class HubConnection:
                 continue
             if batch:
                 self.stats.invocations_decoded += len(batch)
-                if not queue.put_nowait(batch):
-                    await self._hand_over(queue, batch, messages, index + 1)
+                cost = per_message * len(batch)
+                if not queue.put_nowait(batch, cost):
+                    await self._hand_over(queue, batch, messages, index + 1, cost)
                 batch = []
             try:
                 ended = await self._handle_other(message, buffer)
@@ -1412,8 +1474,9 @@ class HubConnection:
                 return ended
         if batch:
             self.stats.invocations_decoded += len(batch)
-            if not queue.put_nowait(batch):
-                await self._hand_over(queue, batch, messages, len(messages))
+            cost = per_message * len(batch)
+            if not queue.put_nowait(batch, cost):
+                await self._hand_over(queue, batch, messages, len(messages), cost)
         return None
 
     async def _handle_other(self, message: proto.HubMessage, buffer: _MessageBuffer | None) -> _Ended | None:
@@ -1559,12 +1622,20 @@ class HubConnection:
                                     if result is not None and inspect.isawaitable(result):
                                         await result
                             except Exception as exc:
-                                log.error("signalr.handler_failed", target=target, error=_describe(exc))
+                                log.error(
+                                    "signalr.handler_failed",
+                                    target=target[:MAX_TARGET_LENGTH],
+                                    error=_describe(exc),
+                                )
                         else:
                             try:
                                 await self._dispatch(message, route)
                             except Exception as exc:  # never let one invocation stop the dispatcher
-                                log.error("signalr.dispatch_failed", target=target, error=_describe(exc))
+                                log.error(
+                                    "signalr.dispatch_failed",
+                                    target=target[:MAX_TARGET_LENGTH],
+                                    error=_describe(exc),
+                                )
                         done += 1
                 finally:
                     stats.invocations_dispatched += done
@@ -1575,6 +1646,8 @@ class HubConnection:
         handlers = tuple(self._handlers.get(target.lower(), ()))
         raw = self._raw_handler if not handlers and self._raw_arguments else None
         route = _Route(handlers, raw, raw is not None and inspect.iscoroutinefunction(raw))
+        if len(target) > MAX_TARGET_LENGTH:
+            return route  # dispatched, never cached: the hub picks these names
         if len(self._routes) >= _MAX_ROUTES:
             self._routes.clear()
         self._routes[target] = route
@@ -1638,7 +1711,9 @@ class HubConnection:
             try:
                 raw_result = await _maybe_await(raw_handler(message.target, message.arguments))
             except Exception as exc:
-                log.error("signalr.handler_failed", target=message.target, error=_describe(exc))
+                log.error(
+                    "signalr.handler_failed", target=message.target[:MAX_TARGET_LENGTH], error=_describe(exc)
+                )
                 if expects:
                     await self._send_completion(message.invocation_id, error=str(exc))
                 return
@@ -1650,9 +1725,14 @@ class HubConnection:
             return
         handlers = route.handlers
         if not handlers:
-            if message.target.lower() not in self._warned_targets:
-                self._warned_targets.add(message.target.lower())
-                log.warning("signalr.no_handler", target=message.target)
+            key = message.target.lower()[:MAX_TARGET_LENGTH]
+            if key not in self._warned_targets and len(self._warned_targets) < _MAX_ROUTES:
+                self._warned_targets.add(key)  # warned once per name, for at most _MAX_ROUTES names
+                log.warning(
+                    "signalr.no_handler",
+                    target=message.target[:MAX_TARGET_LENGTH],
+                    target_length=len(message.target),
+                )
             if expects:
                 await self._send_completion(message.invocation_id, error=NO_RESULT_ERROR)
             return
@@ -1669,7 +1749,9 @@ class HubConnection:
                 error = None
             except Exception as exc:
                 error = exc
-                log.error("signalr.handler_failed", target=message.target, error=_describe(exc))
+                log.error(
+                    "signalr.handler_failed", target=message.target[:MAX_TARGET_LENGTH], error=_describe(exc)
+                )
         if not expects:
             return
         if multiple:
