@@ -56,20 +56,69 @@ class LiveState:
         self.written_version = 0
         self._changed = asyncio.Event()
         self._stamp = Clock()
+        # -- read API for the board server (h13; minimal, to be reconciled with h12's) --
+        self._epochs: dict[str, int] = {}
+        self._last_message: dict[str, float] = {}
+        self._bumped = asyncio.Event()
 
-    def _touch(self) -> None:
+    def _touch(self, key: str | None = None) -> None:
         self.version += 1
         self._changed.set()
+        if key is not None:
+            self._last_message[key] = self._clock()
+        bumped, self._bumped = self._bumped, asyncio.Event()
+        bumped.set()
+
+    def _new_epoch(self, key: str) -> None:
+        self._epochs[key] = self._epochs.get(key, 0) + 1
+
+    # -- read API (h13-board; minimal versions of the names h12-redmist provides) --------------
+
+    def events(self) -> list[str]:
+        """Event ids with any state, sorted."""
+        return sorted(set(self.sessions) | set(self.cars), key=lambda k: (len(k), k))
+
+    def event_state(self, event_id: int | str) -> dict[str, Any] | None:
+        """The merged SessionState of one event with its car rows, or None without any state."""
+        key = str(event_id)
+        if key not in self.sessions and key not in self.cars:
+            return None
+        session = dict(self.sessions.get(key, {}))
+        session["carPositions"] = list(self.cars.get(key, {}).values())
+        return session
+
+    def epoch(self, event_id: int | str) -> int:
+        """Bumped when the event's board starts over (ReceiveReset, a new session)."""
+        return self._epochs.get(str(event_id), 0)
+
+    def event_status(self, event_id: int | str) -> str:
+        session = self.sessions.get(str(event_id))
+        if not session or "isLive" not in session:
+            return "unknown"
+        return "live" if session["isLive"] else "not_live"
+
+    def last_message_at(self, event_id: int | str) -> float | None:
+        """When (monotonic clock) the last message for this event was merged."""
+        return self._last_message.get(str(event_id))
+
+    async def wait_changed(self, since_version: int) -> int:
+        """Wait until `version` differs from `since_version`; return the new version."""
+        while self.version == since_version:
+            await self._bumped.wait()
+        return self.version
 
     # -- merge (called from relay watchers; synchronous and cheap) -----------------------------
 
     def on_snapshot(self, state: dict[str, Any], event_id: int | str | None) -> None:
         key = str(event_id if event_id is not None else state.get("eventId"))
         session = {k: v for k, v in state.items() if k != "carPositions"}
+        old = self.sessions.get(key)
+        if old is None or old.get("sessionId") != session.get("sessionId"):
+            self._new_epoch(key)
         self.sessions[key] = session
         rows = state.get("carPositions") or []
         self.cars[key] = {str(r.get("n")): dict(r) for r in rows if isinstance(r, dict)}
-        self._touch()
+        self._touch(key)
 
     def on_session_patch(self, args: list[Any], event_id: int | str | None) -> None:
         if not args or not isinstance(args[0], dict):
@@ -77,6 +126,9 @@ class LiveState:
         patch = args[0]
         key = str(event_id if event_id is not None else patch.get("eventId"))
         session = self.sessions.setdefault(key, {})
+        sid = patch.get("sessionId")
+        if sid is not None and "sessionId" in session and session["sessionId"] != sid:
+            self._new_epoch(key)
         for name, value in patch.items():
             if value is None:
                 continue
@@ -84,12 +136,13 @@ class LiveState:
                 self.cars[key] = {str(r.get("n")): dict(r) for r in value if isinstance(r, dict)}
                 continue
             session[name] = value
-        self._touch()
+        self._touch(key)
 
     def on_car_patches(self, args: list[Any], event_id: int | str | None) -> None:
         if not args or not isinstance(args[0], list):
             return
         names = self._names
+        key = None
         for patch in args[0]:
             if not isinstance(patch, dict) or patch.get("number") is None:
                 continue
@@ -99,9 +152,11 @@ class LiveState:
             for name, value in patch.items():
                 if value is not None:
                     row[names.get(name) or str(name)] = value
-        self._touch()
+        self._touch(key)
 
     def reset(self) -> None:
+        for key in set(self.sessions) | set(self.cars):
+            self._new_epoch(key)
         self.sessions.clear()
         self.cars.clear()
         self._touch()
