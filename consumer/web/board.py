@@ -325,6 +325,7 @@ class BoardService:
         if channel.board is None:
             self._publish(event_id)
         client = _Client(self.client_buffer_bytes)
+        client.push(b"retry: 1000\n\n", force=True)  # browsers reconnect after 1 s (not their 3 s default)
         client.push(_frame("hub", {"state": self.hub_state}), force=True)
         for frame in self._resume(channel, request.headers.get("last-event-id")):
             client.push(frame, force=True)
