@@ -12,6 +12,7 @@ from consumer.web.server import (
     Route,
     Router,
     Stream,
+    StreamSink,
     error_response,
     json_response,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "Route",
     "Router",
     "Stream",
+    "StreamSink",
     "add_page_routes",
     "board_delta",
     "error_response",

@@ -11,16 +11,17 @@ event, diffs the new board against the last published one:
 - `event: reset` — the board started over (ReceiveReset, a new session): a `board` follows;
 - `event: hub` — `{"state": "connected" | "reconnecting" | ...}` whenever the daemon's hub
   connection changes (and first on every stream);
-- `: heartbeat` comments after `heartbeat` seconds without anything else.
+- `: heartbeat` comments on every stream every `heartbeat` seconds.
 
 `board`, `delta` and `reset` frames carry an id `<boot>.<seq>` (`boot` is random per daemon run,
 `seq` counts publications per event). A client reconnecting with `Last-Event-ID` gets the frames it
 missed from a bounded ring (the last `ring_size` publications of the current epoch) or, when they
 are no longer there (or the daemon restarted), a fresh full board.
 
-Fan-out is bounded: at most `max_clients` streams (beyond: 503 + `Retry-After`), and each client
-buffers at most `client_buffer_bytes` of frames not yet handed to its socket; a client that falls
-further behind is dropped (`event_consumer_board_clients_dropped_total{reason="slow"}`) and its
+Fan-out is bounded: at most `max_clients` streams (beyond: 503 + `Retry-After`). A publication is
+encoded once and written straight to every client's transport (no task per client); a client whose
+transport still holds more than `client_buffer_bytes` unsent (plus what the kernel's send buffer
+holds, SO_SNDBUF = 64 KiB) is dropped (`event_consumer_board_clients_dropped_total{reason="slow"}`) and its
 browser reconnects by itself (then resumes from the ring or a full board).
 """
 
@@ -32,7 +33,7 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import msgspec
@@ -40,7 +41,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from consumer.relay import contract
-from consumer.web.server import Request, Response, Router, Stream, error_response, json_response
+from consumer.web.server import (
+    Request,
+    Response,
+    Router,
+    Stream,
+    StreamSink,
+    error_response,
+    json_response,
+)
 
 __all__ = ["BoardCollector", "BoardService", "BoardSource", "board_delta", "flag_name"]
 
@@ -109,28 +118,24 @@ def _frame(kind: str, data: Any, frame_id: str | None = None) -> bytes:
 
 
 class _Client:
-    __slots__ = ("buffered", "dropped", "frames", "limit", "stream", "wake")
+    """One stream: frames go straight to its sink; a backlog beyond `limit` bytes drops it."""
 
-    def __init__(self, limit: int) -> None:
-        self.frames: deque[bytes] = deque()
-        self.buffered = 0
+    __slots__ = ("dropped", "limit", "sink")
+
+    def __init__(self, sink: StreamSink, limit: int) -> None:
+        self.sink = sink
         self.limit = limit
         self.dropped = False
-        self.wake = asyncio.Event()
-        self.stream: Stream | None = None
 
     def push(self, frame: bytes, *, force: bool = False) -> bool:
-        if self.dropped:
+        if self.dropped or self.sink.closed:
             return False
-        if not force and self.buffered and self.buffered + len(frame) > self.limit:
+        backlog = self.sink.buffered()
+        if not force and backlog and backlog + len(frame) > self.limit:
             self.dropped = True
-            self.frames.clear()
-            self.buffered = 0
-            self.wake.set()
+            self.sink.abort()  # no clean end: the browser reconnects and resumes
             return False
-        self.frames.append(frame)
-        self.buffered += len(frame)
-        self.wake.set()
+        self.sink.write(frame)
         return True
 
 
@@ -195,6 +200,19 @@ class BoardService:
     # -- the pump ------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._pump())
+            tg.create_task(self._heartbeats())
+
+    async def _heartbeats(self) -> None:
+        """A comment on every stream every `heartbeat` seconds (keeps proxies and clients sure)."""
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            for channel in self.channels.values():
+                for client in list(channel.clients):
+                    self._push(channel, client, b": heartbeat\n\n")
+
+    async def _pump(self) -> None:
         version = 0
         last = -1e9
         while True:
@@ -254,9 +272,10 @@ class BoardService:
         return _frame("board", data, self._id(channel))
 
     def _push(self, channel: _Channel, client: _Client, frame: bytes, *, force: bool = False) -> None:
-        if not client.push(frame, force=force) and client.dropped and client in channel.clients:
+        if not client.push(frame, force=force) and client in channel.clients:
             channel.clients.discard(client)
-            self.dropped["slow"] += 1
+            if client.dropped:
+                self.dropped["slow"] += 1
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -322,21 +341,26 @@ class BoardService:
             self.dropped["limit"] += 1
             return error_response(503, "too many stream clients", [("retry-after", "5")])
         channel = self._channel(event_id)
-        if channel.board is None:
-            self._publish(event_id)
-        client = _Client(self.client_buffer_bytes)
-        client.push(b"retry: 1000\n\n", force=True)  # browsers reconnect after 1 s (not their 3 s default)
-        client.push(_frame("hub", {"state": self.hub_state}), force=True)
-        for frame in self._resume(channel, request.headers.get("last-event-id")):
-            client.push(frame, force=True)
-        channel.clients.add(client)
-        stream = Stream(
-            self._frames(client),
-            headers=[("x-accel-buffering", "no")],
-            on_close=lambda: channel.clients.discard(client),
-        )
-        client.stream = stream
-        return stream
+        last_id = request.headers.get("last-event-id")
+        clients: list[_Client] = []
+
+        def on_open(sink: StreamSink) -> None:
+            # synchronous: no publication can slip in between the first frames and joining the channel
+            if channel.board is None:
+                self._publish(event_id)
+            client = _Client(sink, self.client_buffer_bytes)
+            clients.append(client)
+            client.push(b"retry: 1000\n\n", force=True)  # browsers reconnect after 1 s, not 3 s
+            client.push(_frame("hub", {"state": self.hub_state}), force=True)
+            for frame in self._resume(channel, last_id):
+                client.push(frame, force=True)
+            channel.clients.add(client)
+
+        def on_close() -> None:
+            for client in clients:
+                channel.clients.discard(client)
+
+        return Stream(on_open, on_close=on_close, headers=[("x-accel-buffering", "no")])
 
     def _resume(self, channel: _Channel, last_id: str | None) -> Iterator[bytes]:
         if last_id:
@@ -347,25 +371,6 @@ class BoardService:
                     yield from (frame for s, frame in channel.ring if s > seq)
                     return
         yield self._board_frame(channel)
-
-    async def _frames(self, client: _Client) -> AsyncIterator[bytes]:
-        while True:
-            if client.dropped:
-                if client.stream is not None:
-                    client.stream.abort()  # no clean end: the browser reconnects and resumes
-                return
-            if client.frames:
-                data = b"".join(client.frames)
-                client.frames.clear()
-                client.buffered = 0
-                yield data
-                continue
-            client.wake.clear()
-            try:
-                async with asyncio.timeout(self.heartbeat):
-                    await client.wake.wait()
-            except TimeoutError:
-                yield b": heartbeat\n\n"
 
 
 class BoardCollector(Collector):

@@ -10,9 +10,10 @@ What it does and bounds:
 - at most `max_connections` open connections (beyond: 503 and close);
 - per connection at most `write_buffer_bytes` in the transport and as much in the kernel's send
   buffer (SO_SNDBUF; the kernel doubles it);
-- streamed responses (`Stream`, Server-Sent Events): chunked transfer encoding, written as the
-  iterator yields; the stream ends when the client goes away (EOF on the read side) or the iterator
-  ends; `Stream.abort()` drops the connection without a clean end (slow clients).
+- streamed responses (`Stream`, Server-Sent Events): chunked transfer encoding; the owner writes to
+  a `StreamSink` straight into the transport (no task per client) and bounds what it may buffer;
+  the stream ends when the client goes away (EOF on the read side) or the owner closes the sink;
+  `StreamSink.abort()` drops the connection without a clean end (slow clients).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import asyncio
 import contextlib
 import re
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -38,6 +39,7 @@ __all__ = [
     "Route",
     "Router",
     "Stream",
+    "StreamSink",
     "error_response",
     "json_response",
 ]
@@ -66,27 +68,61 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
+class StreamSink:
+    """The write side of a streamed response: chunk-framed writes straight to the transport (no task
+    per client: a publisher writes to every sink in one pass). `buffered()` is what the transport
+    still holds for the client, so the caller can bound it and `abort()` a client that falls behind."""
+
+    def __init__(self, transport: asyncio.WriteTransport, *, chunked: bool) -> None:
+        self._transport = transport
+        self._chunked = chunked
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.aborted = False
+
+    @property
+    def closed(self) -> bool:
+        return self.done.done() or self._transport.is_closing()
+
+    def buffered(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    def write(self, data: bytes) -> None:
+        if self.closed or not data:
+            return
+        if self._chunked:
+            self._transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            self._transport.write(data)
+
+    def close(self) -> None:
+        """End the response cleanly (the terminating chunk), then the connection."""
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def abort(self) -> None:
+        """Drop the connection without a clean end (a slow client: what it holds is discarded)."""
+        self.aborted = True
+        self.close()
+
+
 class Stream:
-    """A streamed (chunked) response: the server writes what `chunks` yields until it ends."""
+    """A streamed response (Server-Sent Events): after the head, `on_open(sink)` is called and the
+    owner writes to the sink whenever it likes; `on_close()` is called once the client went away, the
+    sink was closed or the server stops. The connection is not reused afterwards."""
 
     def __init__(
         self,
-        chunks: AsyncIterator[bytes],
+        on_open: Callable[[StreamSink], None],
         *,
+        on_close: Callable[[], None] | None = None,
         content_type: str = "text/event-stream",
         headers: Iterable[tuple[str, str]] = (),
-        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.status = 200
-        self.chunks = chunks
+        self.on_open = on_open
+        self.on_close = on_close
         self.content_type = content_type
         self.headers = list(headers)
-        self.on_close = on_close
-        self.aborted = False
-
-    def abort(self) -> None:
-        """Drop the connection once the iterator ends, without the terminating chunk."""
-        self.aborted = True
 
 
 Handler = Callable[[Request], Awaitable[Response | Stream]]
@@ -336,51 +372,35 @@ class HttpServer:
         *,
         head: bool,
     ) -> None:
-        try:
-            writer.write(
-                conn.send(self._head(stream.status, stream.content_type, stream.headers, None)) or b""
-            )
-            if head:
-                writer.write(conn.send(h11.EndOfMessage()) or b"")
-                await writer.drain()
-                return
-            await writer.drain()
-            # The client closing its side ends the stream: the reader task cancels this one.
-            me = asyncio.current_task()
-            assert me is not None
-            finished = False
-
-            def on_gone(f: asyncio.Future[None]) -> None:
-                if not f.cancelled():
-                    f.exception()  # retrieved: a reset connection is just a client gone
-                if not finished:
-                    me.cancel()
-
-            gone = asyncio.ensure_future(self._until_eof(reader))
-            gone.add_done_callback(on_gone)
-            try:
-                async for chunk in stream.chunks:
-                    writer.write(conn.send(h11.Data(data=chunk)) or b"")
-                    await writer.drain()
-            except asyncio.CancelledError:
-                if gone.done() and not gone.cancelled() and me.uncancel() == 0:
-                    return  # the client went away
-                raise
-            finally:
-                finished = True
-                gone.cancel()
-                aclose = getattr(stream.chunks, "aclose", None)
-                if aclose is not None:
-                    with contextlib.suppress(Exception):
-                        await aclose()
-            if stream.aborted:
-                writer.transport.abort()
-                return
+        headers = [*stream.headers, ("connection", "close")]
+        writer.write(conn.send(self._head(stream.status, stream.content_type, headers, None)) or b"")
+        if head:
             writer.write(conn.send(h11.EndOfMessage()) or b"")
             await writer.drain()
+            return
+        # The body is framed here, not by h11: one chunk encoding shared by every writer of the sink
+        # (HTTP/1.0 clients get the bytes as they are, ended by the close).
+        chunked = conn.their_http_version != b"1.0"
+        transport = writer.transport
+        sink = StreamSink(transport, chunked=chunked)
+        gone = asyncio.ensure_future(self._until_eof(reader))
+        try:
+            stream.on_open(sink)
+            await asyncio.wait({gone, sink.done}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            gone.cancel()
+            with contextlib.suppress(BaseException):
+                await gone
+            if not sink.done.done():
+                sink.done.set_result(None)
             if stream.on_close is not None:
                 stream.on_close()
+        if sink.aborted or transport.is_closing():
+            transport.abort()
+            return
+        if chunked:
+            transport.write(b"0\r\n\r\n")
+        await writer.drain()
 
     @staticmethod
     async def _until_eof(reader: asyncio.StreamReader) -> None:

@@ -241,3 +241,25 @@ async def test_slow_client_dropped_fast_client_keeps_receiving(tmp_path: Path) -
         finally:
             s.daemon.stop()
             assert await asyncio.wait_for(s.task, 15) == 0
+
+
+async def test_heartbeat_comments(tmp_path: Path) -> None:
+    async with Simulator(SimConfig(events=1, hub=sim_settings())) as sim:
+        s = await launch(tmp_path, sim, board_heartbeat_seconds=0.2)
+        try:
+            sim.hub.paused = True  # nothing to publish: only heartbeats keep the stream talking
+            eid = sim.event_ids[0]
+            async with (
+                httpx.AsyncClient(base_url=s.url, timeout=30) as http,
+                http.stream("GET", f"/v1/events/{eid}/stream") as r,
+            ):
+                beats = 0
+                async with asyncio.timeout(30):
+                    async for line in r.aiter_lines():
+                        beats += line == ": heartbeat"
+                        if beats == 2:
+                            break
+                assert beats == 2
+        finally:
+            s.daemon.stop()
+            assert await asyncio.wait_for(s.task, 15) == 0

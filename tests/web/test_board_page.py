@@ -175,13 +175,15 @@ async def test_live_page_in_chromium(tmp_path: Path, browser: Browser) -> None:
         daemon = DaemonProcess(write_config(tmp_path / "daemon.toml", sim, port), sim, port)
         await daemon.start()
         try:
-            # 1. the cars of the race within 5 s of opening the page
-            t0 = time.monotonic()
+            # 1. the cars of the race within 5 s of the page's navigation start (the page's own clock:
+            # a loaded machine's browser start-up is not the page's time)
             await browser("open", url=daemon.url + "/", width=1280, height=900)
-            cars = await browser.wait(
-                "() => document.querySelectorAll('#rows tr[data-car]').length", timeout=5
+            shown_at = await browser.wait(
+                "() => document.querySelectorAll('#rows tr[data-car]').length > 0 && performance.now()",
+                timeout=15,
             )
-            assert time.monotonic() - t0 < 5
+            assert shown_at < 5000, f"cars shown {shown_at:.0f} ms after navigation start"
+            cars = await browser("eval", fn="() => document.querySelectorAll('#rows tr[data-car]').length")
             assert cars == len(truth(sim, eid)["carPositions"])
             await browser("eval", fn="() => { window.__sameDocument = true; }")
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from consumer.web import HttpServer, Request, Response, Router, Stream, json_response
+from consumer.web import HttpServer, Request, Response, Router, Stream, StreamSink, json_response
 
 
 async def hello(request: Request) -> Response:
@@ -16,11 +16,12 @@ async def hello(request: Request) -> Response:
 
 
 async def ticks(_request: Request) -> Stream:
-    async def chunks() -> AsyncIterator[bytes]:
+    def on_open(sink: StreamSink) -> None:
         for i in range(3):
-            yield f"data: {i}\n\n".encode()
+            sink.write(f"data: {i}\n\n".encode())
+        sink.close()
 
-    return Stream(chunks())
+    return Stream(on_open)
 
 
 @pytest.fixture
