@@ -8,7 +8,7 @@ Three kinds of processes: the simulator (`board.py sim`: records when each car's
 the daemon (`event-consumer run`, HTTP board on loopback), and the load generators (`board.py clients`:
 raw asyncio sockets, each client parses its SSE stream; frames are matched to lap changes by their
 ids, decoded once per process). Times are CLOCK_MONOTONIC, shared by every process on Linux.
-Results: bench/results/board-<UTC date>.json and a markdown table on stdout.
+Results: bench/results/board-<UTC date>-<clients>.json and a markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -313,7 +313,7 @@ level = "WARNING"
         "unmatched_lap_changes": missing,
         "dropped": dropped,
     }
-    results = HERE / "results" / f"board-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
+    results = HERE / "results" / f"board-{dt.datetime.now(dt.UTC):%Y-%m-%d}-{args.clients}.json"
     results.write_text(json.dumps(result, indent=2) + "\n")
     d = result["delay_ms"]
     print(json.dumps(result, indent=2))
