@@ -6,7 +6,8 @@ What it does and bounds:
   404 unknown path, 405 wrong method (with `Allow`), 413 body or headers too large, 503 too many
   connections;
 - request head at most `max_header_bytes`, body at most `max_body_bytes` (the API is read-only);
-- a connection idle (or sending its request head) longer than `idle_timeout` is closed;
+- a connection idle longer than `idle_timeout`, or taking longer than that to send a whole request,
+  is closed;
 - at most `max_connections` open connections (beyond: 503 and close);
 - per connection at most `write_buffer_bytes` in the transport and as much in the kernel's send
   buffer (SO_SNDBUF; the kernel doubles it);
@@ -264,21 +265,30 @@ class HttpServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _next(self, conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+    async def _next(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, deadline: float | None = None
+    ) -> Any:
+        """The next h11 event; reading stops at `deadline` (loop time; default idle_timeout from now)."""
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self.idle_timeout
         while True:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            async with asyncio.timeout(self.idle_timeout):
+            async with asyncio.timeout_at(deadline):
                 data = await reader.read(64 * 1024)
             conn.receive_data(data)  # b"" = EOF -> ConnectionClosed (or an error mid-message)
 
     async def _serve(
         self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            # A whole request (head and body) must arrive within idle_timeout: a client trickling
+            # its head a byte at a time cannot hold the connection (slowloris).
+            deadline = loop.time() + self.idle_timeout
             try:
-                event = await self._next(conn, reader)
+                event = await self._next(conn, reader, deadline)
                 if isinstance(event, h11.ConnectionClosed):
                     return
                 assert isinstance(event, h11.Request)
@@ -289,7 +299,7 @@ class HttpServer:
                 request = self._request(event)
                 body = 0
                 while True:
-                    part = await self._next(conn, reader)
+                    part = await self._next(conn, reader, deadline)
                     if isinstance(part, h11.EndOfMessage):
                         break
                     if isinstance(part, h11.Data):

@@ -109,3 +109,30 @@ async def test_connection_limit_answers_503(server: HttpServer) -> None:
     finally:
         for _, w in held:
             w.close()
+
+
+async def test_a_trickled_request_head_is_cut_off() -> None:
+    router = Router()
+    router.add("/hello", hello)
+    srv = HttpServer(router, port=0, idle_timeout=0.5)
+    await srv.start()
+    try:
+        reader, writer = await asyncio.open_connection(srv.host, srv.port)
+        writer.write(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
+        started = asyncio.get_running_loop().time()
+
+        async def trickle() -> None:
+            for i in range(100):
+                writer.write(f"X-{i}: y\r\n".encode())
+                await asyncio.sleep(0.1)  # a slow client's pace, not synchronisation
+
+        sending = asyncio.create_task(trickle())
+        try:
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # closed without an answer
+        finally:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+            writer.close()
+        assert asyncio.get_running_loop().time() - started < 5  # the 0.5 s bound, not 10 s of headers
+    finally:
+        await srv.stop()
