@@ -111,3 +111,24 @@ async def test_cors_is_off_by_default() -> None:
             assert pre.status_code == 405 and pre.json()["error"]["status"] == 405
     finally:
         await server.stop()
+
+
+async def test_events_listing_follows_the_hub_state() -> None:
+    state = LiveState(None)
+    state.on_snapshot({**snapshot(), "isLive": True}, 7)
+    board = BoardService(state, events=[7, 8])
+    stats = RelayStats()
+    server = ObservabilityServer(stats, build_registry(DaemonCollector(stats, [])), port=0, board=board)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            board.set_hub_state("connected")
+            live, waiting = (await http.get("/v1/events")).json()["events"]
+            assert live["status"] == "live" and live["cars"] == 3 and live["flag_name"] == "Green"
+            assert waiting == {**waiting, "id": 8, "status": "unknown", "cars": 0, "session": None}
+            board.set_hub_state("reconnecting")
+            listing = (await http.get("/v1/events")).json()
+            assert listing["hub"] == "reconnecting"
+            assert [e["status"] for e in listing["events"]] == ["reconnecting", "reconnecting"]
+    finally:
+        await server.stop()
