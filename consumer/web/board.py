@@ -15,8 +15,8 @@ event, diffs the new board against the last published one:
 
 `board`, `delta` and `reset` frames carry an id `<boot>.<seq>` (`boot` is random per daemon run,
 `seq` counts publications per event). A client reconnecting with `Last-Event-ID` gets the frames it
-missed from a bounded ring (the last `ring_size` publications of the current epoch) or, when they
-are no longer there (or the daemon restarted), a fresh full board.
+missed from a bounded ring (the last `ring_size` publications of the current epoch, at most
+`ring_bytes`) or, when they are no longer there (or the daemon restarted), a fresh full board.
 
 Fan-out is bounded: at most `max_clients` streams (beyond: 503 + `Retry-After`). A publication is
 encoded once and written straight to every client's transport (no task per client); a client whose
@@ -147,6 +147,7 @@ class _Channel:
         self.base_seq = 0  # the seq of the full board the ring's deltas apply to
         self.board: tuple[dict[str, Any], dict[str, dict[str, Any]]] | None = None
         self.ring: deque[tuple[int, bytes]] = deque(maxlen=ring_size)
+        self.ring_bytes = 0
         self.clients: set[_Client] = set()
 
 
@@ -160,6 +161,7 @@ class BoardService:
         max_clients: int = 1000,
         client_buffer_bytes: int = 256 * 1024,
         ring_size: int = 256,
+        ring_bytes: int = 4 * 1024 * 1024,
         heartbeat: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -169,6 +171,7 @@ class BoardService:
         self.max_clients = max_clients
         self.client_buffer_bytes = client_buffer_bytes
         self.ring_size = ring_size
+        self.ring_bytes = ring_bytes
         self.heartbeat = heartbeat
         self.clock = clock
         self.boot = secrets.token_hex(4)
@@ -244,6 +247,7 @@ class BoardService:
             channel.epoch = epoch
             channel.board = new
             channel.ring.clear()
+            channel.ring_bytes = 0
             channel.seq += 1
             channel.base_seq = channel.seq
             self.published += 1
@@ -259,9 +263,19 @@ class BoardService:
         channel.seq += 1
         self.published += 1
         frame = _frame("delta", delta, self._id(channel))
-        channel.ring.append((channel.seq, frame))
+        self._remember(channel, frame)
         for client in list(channel.clients):
             self._push(channel, client, frame)
+
+    def _remember(self, channel: _Channel, frame: bytes) -> None:
+        """Keep the delta for resuming clients: at most `ring_size` frames and `ring_bytes` bytes."""
+        ring = channel.ring
+        if len(ring) == ring.maxlen:
+            channel.ring_bytes -= len(ring[0][1])
+        ring.append((channel.seq, frame))
+        channel.ring_bytes += len(frame)
+        while channel.ring_bytes > self.ring_bytes and len(ring) > 1:
+            channel.ring_bytes -= len(ring.popleft()[1])
 
     def _id(self, channel: _Channel) -> str:
         return f"{self.boot}.{channel.seq}"
@@ -367,7 +381,9 @@ class BoardService:
             boot, _, seq_text = last_id.strip().partition(".")
             if boot == self.boot and seq_text.isdigit():
                 seq = int(seq_text)
-                if channel.base_seq <= seq <= channel.seq:
+                # resumable when every publication after `seq` is still in the ring
+                oldest = channel.ring[0][0] if channel.ring else channel.seq + 1
+                if channel.base_seq <= seq <= channel.seq and seq >= oldest - 1:
                     yield from (frame for s, frame in channel.ring if s > seq)
                     return
         yield self._board_frame(channel)

@@ -132,3 +132,44 @@ async def test_events_listing_follows_the_hub_state() -> None:
             assert [e["status"] for e in listing["events"]] == ["reconnecting", "reconnecting"]
     finally:
         await server.stop()
+
+
+async def test_resume_gets_a_full_board_once_the_missed_changes_left_the_ring() -> None:
+    state = LiveState(None)
+    state.on_snapshot(snapshot(), 7)
+    board = BoardService(state, events=[7], ring_size=3)
+    stats = RelayStats()
+    server = ObservabilityServer(stats, build_registry(DaemonCollector(stats, [])), port=0, board=board)
+    await server.start()
+
+    async def first_frames(http: httpx.AsyncClient, last_id: str, n: int) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        kind = ""
+        async with http.stream("GET", "/v1/events/7/stream", headers={"Last-Event-ID": last_id}) as r:
+            async for line in r.aiter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("id: "):
+                    out.append((kind, line[4:]))
+                    if len(out) == n:
+                        return out
+        return out
+
+    try:
+        board.publish()
+        boot = board.boot
+        for lap in range(1, 7):  # six deltas, seq 2..7; the ring keeps 5, 6, 7
+            state.on_car_patches([[{"number": "1", "lastLapCompleted": lap}]], 7)
+            board.publish()
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            # seen up to seq 4: 5, 6, 7 are in the ring
+            assert await first_frames(http, f"{boot}.4", 3) == [
+                ("delta", f"{boot}.5"),
+                ("delta", f"{boot}.6"),
+                ("delta", f"{boot}.7"),
+            ]
+            # seen up to seq 2: 3 and 4 are gone, so a full board (not 5, 6, 7 with a hole)
+            assert await first_frames(http, f"{boot}.2", 1) == [("board", f"{boot}.7")]
+            assert await first_frames(http, "otherboot.4", 1) == [("board", f"{boot}.7")]
+    finally:
+        await server.stop()
