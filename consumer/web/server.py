@@ -174,10 +174,6 @@ class Router:
         return error_response(404, "not found")
 
 
-class _ClientGone(Exception):
-    pass
-
-
 class HttpServer:
     def __init__(
         self,
@@ -203,6 +199,7 @@ class HttpServer:
         self.extra_headers = extra_headers
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self.rejected = 0  # connections refused with 503 (max_connections)
 
     @property
@@ -223,6 +220,7 @@ class HttpServer:
         server, self._server = self._server, None
         if server is None:
             return
+        self._stopping = True
         server.close()
         tasks = list(self._tasks)
         for task in tasks:
@@ -251,7 +249,7 @@ class HttpServer:
                 await self._send(conn, writer, error_response(503, "too many connections"), head=False)
                 return
             await self._serve(conn, reader, writer)
-        except (ConnectionError, _ClientGone, TimeoutError):
+        except (ConnectionError, TimeoutError):
             pass
         except asyncio.CancelledError:
             # stop(): this task is the connection's top level; ending it is the cancellation's purpose
@@ -261,9 +259,28 @@ class HttpServer:
             log.exception("http connection failed")
         finally:
             self._tasks.discard(task)
-            writer.transport.abort() if writer.transport.is_closing() else writer.close()
-            with contextlib.suppress(Exception):
+            await self._close(writer)
+
+    async def _close(self, writer: asyncio.StreamWriter) -> None:
+        """Close after flushing what is buffered, for at most idle_timeout (a client that stopped
+        reading cannot keep the connection and its buffer); then abort."""
+        transport = writer.transport
+        if self._stopping or (transport.is_closing() and not transport.get_write_buffer_size()):
+            transport.abort()  # stopping: the daemon's shutdown grace is not the client's to spend
+            return
+        writer.close()
+        try:
+            async with asyncio.timeout(self.idle_timeout):
                 await writer.wait_closed()
+        except (TimeoutError, asyncio.CancelledError):
+            transport.abort()
+        except Exception:  # the peer reset it: nothing left to flush
+            transport.abort()
+
+    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+        """Wait for the client to take what was written, at most idle_timeout (TimeoutError)."""
+        async with asyncio.timeout(self.idle_timeout):
+            await writer.drain()
 
     async def _next(
         self, conn: h11.Connection, reader: asyncio.StreamReader, deadline: float | None = None
@@ -371,7 +388,7 @@ class HttpServer:
         except h11.LocalProtocolError:
             return
         writer.write(data)
-        await writer.drain()
+        await self._drain(writer)
 
     async def _stream(
         self,
@@ -386,7 +403,7 @@ class HttpServer:
         writer.write(conn.send(self._head(stream.status, stream.content_type, headers, None)) or b"")
         if head:
             writer.write(conn.send(h11.EndOfMessage()) or b"")
-            await writer.drain()
+            await self._drain(writer)
             return
         # The body is framed here, not by h11: one chunk encoding shared by every writer of the sink
         # (HTTP/1.0 clients get the bytes as they are, ended by the close).
@@ -410,7 +427,7 @@ class HttpServer:
             return
         if chunked:
             transport.write(b"0\r\n\r\n")
-        await writer.drain()
+        await self._drain(writer)
 
     @staticmethod
     async def _until_eof(reader: asyncio.StreamReader) -> None:

@@ -24,12 +24,20 @@ async def ticks(_request: Request) -> Stream:
     return Stream(on_open)
 
 
+async def flood(_request: Request) -> Stream:
+    def on_open(sink: StreamSink) -> None:
+        sink.write(b"x" * 4_000_000)  # far more than a client that never reads will take
+
+    return Stream(on_open)
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[HttpServer]:
     router = Router()
     router.add("/hello", hello)
     router.add("/items/{id}", hello)
     router.add("/ticks", ticks)
+    router.add("/flood", flood)
     srv = HttpServer(router, port=0, max_header_bytes=2048, max_body_bytes=100, max_connections=3)
     await srv.start()
     try:
@@ -136,3 +144,15 @@ async def test_a_trickled_request_head_is_cut_off() -> None:
         assert asyncio.get_running_loop().time() - started < 5  # the 0.5 s bound, not 10 s of headers
     finally:
         await srv.stop()
+
+
+async def test_stop_does_not_wait_for_a_client_that_stopped_reading(server: HttpServer) -> None:
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(b"GET /flood HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    await reader.readuntil(b"\r\n\r\n")  # the stream started; now never read again
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(server.stop(), 20)
+    assert loop.time() - started < server.idle_timeout  # aborted, not flushed for idle_timeout
+    writer.close()
