@@ -125,3 +125,11 @@ def test_render_fits_and_colours_the_flag() -> None:
     assert "\x1b[43;30m[Yellow]\x1b[0m" in lines[1]
     assert lines[3].split()[:2] == ["1", "#10"] and lines[4].split()[:2] == ["2", "#9"]
     assert "L3 1:35.123" in ANSI.sub("", render([("1", state)], width=120, height=8, title="t", hub="x")[3])
+
+
+def test_demo_rejects_bad_board_arguments() -> None:
+    from consumer.cli import main as cli_main
+
+    assert cli_main(["demo", "--top", "0"]) == 78
+    assert cli_main(["demo", "--http-port", "70000"]) == 78
+    assert cli_main(["demo", "--http-port", "x"]) == 2
