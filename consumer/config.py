@@ -117,6 +117,14 @@ class HttpConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 9464
     reconnect_grace_seconds: float = 60.0
+    # The board API + live page (served when [redmist] follows events): at most this many SSE
+    # publications per second, stream clients, and bytes a client may fall behind before it is dropped.
+    board_max_hz: float = 10.0
+    board_max_clients: int = 1000
+    board_client_buffer_bytes: int = 262144
+    board_heartbeat_seconds: float = 15.0
+    # CORS for the board API: allowed origins ("*" for any); empty = off.
+    cors_origins: list[str] = msgspec.field(default_factory=list)
 
 
 class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -301,6 +309,10 @@ def _validate(cfg: Config, file: str) -> None:
         need(name not in names, f"{key}.name", f"a unique sink name ({name!r} is used twice)")
         names.add(name)
     need(0 <= cfg.http.port <= 65535, "http.port", "an int in 0..65535")
+    need(0 < cfg.http.board_max_hz <= 100, "http.board_max_hz", "a number in (0, 100]")
+    need(cfg.http.board_max_clients >= 1, "http.board_max_clients", "an int >= 1")
+    need(cfg.http.board_client_buffer_bytes >= 65536, "http.board_client_buffer_bytes", "an int >= 65536")
+    need(cfg.http.board_heartbeat_seconds > 0, "http.board_heartbeat_seconds", "a number > 0")
     need(cfg.service.shutdown_grace_seconds > 0, "service.shutdown_grace_seconds", "a number > 0")
     need(cfg.service.sink_stall_seconds > 0, "service.sink_stall_seconds", "a number > 0")
     need(

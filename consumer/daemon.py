@@ -55,6 +55,7 @@ from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy, retry_policy
 from consumer.sinks import SinkWorker, build_worker, stuck_threads
 from consumer.sinks.base import CLOSE_TIMEOUT
 from consumer.systemd import Notifier
+from consumer.web import BoardCollector, BoardService
 
 log = get_logger("consumer.daemon")
 
@@ -134,6 +135,7 @@ class Daemon:
         self.state: LiveState | None = None
         self.http: httpx.AsyncClient | None = None
         self.observability: ObservabilityServer | None = None
+        self.board: BoardService | None = None
         self.exit_code: int | None = None
         self._unhealthy: str | None = None  # why the watchdog is withheld (logged once per episode)
 
@@ -205,20 +207,20 @@ class Daemon:
     # round still runs in the Subscriber's own task (retries with backoff must not hold up the data).
 
     async def _on_reconnecting(self, error: BaseException | None) -> None:
-        self.stats.set_state("reconnecting")
+        self._set_state("reconnecting")
         self.stats.count_reconnect(_reason(error))
         await self.relay.emit_connection("reconnecting", _describe(error))
         self._status()
 
     async def _on_reconnected(self, _connection_id: str | None = None) -> None:
-        self.stats.set_state("connected")
+        self._set_state("connected")
         await self.relay.emit_connection("reconnected")
         if self.subscriber is not None:
             self.subscriber.connected()
         self._status()
 
     async def _on_closed(self, error: BaseException | None) -> None:
-        self.stats.set_state("closed")
+        self._set_state("closed")
         if not self._stopping:
             self._fatal = error or ServiceUnavailable("the hub connection closed")
             self._closed_for_good.set()
@@ -233,6 +235,12 @@ class Daemon:
             log.warning(
                 "closed marker not queued: a sink queue stayed full", waited_seconds=budget.closed_marker
             )
+
+    def _set_state(self, state: str) -> None:
+        """The hub connection's state: metrics/health (stats) and the board's streams."""
+        self.stats.set_state(state)
+        if self.board is not None:
+            self.board.set_hub_state(state)
 
     def _status(self) -> None:
         self.notifier.status(
@@ -305,16 +313,36 @@ class Daemon:
         await self._open_sinks()
         background: list[asyncio.Task[Any]] = []
         try:
+            if cfg.redmist.events and (cfg.redmist.state_path or cfg.http.enabled):
+                # Live state: the state file and/or the board API + page on the HTTP endpoint.
+                self.state = LiveState(
+                    cfg.redmist.state_path, min_interval=cfg.redmist.state_min_interval_seconds
+                )
+                if cfg.http.enabled:
+                    self.board = BoardService(
+                        self.state,
+                        events=cfg.redmist.events,
+                        max_hz=cfg.http.board_max_hz,
+                        max_clients=cfg.http.board_max_clients,
+                        client_buffer_bytes=cfg.http.board_client_buffer_bytes,
+                        heartbeat=cfg.http.board_heartbeat_seconds,
+                    )
+                    background.append(asyncio.create_task(self.board.run(), name="board"))
             if cfg.http.enabled:
                 registry = build_registry(
                     DaemonCollector(self.stats, self.workers, lambda: provider.stats.requests)
                 )
+                if self.board is not None:
+                    registry.register(BoardCollector(self.board))
                 self.observability = ObservabilityServer(
                     self.stats,
                     registry,
                     host=cfg.http.host,
                     port=cfg.http.port,
                     reconnect_grace=cfg.http.reconnect_grace_seconds,
+                    board=self.board,
+                    cors_origins=cfg.http.cors_origins,
+                    max_connections=cfg.http.board_max_clients + 100,
                 )
                 try:
                     await self.observability.start()
@@ -327,10 +355,6 @@ class Daemon:
                 self.http = httpx.AsyncClient(
                     auth=BearerAuth(provider), timeout=cfg.redmist.snapshot_timeout_seconds
                 )
-                if cfg.redmist.state_path:
-                    self.state = LiveState(
-                        cfg.redmist.state_path, min_interval=cfg.redmist.state_min_interval_seconds
-                    )
                 self.profile = RedMistProfile(
                     cfg.redmist, self.relay, self.http, hub_url=cfg.hub.url, state=self.state
                 )
@@ -354,7 +378,7 @@ class Daemon:
             background.append(asyncio.create_task(self._status_loop(), name="status"))
             if cfg.service.ready == "started":
                 self._ready()
-            self.stats.set_state("connecting")
+            self._set_state("connecting")
             await self._connect_until_stopped(conn)
         finally:
             await self._shutdown(background, provider)
@@ -380,7 +404,7 @@ class Daemon:
             if exc is not None:
                 self._fatal = exc
                 return
-            self.stats.set_state("connected")
+            self._set_state("connected")
             await self.relay.emit_connection("connected")
             log.info("connected", hub=self.cfg.hub.name)
             assert self.subscriber is not None

@@ -1,4 +1,5 @@
-"""Optional HTTP endpoint (loopback by default): /healthz, /readyz, /metrics (Prometheus text).
+"""Optional HTTP endpoint (loopback by default): /healthz, /readyz, /metrics (Prometheus text), and
+the board API + live page (`consumer.web`) when the daemon keeps live state.
 
 - `/healthz`: 200 when connected, or disconnected for less than `reconnect_grace` seconds (including
   the start-up period before the first connect); 503 otherwise. Docker's HEALTHCHECK uses it.
@@ -26,9 +27,7 @@ and the configuration — so the body stays small whatever target names a hub se
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -37,6 +36,16 @@ from consumer.relay.contract import STATS as CONTRACT_STATS
 from consumer.relay.stats import CONNECTION_STATES, RelayStats
 from consumer.signalr.connection import BufferUsage
 from consumer.sinks import SinkWorker
+from consumer.web import (
+    BoardService,
+    HttpServer,
+    Request,
+    Response,
+    Router,
+    Stream,
+    add_page_routes,
+    json_response,
+)
 
 PREFIX = "event_consumer_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -160,6 +169,9 @@ def healthy(stats: RelayStats, reconnect_grace: float) -> bool:
 
 
 class ObservabilityServer:
+    """The daemon's HTTP endpoint (consumer.web): health, metrics and, with a `board`, the board
+    API and the live page at `/`. CORS is off unless `cors_origins` lists origins (or "*")."""
+
     def __init__(
         self,
         stats: RelayStats,
@@ -168,53 +180,83 @@ class ObservabilityServer:
         host: str = "127.0.0.1",
         port: int = 9464,
         reconnect_grace: float = 60.0,
+        board: BoardService | None = None,
+        cors_origins: Sequence[str] = (),
+        max_connections: int = 1100,
     ) -> None:
         self.stats = stats
         self.registry = registry
         self.host = host
         self.port = port
         self.reconnect_grace = reconnect_grace
-        self._runner: web.AppRunner | None = None
+        self.board = board
+        self.cors_origins = frozenset(cors_origins)
+        self.router = Router()
+        self.router.add("/healthz", self._healthz)
+        self.router.add("/readyz", self._readyz)
+        self.router.add("/metrics", self._metrics)
+        if board is not None:
+            board.add_routes(self.router)
+            add_page_routes(self.router)
+        self._server: HttpServer | None = None
+        self._max_connections = max_connections
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
-        return app
+    async def _handle(self, request: Request) -> Response | Stream:
+        if request.method == "OPTIONS" and self.cors_origins:
+            return Response(
+                204,
+                headers=[
+                    ("access-control-allow-methods", "GET, HEAD"),
+                    ("access-control-allow-headers", "Last-Event-ID, If-None-Match"),
+                    ("access-control-max-age", "600"),
+                ],
+            )
+        return await self.router(request)
+
+    def _cors(self, request: Request) -> list[tuple[str, str]]:
+        origin = request.headers.get("origin")
+        if not self.cors_origins or origin is None:
+            return []
+        if "*" in self.cors_origins:
+            return [("access-control-allow-origin", "*")]
+        if origin in self.cors_origins:
+            return [("access-control-allow-origin", origin), ("vary", "Origin")]
+        return []
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        if self.port == 0:
-            addr: Any = self._runner.addresses[0]
-            self.port = int(addr[1])
+        self._server = HttpServer(
+            self._handle,
+            host=self.host,
+            port=self.port,
+            max_connections=self._max_connections,
+            extra_headers=self._cors,
+        )
+        await self._server.start()
+        self.port = self._server.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
-    async def _healthz(self, _request: web.Request) -> web.Response:
+    async def _healthz(self, _request: Request) -> Response:
         ok = healthy(self.stats, self.reconnect_grace)
-        return web.json_response(
+        return json_response(
             {"status": "ok" if ok else "unhealthy", "state": self.stats.connection_state},
             status=200 if ok else 503,
         )
 
-    async def _readyz(self, _request: web.Request) -> web.Response:
+    async def _readyz(self, _request: Request) -> Response:
         ok = self.stats.connection_state == "connected"
-        return web.json_response(
+        return json_response(
             {"status": "ready" if ok else "not ready", "state": self.stats.connection_state},
             status=200 if ok else 503,
         )
 
-    async def _metrics(self, _request: web.Request) -> web.Response:
-        body = generate_latest(self.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    async def _metrics(self, _request: Request) -> Response:
+        return Response(200, generate_latest(self.registry), CONTENT_TYPE)
