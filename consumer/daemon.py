@@ -40,6 +40,7 @@ from consumer.relay.state import LiveState
 from consumer.relay.stats import RelayStats
 from consumer.relay.subscriptions import HubCall, Subscriber
 from consumer.signalr.connection import HubConnection, HubError
+from consumer.signalr.proxies import httpx_proxy_options
 from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy, retry_policy
 from consumer.sinks import SinkWorker, build_worker
 from consumer.systemd import Notifier
@@ -142,7 +143,7 @@ class Daemon:
     def _policy(self) -> RetryPolicy:
         hub = self.cfg.hub
         if hub.reconnect == "daemon":
-            return DaemonRetryPolicy(cap=hub.reconnect_max_delay_seconds)
+            return DaemonRetryPolicy(cap=hub.reconnect_max_delay_seconds)  # the recovery bound
         return retry_policy(hub.reconnect)
 
     async def _build_connection(self, provider: TokenProvider) -> HubConnection:
@@ -166,6 +167,8 @@ class Daemon:
             max_message_size=hub.max_message_bytes,
             close_timeout=shutdown_budget(self.cfg.service.shutdown_grace_seconds).close_timeout,
             allow_insecure_http=hub.allow_insecure_http,
+            healthy_after=hub.healthy_after_seconds,
+            proxy=hub.proxy,
             raw_arguments=True,
             **kwargs,
         )
@@ -174,6 +177,17 @@ class Daemon:
         conn.on_reconnected(self._on_reconnected)
         conn.on_closed(self._on_closed)
         return conn
+
+    def _hub_counts(self) -> dict[str, float]:
+        """Connection churn for /metrics: handshakes, short-lived connections, flapping (0/1)."""
+        conn = self.connection
+        if conn is None:
+            return {}
+        return {
+            "connections": conn.stats.connections_opened,
+            "short_lived": conn.stats.short_lived_connections,
+            "flapping": 1.0 if conn.flapping else 0.0,
+        }
 
     def _calls(self) -> list[HubCall]:
         calls = [HubCall(oc.method, tuple(oc.arguments)) for oc in self.cfg.hub.on_connect]
@@ -243,7 +257,9 @@ class Daemon:
         try:
             if cfg.http.enabled:
                 registry = build_registry(
-                    DaemonCollector(self.stats, self.workers, lambda: provider.stats.requests)
+                    DaemonCollector(
+                        self.stats, self.workers, lambda: provider.stats.requests, hub_counts=self._hub_counts
+                    )
                 )
                 self.observability = ObservabilityServer(
                     self.stats,
@@ -261,7 +277,9 @@ class Daemon:
                 log.info("observability endpoint listening", url=self.observability.url)
             if cfg.redmist.events:
                 self.http = httpx.AsyncClient(
-                    auth=BearerAuth(provider), timeout=cfg.redmist.snapshot_timeout_seconds
+                    auth=BearerAuth(provider),
+                    timeout=cfg.redmist.snapshot_timeout_seconds,
+                    **httpx_proxy_options(cfg.hub.proxy),
                 )
                 if cfg.redmist.state_path:
                     self.state = LiveState(

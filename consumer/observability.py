@@ -11,7 +11,8 @@ Metric names (prefix `event_consumer_`): `messages_received_total{target}`,
 `snapshots_total{outcome}`, `seconds_since_last_message`, `sink_queue_depth{sink}`,
 `sink_records_written_total{sink}`, `sink_write_errors_total{sink}`, `sink_blocked_total{sink}`,
 `dropped_records_total{sink,reason}`, `connection_state{state}` (1 for the current state),
-`connected`.
+`connected`, `hub_connections_total` (handshakes), `hub_short_lived_connections_total` (lost before
+`healthy_after_seconds`), `hub_flapping` (1 while flapping).
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ class DaemonCollector(Collector):
         stats: RelayStats,
         workers: Sequence[SinkWorker],
         token_counts: Callable[[], Mapping[str, int]] | None = None,
+        hub_counts: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
         self.stats = stats
         self.workers = workers
         self.token_counts = token_counts
+        self.hub_counts = hub_counts
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -68,6 +71,16 @@ class DaemonCollector(Collector):
         conn = GaugeMetricFamily(PREFIX + "connected", "1 while connected to the hub")
         conn.add_metric([], 1.0 if s.connection_state == "connected" else 0.0)
         yield conn
+        hub = dict(self.hub_counts()) if self.hub_counts else {}
+        opened = CounterMetricFamily(PREFIX + "hub_connections", "Hub handshakes completed")
+        opened.add_metric([], float(hub.get("connections", 0)))
+        short = CounterMetricFamily(
+            PREFIX + "hub_short_lived_connections", "Hub connections lost before they were healthy"
+        )
+        short.add_metric([], float(hub.get("short_lived", 0)))
+        flapping = GaugeMetricFamily(PREFIX + "hub_flapping", "1 while hub connections keep dropping early")
+        flapping.add_metric([], float(hub.get("flapping", 0)))
+        yield from (opened, short, flapping)
         depth = GaugeMetricFamily(
             PREFIX + "sink_queue_depth", "Lines queued or held for retry", labels=["sink"]
         )
