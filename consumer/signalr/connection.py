@@ -1005,8 +1005,11 @@ class HubConnection:
                 f"no complete negotiate response from {redact_url(url)} within {self._negotiate_timeout} s"
             ) from None
         except httpx.HTTPError as exc:
+            proxy = resolve_proxy(negotiate_url, self._proxy)
+            via = f" via proxy {redact_proxy(proxy)}" if proxy else ""
             raise NegotiateError(
-                f"Failed to complete negotiation with the server at {redact_url(url)}: {type(exc).__name__}"
+                f"Failed to complete negotiation with the server at {redact_url(url)}{via}: "
+                f"{type(exc).__name__}"
             ) from None
         try:
             body = msgspec.json.decode(content)
