@@ -190,7 +190,7 @@ def daemon_toml(sim: Simulator, out: Path, *, secret_env: str, stateful: bool = 
         f"client_secret_env = {value(secret_env)}",
         "timeout_seconds = 2",
         "[hub]",
-        *(f"{k} = {value(v)}" for k, v in hub_values.items()),
+        *(f"{k} = {value(v)}" for k, v in hub_values.items() if v is not None),  # None: the default
         "[redmist]",
         f"events = [{sim.event_ids[0]}]",
         "snapshot_min_interval_seconds = 0.05",
