@@ -228,12 +228,20 @@ async def simulator(
 
 
 async def start_daemon(
-    sim: Simulator, tmp: Path, *, secret: str | None = None, stateful: bool = False, **hub: Any
+    sim: Simulator,
+    tmp: Path,
+    *,
+    secret: str | None = None,
+    stateful: bool = False,
+    extra_toml: str = "",
+    **hub: Any,
 ) -> DaemonProc:
     out = tmp / "sink.jsonl"
     log = tmp / "daemon.log"
     cfg = tmp / "daemon.toml"
-    cfg.write_text(daemon_toml(sim, out, secret_env="CHAOS_CLIENT_SECRET", stateful=stateful, **hub))
+    cfg.write_text(
+        daemon_toml(sim, out, secret_env="CHAOS_CLIENT_SECRET", stateful=stateful, **hub) + extra_toml
+    )
     env = {**os.environ, "CHAOS_CLIENT_SECRET": secret if secret is not None else sim.client_secret}
     with log.open("wb") as log_file:
         proc = await asyncio.create_subprocess_exec(

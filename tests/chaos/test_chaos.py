@@ -7,12 +7,15 @@ appends its row (sent, relayed, lost, dup, time to recover) to the summary table
 from __future__ import annotations
 
 import asyncio
+import socket
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .harness import DaemonProc, Traffic, settle, simulator, sink_records, start_daemon, until, wait_relaying
 
@@ -356,14 +359,22 @@ async def test_hub_ending_every_connection_after_the_handshake(
     async with simulator() as sim:
         traffic = Traffic(sim, sim.event_ids[0])
         traffic.start()
-        daemon = await start_daemon(sim, tmp_path, reconnect_max_delay_seconds=None)  # default 5 s
+        port = free_port()
+        daemon = await start_daemon(
+            sim,
+            tmp_path,
+            reconnect_max_delay_seconds=None,  # the default, 5 s
+            extra_toml=f"[http]\nenabled = true\nport = {port}\n",
+        )
         try:
             await wait_relaying(daemon, traffic)
             stats = sim.hub.server.stats
             before = stats.connections_total
             sim.faults.flap(mode, window)
             await sim.faults.close_all(allow_reconnect=True)  # the current connection goes too
-            await asyncio.sleep(window)  # the fault schedule (the hub flaps this long), not a sync point
+            await asyncio.sleep(window - 1.0)  # the fault schedule (the hub flaps this long)
+            metrics = await scrape(port)  # while it still flaps
+            await asyncio.sleep(1.0)
             connections = stats.connections_total - before
             old = group_ids(sim)
             recover = await hub_resubscribed(sim, old, 15)
@@ -386,6 +397,24 @@ async def test_hub_ending_every_connection_after_the_handshake(
     assert markers(daemon, "reconnecting") <= connections + 2  # no marker storm in the sink
     assert not any(r.get("target") == "Flap" for r in sink_records(daemon.out))  # never relayed
     assert recover <= 5.0
+    assert metrics["event_consumer_hub_flapping"] == 1.0
+    assert metrics["event_consumer_hub_short_lived_connections_total"] >= 3
+    assert metrics["event_consumer_hub_connections_total"] >= 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def scrape(port: int) -> dict[str, float]:
+    """The daemon's /metrics, unlabelled samples only."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    return {
+        s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples if not s.labels
+    }
 
 
 async def test_recovery_within_5s_after_an_outage(
