@@ -80,6 +80,22 @@ async def test_short_lived_connections_back_off_like_failures_then_reset_when_he
     assert any(e["event"] == "signalr.flapping_ended" for e in logs)
 
 
+async def test_stateful_resumes_that_drop_at_once_back_off_too() -> None:
+    """A resume (stateful reconnect) is a connection too: dropped again at once, the next resume
+    waits the policy's delay for retry 1, 2, 3, ... (the old client resumed at once, every time)."""
+    server = build_hub()
+    policy = Recording(DaemonRetryPolicy(base=0.02, cap=0.08))
+    async with server.serve() as url:
+        conn = client(url, stateful_reconnect=True, retry_policy=policy, healthy_after=5.0)
+        async with running(conn):
+            for _ in range(4):
+                resumed = server.stats.reconnects
+                assert server.drop_all() == 1
+                await until(lambda: server.stats.reconnects > resumed)  # reattached: resumed
+            assert policy.counts == [1, 2, 3, 4]
+            assert await conn.invoke("Add", 2, 2) == 4
+
+
 async def test_flapping_metrics_exposed() -> None:
     counts = {"connections": 7.0, "short_lived": 6.0, "flapping": 1.0}
     registry = build_registry(DaemonCollector(RelayStats(), [], hub_counts=lambda: counts))
