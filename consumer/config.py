@@ -20,6 +20,7 @@ import msgspec
 from consumer.auth.settings import AuthConfig
 from consumer.errors import ConfigError
 from consumer.secret import Secret
+from consumer.signalr.proxies import redact_proxy, validate_proxy
 
 ENV_PREFIX = "EVENT_CONSUMER__"
 
@@ -44,7 +45,12 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     keepalive_interval_seconds: float = 15.0
     server_timeout_seconds: float = 30.0
     reconnect: Literal["daemon", "official", "never"] = "daemon"
-    reconnect_max_delay_seconds: float = 30.0
+    # The cap of the jittered reconnect backoff = the recovery bound after an outage of any length.
+    reconnect_max_delay_seconds: float = 5.0
+    # A connection is healthy once it stayed up this long; shorter ones back off like failures.
+    healthy_after_seconds: float = 10.0
+    # "env" (HTTPS_PROXY/HTTP_PROXY/NO_PROXY, as httpx), "off", or an http(s):// proxy URL.
+    proxy: str = "env"
     retry_initial_start: bool = True
     max_message_bytes: int = 1024 * 1024
     # Decoded, not yet relayed invocations (wire bytes); the receive loop stops reading at the bound.
@@ -280,6 +286,10 @@ def _validate(cfg: Config, file: str) -> None:
     need(hub.max_replay_bytes > 0, "hub.max_replay_bytes", "an int > 0")
     need(all(hub.known_targets), "hub.known_targets", "non-empty target names")
     need(hub.max_message_bytes > 0, "hub.max_message_bytes", "an int > 0")
+    need(hub.reconnect_max_delay_seconds > 0, "hub.reconnect_max_delay_seconds", "a number > 0")
+    need(hub.healthy_after_seconds >= 0, "hub.healthy_after_seconds", "a number >= 0")
+    proxy_problem = validate_proxy(hub.proxy)
+    need(proxy_problem is None, "hub.proxy", proxy_problem or "")
     for i, oc in enumerate(hub.on_connect):
         need(bool(oc.method), f"hub.on_connect.{i}.method", "a non-empty string")
     rm = cfg.redmist
@@ -379,4 +389,5 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
 def to_display(cfg: Config) -> dict[str, Any]:
     """The effective config as plain data with every secret masked (for `check-config`)."""
     out: dict[str, Any] = msgspec.to_builtins(cfg, enc_hook=_enc_hook)
+    out["hub"]["proxy"] = redact_proxy(cfg.hub.proxy)  # user info in a proxy URL is a credential
     return out

@@ -51,6 +51,7 @@ from consumer.relay.state import LiveState
 from consumer.relay.stats import RelayStats
 from consumer.relay.subscriptions import HubCall, Subscriber
 from consumer.signalr.connection import HubConnection, HubError
+from consumer.signalr.proxies import httpx_proxy_options
 from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy, retry_policy
 from consumer.sinks import SinkWorker, build_worker, stuck_threads
 from consumer.sinks.base import CLOSE_TIMEOUT
@@ -155,7 +156,7 @@ class Daemon:
     def _policy(self) -> RetryPolicy:
         hub = self.cfg.hub
         if hub.reconnect == "daemon":
-            return DaemonRetryPolicy(cap=hub.reconnect_max_delay_seconds)
+            return DaemonRetryPolicy(cap=hub.reconnect_max_delay_seconds)  # the recovery bound
         return retry_policy(hub.reconnect)
 
     async def _build_connection(self, provider: TokenProvider) -> HubConnection:
@@ -181,6 +182,8 @@ class Daemon:
             stateful_buffer_size=hub.max_replay_bytes,
             close_timeout=shutdown_budget(self.cfg.service.shutdown_grace_seconds).close_timeout,
             allow_insecure_http=hub.allow_insecure_http,
+            healthy_after=hub.healthy_after_seconds,
+            proxy=hub.proxy,
             raw_arguments=True,
             **kwargs,
         )
@@ -189,6 +192,17 @@ class Daemon:
         conn.on_reconnected(self._on_reconnected)
         conn.on_closed(self._on_closed)
         return conn
+
+    def _hub_counts(self) -> dict[str, float]:
+        """Connection churn for /metrics: handshakes, short-lived connections, flapping (0/1)."""
+        conn = self.connection
+        if conn is None:
+            return {}
+        return {
+            "connections": conn.stats.connections_opened,
+            "short_lived": conn.stats.short_lived_connections,
+            "flapping": 1.0 if conn.flapping else 0.0,
+        }
 
     def _calls(self) -> list[HubCall]:
         calls = [HubCall(oc.method, tuple(oc.arguments)) for oc in self.cfg.hub.on_connect]
@@ -330,7 +344,9 @@ class Daemon:
                     background.append(asyncio.create_task(self.board.run(), name="board"))
             if cfg.http.enabled:
                 registry = build_registry(
-                    DaemonCollector(self.stats, self.workers, lambda: provider.stats.requests)
+                    DaemonCollector(
+                        self.stats, self.workers, lambda: provider.stats.requests, hub_counts=self._hub_counts
+                    )
                 )
                 if self.board is not None:
                     registry.register(BoardCollector(self.board))
@@ -353,7 +369,9 @@ class Daemon:
                 log.info("observability endpoint listening", url=self.observability.url)
             if cfg.redmist.events:
                 self.http = httpx.AsyncClient(
-                    auth=BearerAuth(provider), timeout=cfg.redmist.snapshot_timeout_seconds
+                    auth=BearerAuth(provider),
+                    timeout=cfg.redmist.snapshot_timeout_seconds,
+                    **httpx_proxy_options(cfg.hub.proxy),
                 )
                 self.profile = RedMistProfile(
                     cfg.redmist, self.relay, self.http, hub_url=cfg.hub.url, state=self.state

@@ -17,7 +17,8 @@ Metric names (prefix `event_consumer_`): `messages_received_total{target}`,
 kept as `key<n>`), `contract_unexpected_values_total{type}` (values passed through as received),
 `buffer_bytes{buffer}` / `buffer_limit_bytes{buffer}` (memory the hub connection holds:
 `dispatch` = decoded, not yet relayed invocations, `replay` = the stateful-reconnect buffer),
-`dispatch_queue_invocations` / `dispatch_queue_limit_invocations`.
+`dispatch_queue_invocations` / `dispatch_queue_limit_invocations`, `hub_connections_total` (handshakes),
+`hub_short_lived_connections_total` (lost before `healthy_after_seconds`), `hub_flapping` (1 while flapping).
 
 Cardinality: every label value comes from a bounded set — targets are the known ones or `other` (see
 consumer.relay.relay), reasons are exception class names, contract types and sinks come from the code
@@ -57,10 +58,12 @@ class DaemonCollector(Collector):
         stats: RelayStats,
         workers: Sequence[SinkWorker],
         token_counts: Callable[[], Mapping[str, int]] | None = None,
+        hub_counts: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
         self.stats = stats
         self.workers = workers
         self.token_counts = token_counts
+        self.hub_counts = hub_counts
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -90,6 +93,16 @@ class DaemonCollector(Collector):
         conn = GaugeMetricFamily(PREFIX + "connected", "1 while connected to the hub")
         conn.add_metric([], 1.0 if s.connection_state == "connected" else 0.0)
         yield conn
+        hub = dict(self.hub_counts()) if self.hub_counts else {}
+        opened = CounterMetricFamily(PREFIX + "hub_connections", "Hub handshakes completed")
+        opened.add_metric([], float(hub.get("connections", 0)))
+        short = CounterMetricFamily(
+            PREFIX + "hub_short_lived_connections", "Hub connections lost before they were healthy"
+        )
+        short.add_metric([], float(hub.get("short_lived", 0)))
+        flapping = GaugeMetricFamily(PREFIX + "hub_flapping", "1 while hub connections keep dropping early")
+        flapping.add_metric([], float(hub.get("flapping", 0)))
+        yield from (opened, short, flapping)
         depth = GaugeMetricFamily(
             PREFIX + "sink_queue_depth", "Lines queued or held for retry", labels=["sink"]
         )

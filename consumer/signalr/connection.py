@@ -51,6 +51,23 @@ MessageBuffer.js) and goes past it where a daemon needs it:
 - Automatic reconnect with a `RetryPolicy` (default `DaemonRetryPolicy`: never gives up). With
   `retry_initial_start=True` (default) a failed first start is retried with the same policy.
   Close(allowReconnect=false) stops; Close(allowReconnect=true) or transport loss reconnects.
+- Healthy before reset: a connection counts as healthy once it has stayed up `healthy_after`
+  seconds (default 10). Only the loss of a healthy connection restarts the policy at retry 0 (0 s
+  with the default policy); a connection lost sooner counts as one more failed attempt, so a hub
+  that accepts the handshake and then closes or breaks every connection gets the same backoff as
+  one that refuses them (no hot loop). Three short-lived connections in a row are "flapping": a
+  `signalr.flapping` warning (at most one a minute, with the count since the last one), `flapping`
+  and `stats.short_lived_connections` for metrics; `signalr.flapping_ended` once a connection is
+  healthy again. Time, not data, is the criterion: a hub that delivers a few messages and then drops
+  every connection is flapping just the same.
+- Text frames (JSON protocol) must be valid UTF-8 (RFC 6455 5.6, 8.1): a frame that is not is a
+  protocol error, never decoded or relayed; the WebSocket is closed with 1007 and the connection
+  recycled like any other protocol error.
+- Proxies: `proxy="env"` (default) follows HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY as httpx
+  does, for the negotiate request and the WebSocket (HTTP CONNECT); `"off"` connects directly; an
+  `http(s)://` URL is used for every hub connection. Proxy credentials are never logged.
+- Negotiate: one total deadline (`negotiate_timeout`) over connect, request and body, and a body
+  size limit (`max_negotiate_bytes`, 1 MiB); exceeding either is a clear NegotiateError.
 - Stateful reconnect (opt-in): negotiates `useStatefulReconnect`, handshake version 2, counts
   trackable messages (types 1-5) both ways, Acks about every `ack_interval`, keeps a byte-bounded
   replay buffer (sends wait when it is full), on a transport drop reconnects with the same
@@ -94,6 +111,14 @@ from consumer.auth.urls import check_url_security as shared_check_url_security
 from consumer.errors import ConfigError, CredentialsRejected, describe_error
 from consumer.logs import get_logger, register_secret
 from consumer.signalr import protocol as proto
+from consumer.signalr.proxies import (
+    PROXY_ENV,
+    PROXY_OFF,
+    httpx_proxy_options,
+    redact_proxy,
+    resolve_proxy,
+    validate_proxy,
+)
 from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy
 
 __all__ = [
@@ -121,6 +146,9 @@ log = get_logger(__name__)
 
 MAX_REDIRECTS = 100
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+MAX_NEGOTIATE_BYTES = 1024 * 1024
+FLAPPING_AFTER = 3  # consecutive short-lived connections
+FLAPPING_LOG_INTERVAL = 60.0  # seconds between two `signalr.flapping` warnings
 NO_RESULT_ERROR = "Client didn't provide a result."
 DEFAULT_MAX_DISPATCH_BYTES = 16 * 1024 * 1024
 # Hub targets (method names) longer than this are still dispatched, but never kept as a key of a
@@ -185,6 +213,10 @@ class ServerClosedError(HubConnectionError):
 
 class ServerTimeoutError(HubConnectionError):
     """Nothing was received from the server within the server timeout (half-open connection)."""
+
+
+class InvalidTextFrameError(proto.ProtocolError):
+    """A text frame that is not valid UTF-8 (RFC 6455: the connection must be failed with 1007)."""
 
 
 class _AuthRejected(Exception):
@@ -470,6 +502,8 @@ class ClientStats:
     invocations_decoded: int = 0  # server→client invocations decoded from the socket (replays excluded)
     invocations_dispatched: int = 0  # ... whose dispatch finished (handled, failed or unhandled)
     invocations_abandoned: int = 0  # ... decoded but never dispatched because a drain was cut short
+    connections_opened: int = 0  # handshakes completed (first connect and every reconnect)
+    short_lived_connections: int = 0  # ... lost before they had stayed up `healthy_after` seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -627,8 +661,14 @@ class HubConnection:
         raw_arguments: bool = False,
         http_client: httpx.AsyncClient | None = None,
         ssl: Any = None,
+        healthy_after: float = 10.0,
+        proxy: str = PROXY_ENV,
+        max_negotiate_bytes: int = MAX_NEGOTIATE_BYTES,
     ) -> None:
         check_url_security(url, allow_insecure_http)
+        problem = validate_proxy(proxy)
+        if problem is not None:
+            raise ConfigError(f"proxy must be {problem}, not {redact_proxy(proxy)!r}", key="proxy")
         if token_transport not in ("header", "query", "both"):
             raise ConfigError(f"token_transport must be header, query or both, not {token_transport!r}")
         if token_provider is not None:
@@ -669,6 +709,16 @@ class HubConnection:
         self._allow_insecure = allow_insecure_http
         self._http_client = http_client
         self._ssl = ssl
+        self._healthy_after = healthy_after
+        self._proxy = proxy
+        self._max_negotiate_bytes = max_negotiate_bytes
+        if proxy not in (PROXY_ENV, PROXY_OFF):
+            parts = urlsplit(proxy)
+            register_secret(parts.password)
+        self._connected_at: float | None = None  # loop time of the last completed handshake
+        self._short_streak = 0  # consecutive connections lost before they were healthy
+        self._flap_logged_at: float | None = None
+        self._flap_unlogged = 0
 
         self._state = ConnectionState.DISCONNECTED
         self._handlers: dict[str, list[Handler]] = {}
@@ -719,6 +769,17 @@ class HubConnection:
     @property
     def protocol_name(self) -> str:
         return self._protocol.name
+
+    @property
+    def flapping(self) -> bool:
+        """Three or more connections in a row were lost before `healthy_after` seconds, and the
+        current one (if any) has not yet stayed up that long."""
+        if self._short_streak < FLAPPING_AFTER:
+            return False
+        at = self._connected_at
+        if self._state == ConnectionState.CONNECTED and at is not None:
+            return time.monotonic() - at < self._healthy_after
+        return True
 
     def on(self, target: str, handler: Handler) -> None:
         """Register `handler(*args)` (sync or async) for a hub → client method; case-insensitive."""
@@ -954,7 +1015,10 @@ class HubConnection:
         if self._http_client is not None:
             yield self._http_client
             return
-        async with httpx.AsyncClient(timeout=self._negotiate_timeout, follow_redirects=True) as client:
+        options = httpx_proxy_options(self._proxy)
+        async with httpx.AsyncClient(
+            timeout=self._negotiate_timeout, follow_redirects=True, **options
+        ) as client:
             yield client
 
     async def _negotiate_once(self, url: str, token: str | None) -> _Negotiated | _Redirect:
@@ -963,29 +1027,48 @@ class HubConnection:
         if query_token:
             negotiate_url = _with_query(negotiate_url, access_token=query_token)
         log.debug("signalr.negotiate", url=redact_url(negotiate_url))
+        limit = self._max_negotiate_bytes
         try:
-            async with self._http() as client:
-                response = await client.post(
+            async with (
+                asyncio.timeout(self._negotiate_timeout),
+                self._http() as client,
+                client.stream(
+                    "POST",
                     negotiate_url,
                     headers=self._auth_headers(token),
                     content=b"",
                     timeout=self._negotiate_timeout,
-                )
-        except httpx.HTTPError as exc:
+                ) as response,
+            ):
+                status = response.status_code
+                if status in (401, 403):
+                    raise _AuthRejected(status, token, "negotiate")
+                if status != 200:
+                    hint = " (not a SignalR endpoint, or a proxy is in the way)" if status == 404 else ""
+                    raise NegotiateError(f"Unexpected status code returned from negotiate '{status}'{hint}")
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise NegotiateError(
+                        f"negotiate response too large: {declared} bytes declared, limit {limit}"
+                    )
+                content = bytearray()
+                async for chunk in response.aiter_bytes():
+                    content += chunk
+                    if len(content) > limit:
+                        raise NegotiateError(f"negotiate response too large: over the {limit}-byte limit")
+        except TimeoutError:
             raise NegotiateError(
-                f"Failed to complete negotiation with the server at {redact_url(url)}: {type(exc).__name__}"
+                f"no complete negotiate response from {redact_url(url)} within {self._negotiate_timeout} s"
             ) from None
-        if response.status_code in (401, 403):
-            raise _AuthRejected(response.status_code, token, "negotiate")
-        if response.status_code != 200:
-            hint = (
-                " (not a SignalR endpoint, or a proxy is in the way)" if response.status_code == 404 else ""
-            )
+        except httpx.HTTPError as exc:
+            proxy = resolve_proxy(negotiate_url, self._proxy)
+            via = f" via proxy {redact_proxy(proxy)}" if proxy else ""
             raise NegotiateError(
-                f"Unexpected status code returned from negotiate '{response.status_code}'{hint}"
-            )
+                f"Failed to complete negotiation with the server at {redact_url(url)}{via}: "
+                f"{type(exc).__name__}"
+            ) from None
         try:
-            body = msgspec.json.decode(response.content)
+            body = msgspec.json.decode(content)
         except msgspec.DecodeError:
             raise NegotiateError("negotiate response is not JSON") from None
         if not isinstance(body, dict):
@@ -1026,7 +1109,8 @@ class HubConnection:
     async def _open_ws(self, url: str, token: str | None) -> ClientConnection:
         ws_url = build_ws_url(url, access_token=self._token_query(token))
         check_url_security(ws_url, self._allow_insecure)
-        log.debug("signalr.websocket_connect", url=redact_url(ws_url))
+        proxy = resolve_proxy(ws_url, self._proxy)
+        log.debug("signalr.websocket_connect", url=redact_url(ws_url), proxy=redact_proxy(proxy))
         extra: dict[str, Any] = {"ssl": self._ssl} if self._ssl is not None else {}
         try:
             return await websockets.connect(
@@ -1038,7 +1122,7 @@ class HubConnection:
                 close_timeout=self._close_timeout,
                 ping_interval=None,
                 ping_timeout=None,
-                proxy=None,
+                proxy=proxy,
                 **extra,
             )
         except InvalidStatus as exc:
@@ -1049,9 +1133,13 @@ class HubConnection:
                 f"WebSocket upgrade to {redact_url(ws_url)} refused with HTTP {status}"
             ) from None
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+            via = f" via proxy {redact_proxy(proxy)}" if proxy else ""
+            detail = str(exc)
+            if "access_token" in detail or (proxy and "@" in detail):
+                detail = "[redacted]"
             raise HubConnectionError(
-                f"WebSocket connect to {redact_url(ws_url)} failed: {type(exc).__name__}: "
-                f"{redact_url(str(exc)) if 'access_token' not in str(exc) else '[redacted]'}"
+                f"WebSocket connect to {redact_url(ws_url)}{via} failed: {type(exc).__name__}: "
+                f"{redact_url(detail)}"
             ) from None
 
     async def _establish(self) -> None:
@@ -1106,6 +1194,8 @@ class HubConnection:
             async with asyncio.timeout(self._handshake_timeout):
                 while True:
                     frame = await ws.recv(decode=False)
+                    if self._text and not frame.isascii():
+                        _check_utf8(frame)
                     received += frame
                     if len(received) > self._max_message_size:
                         raise HandshakeError("handshake response too large")
@@ -1118,6 +1208,8 @@ class HubConnection:
             raise HandshakeError(f"the server closed the WebSocket during the handshake ({exc})") from None
         except proto.ProtocolError as exc:
             raise HandshakeError(f"Error parsing handshake response: {exc}") from None
+        self._connected_at = time.monotonic()
+        self.stats.connections_opened += 1
         if response.error:
             raise HandshakeError(f"Server returned handshake error: {response.error}")
         self._reader = self._protocol.reader(max_message_size=self._max_message_size)
@@ -1144,19 +1236,24 @@ class HubConnection:
                     second.status,
                 ) from None
 
-    async def _abort(self, ws: ClientConnection) -> None:
+    async def _abort(self, ws: ClientConnection, code: int = 1000, reason: str = "") -> None:
         try:
             async with asyncio.timeout(self._close_timeout):
-                await ws.close()
+                await ws.close(code, reason)
         except Exception:
             ws.transport.abort()
 
-    async def _connect_with_policy(self, reason: BaseException | None, *, initial: bool) -> bool:
-        """Attempt until connected (True) or the policy gives up (False, or raises on initial start)."""
+    async def _connect_with_policy(
+        self, reason: BaseException | None, *, initial: bool, failures: int = 0
+    ) -> bool:
+        """Attempt until connected (True) or the policy gives up (False, or raises on initial start).
+
+        `failures`: short-lived connections lost in a row before this call; they count as failed
+        attempts, so the policy's delays continue from there instead of starting at retry 0."""
         started_at = time.monotonic()
-        attempts = 0
+        attempts = failures
         last: BaseException | None = reason
-        delay: float | None = 0.0 if initial else self._next_delay(0, 0.0, reason)
+        delay: float | None = 0.0 if initial else self._next_delay(attempts, 0.0, reason)
         if delay is None:
             return False
         if not initial:
@@ -1214,6 +1311,35 @@ class HubConnection:
             log.warning("signalr.dispatch_queue_stuck", queued=queue.size)
             self._spawn(queue.put(item))
 
+    def _note_connection_lost(self, error: BaseException | None) -> None:
+        """Healthy or short-lived? Count the streak and warn (rate-bounded) while flapping."""
+        now = time.monotonic()
+        at = self._connected_at
+        lived = now - at if at is not None else 0.0
+        if lived >= self._healthy_after:
+            if self._short_streak >= FLAPPING_AFTER:
+                log.info("signalr.flapping_ended", short_lived=self._short_streak, lived=round(lived, 3))
+            self._short_streak = 0
+            self._flap_unlogged = 0
+            return
+        self._short_streak += 1
+        self.stats.short_lived_connections += 1
+        if self._short_streak < FLAPPING_AFTER:
+            return
+        self._flap_unlogged += 1
+        last = self._flap_logged_at
+        if last is None or now - last >= FLAPPING_LOG_INTERVAL:
+            log.warning(
+                "signalr.flapping",
+                consecutive_short_lived=self._short_streak,
+                since_last_warning=self._flap_unlogged,
+                lived=round(lived, 3),
+                healthy_after=self._healthy_after,
+                error=_describe(error),
+            )
+            self._flap_logged_at = now
+            self._flap_unlogged = 0
+
     def _next_delay(self, count: int, elapsed: float, reason: BaseException | None) -> float | None:
         try:
             delay = self._retry_policy.next_delay(count, elapsed, reason)
@@ -1238,6 +1364,8 @@ class HubConnection:
         self._give_up_error = None
         self._closing = False
         self._abandoned = False
+        self._short_streak = 0
+        self._connected_at = None
         self._leftover.clear()
         queue = _DispatchQueue(self._dispatch_queue_size, self._max_dispatch_bytes)
         self._dispatch_queue = queue
@@ -1256,14 +1384,23 @@ class HubConnection:
                     close_error = ended.error
                     log.warning("signalr.closed_by_server", error=_describe(ended.error), reconnect=False)
                     break
-                if ended.resumable and self._buffer is not None and await self._resume():
-                    continue
+                self._note_connection_lost(ended.error)
+                if ended.resumable and self._buffer is not None:
+                    if self._short_streak:  # a resume that drops at once must not spin either
+                        delay = self._next_delay(self._short_streak, 0.0, ended.error)
+                        if delay is None:
+                            close_error = ended.error
+                            break
+                        await asyncio.sleep(delay)
+                    if await self._resume():
+                        self._connected_at = time.monotonic()
+                        continue
                 self._fail_pending(
                     ConnectionLostError(
                         f"connection lost: {_describe(ended.error) or 'closed by the server'}"
                     )
                 )
-                if await self._connect_with_policy(ended.error, initial=False):
+                if await self._connect_with_policy(ended.error, initial=False, failures=self._short_streak):
                     self._state = ConnectionState.CONNECTED
                     log.info("signalr.reconnected", connection_id=self._connection_id)
                     # Queued ahead of everything the new transport will decode, and run by the
@@ -1350,6 +1487,8 @@ class HubConnection:
             self._ws = None
         if ended.error is None or isinstance(ended.error, ServerClosedError):
             await self._abort(ws)  # the server said goodbye: close the WebSocket politely
+        elif isinstance(ended.error, InvalidTextFrameError):
+            await self._abort(ws, code=1007, reason="invalid UTF-8")  # RFC 6455 7.4.1
         else:
             ws.transport.abort()  # dead, half-open or broken: do not wait for a close handshake
         if not self._stopping:
@@ -1366,6 +1505,7 @@ class HubConnection:
         feed = reader.feed
         server_timeout = self._server_timeout
         handle = self._handle_messages
+        text = self._text
         while True:
             try:
                 async with asyncio.timeout(server_timeout):  # only the wait on the socket is timed
@@ -1384,6 +1524,8 @@ class HubConnection:
                     ConnectionLostError(f"WebSocket closed ({exc})"), allow_reconnect=True, resumable=True
                 )
             try:
+                if text and not data.isascii():
+                    _check_utf8(data)
                 messages = feed(data)
             except proto.ProtocolError as exc:
                 return _Ended(exc, allow_reconnect=True, resumable=False)
@@ -1797,3 +1939,13 @@ async def _maybe_await(value: Any) -> Any:
 
 def _describe(error: BaseException | None) -> str | None:
     return describe_error(error) if error is not None else None
+
+
+def _check_utf8(data: bytes) -> None:
+    """Raise InvalidTextFrameError unless `data` is valid UTF-8 (callers skip pure ASCII first)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidTextFrameError(
+            f"invalid UTF-8 in a text frame at byte {exc.start} of {len(data)}"
+        ) from None
