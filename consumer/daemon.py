@@ -330,7 +330,9 @@ class Daemon:
             if cfg.redmist.events and (cfg.redmist.state_path or cfg.http.enabled):
                 # Live state: the state file and/or the board API + page on the HTTP endpoint.
                 self.state = LiveState(
-                    cfg.redmist.state_path, min_interval=cfg.redmist.state_min_interval_seconds
+                    cfg.redmist.state_path,
+                    min_interval=cfg.redmist.state_min_interval_seconds,
+                    events=cfg.redmist.events,
                 )
                 if cfg.http.enabled:
                     self.board = BoardService(
