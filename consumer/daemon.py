@@ -108,7 +108,11 @@ class Daemon:
         self.env = env
         self.notifier = notifier or Notifier.from_env(env)
         self.stats = RelayStats()
-        self.workers = workers if workers is not None else [build_worker(s) for s in cfg.sinks]
+        self.workers = (
+            workers
+            if workers is not None
+            else [build_worker(s, config=cfg, index=i, env=env) for i, s in enumerate(cfg.sinks)]
+        )
         self.relay = Relay(self.workers, hub=cfg.hub.name, protocol=cfg.hub.protocol, stats=self.stats)
         self._provider = token_provider
         self._connection_factory = connection_factory

@@ -1,0 +1,278 @@
+"""`type = "nats"`: every envelope line published to a JetStream stream, acknowledged (at-least-once).
+
+Per line: subject from the template (default `{hub}.{event_id}.{target}`, every value one sanitised
+token), payload = the line as written by the file sink (byte for byte), headers `Nats-Msg-Id` (the
+BLAKE2b-128 of the line: the same line always gets the same id, so a publish retried after a lost
+ack or a server restart is dropped by the stream's duplicate window), `Event-Consumer-Seq` (the
+envelope `seq`) and `Content-Type: application/json`.
+
+A batch from the `SinkWorker` is published pipelined: up to `max_in_flight` publishes awaiting their
+ack at once (nats-py `publish_async`), then the acks are collected in order. The first line whose ack
+did not come (connection lost, `ack_timeout_seconds`, a stream error) ends the write: the lines
+before it are reported stored (`PartialWrite`), the rest stay in the worker's bounded retry buffer
+and are retried with its backoff; beyond `max_buffered` the oldest are dropped and counted, as for
+every sink. Lines after the failed one that were stored anyway come back as duplicates on the retry
+and the stream drops them (`duplicates` counts those acks).
+
+Connection: one attempt at `open()` — rejected credentials exit 77 naming the server, an unreachable
+server exits 69, a missing stream exits 78 naming the stream and the key (unless `create_stream`).
+Later losses are not fatal: the next write reconnects (one attempt per write, so the worker's capped
+exponential backoff paces the reconnects). The stream is created or updated at `open()` with
+`create_stream = true` (subjects, max age, max bytes, duplicate window, file storage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from consumer.errors import ConfigError, CredentialsRejected, ServiceUnavailable
+from consumer.logs import get_logger
+from consumer.natsconn import NatsUnavailable, SubjectTemplate, connect, server_label
+from consumer.sinks.base import PartialWrite
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.js import JetStreamContext
+
+    from consumer.config import NatsSinkConfig
+
+__all__ = ["NatsSink", "msg_id"]
+
+log = get_logger("consumer.sinks.nats")
+
+CONTENT_TYPE = "application/json"
+
+
+class _Head(msgspec.Struct):
+    """The envelope fields the subject and headers need (the rest of the line is skipped)."""
+
+    seq: int = 0
+    hub: str = ""
+    kind: str = ""
+    target: str = ""
+    event_id: int | str | None = None
+
+
+_decode_head = msgspec.json.Decoder(_Head).decode
+
+
+def msg_id(line: bytes) -> str:
+    """`Nats-Msg-Id` of a line: deterministic from its bytes (hex BLAKE2b-128)."""
+    return hashlib.blake2b(line, digest_size=16).hexdigest()
+
+
+class NatsSink:
+    """A `Sink` publishing to JetStream. `sync_interval` is None: an ack means stored."""
+
+    sync_interval: float | None = None
+
+    def __init__(
+        self,
+        cfg: NatsSinkConfig,
+        connect_kwargs: Mapping[str, Any],
+        *,
+        name: str | None = None,
+        hub: str | None = None,
+        source: str = "<config>",
+        key: str = "sinks.0.nats",
+    ) -> None:
+        self.cfg = cfg
+        self.name = name or f"nats:{cfg.stream}"
+        self._kwargs = dict(connect_kwargs)
+        self._servers = server_label(list(connect_kwargs["servers"]))
+        self._source = source
+        self._hub = hub
+        self._key = key
+        self._subject = SubjectTemplate(cfg.subject)
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._lost: asyncio.Future[None] | None = None
+        self._closing = False
+        # Counters (read by tests and the benchmark).
+        self.published = 0  # acks received
+        self.duplicates = 0  # acks saying the stream already had the message
+        self.connects = 0
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def _on_disconnect(self) -> None:
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+
+    async def _connect(self) -> JetStreamContext:
+        nc = await connect(self._kwargs, on_disconnect=self._on_disconnect)
+        self._lost = asyncio.get_running_loop().create_future()
+        self._nc = nc
+        self._js = nc.jetstream(
+            timeout=self.cfg.ack_timeout_seconds, publish_async_max_pending=self.cfg.max_in_flight
+        )
+        self.connects += 1
+        if self.connects > 1:
+            log.info("NATS reconnected", sink=self.name, servers=self._servers)
+        return self._js
+
+    async def _drop_connection(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None and not nc.is_closed:
+            try:
+                await asyncio.wait_for(nc.close(), timeout=self.cfg.ack_timeout_seconds)
+            except Exception as err:  # closing a broken connection: nothing left to save
+                log.debug("NATS close failed", sink=self.name, error=type(err).__name__)
+
+    async def open(self) -> None:
+        try:
+            js = await self._connect()
+        except NatsUnavailable as err:
+            raise ServiceUnavailable(str(err)) from None
+        await self._check_stream(js)
+
+    async def _check_stream(self, js: JetStreamContext) -> None:
+        import nats.errors
+        import nats.js.api
+        import nats.js.errors
+
+        cfg = self.cfg
+        subjects = cfg.stream_subjects or [self._subject.wildcard(self._hub)]
+        try:
+            if cfg.create_stream:
+                config = nats.js.api.StreamConfig(
+                    name=cfg.stream,
+                    subjects=subjects,
+                    max_age=cfg.stream_max_age_seconds or None,
+                    max_bytes=cfg.stream_max_bytes,
+                    duplicate_window=cfg.duplicate_window_seconds,
+                    storage=nats.js.api.StorageType.FILE,
+                )
+                try:
+                    await js.stream_info(cfg.stream)
+                except nats.js.errors.NotFoundError:
+                    await js.add_stream(config)
+                    log.info("JetStream stream created", stream=cfg.stream, subjects=subjects)
+                else:
+                    await js.update_stream(config)
+            else:
+                await js.stream_info(cfg.stream)
+        except nats.js.errors.NotFoundError:
+            raise ConfigError(
+                f"JetStream stream {cfg.stream!r} does not exist on NATS server {self._servers}; "
+                "create it or set create_stream = true",
+                file=self._source,
+                key=f"{self._key}.stream",
+            ) from None
+        except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError):
+            raise ConfigError(
+                f"JetStream is not enabled on NATS server {self._servers}",
+                file=self._source,
+                key=f"{self._key}.stream",
+            ) from None
+        except nats.js.errors.APIError as err:
+            raise ConfigError(
+                f"JetStream refused stream {cfg.stream!r} on {self._servers}: {err.description or err}",
+                file=self._source,
+                key=f"{self._key}.stream",
+            ) from None
+        except nats.errors.Error as err:
+            raise ServiceUnavailable(f"NATS server {self._servers}: {err}") from None
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def _headers(self, line: bytes) -> tuple[str, dict[str, str]]:
+        try:
+            head = _decode_head(line)
+        except msgspec.DecodeError:  # not an envelope (never from the relay): still published
+            head = _Head()
+        subject = self._subject.render(head.hub, head.event_id, head.target, head.kind)
+        return subject, {
+            "Nats-Msg-Id": msg_id(line),
+            "Event-Consumer-Seq": str(head.seq),
+            "Content-Type": CONTENT_TYPE,
+        }
+
+    async def write(self, lines: Sequence[bytes]) -> None:
+        import nats.errors
+
+        js = self._js
+        if js is None or self._nc is None or self._nc.is_closed:
+            await self._drop_connection()
+            try:
+                js = await self._connect()
+            except CredentialsRejected as err:  # rotated credentials: keep the records, keep trying
+                raise NatsUnavailable(str(err)) from None
+        lost = self._lost
+        assert lost is not None
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = []
+        all_done: asyncio.Future[None] = loop.create_future()
+        pending = len(lines)
+
+        def settled(fut: asyncio.Future[Any]) -> None:
+            nonlocal pending
+            pending -= 1
+            failed = not fut.cancelled() and fut.exception() is not None
+            if (pending == 0 or failed) and not all_done.done():
+                all_done.set_result(None)
+
+        error: BaseException | None = None
+        try:
+            for line in lines:
+                subject, headers = self._headers(line)
+                fut = await js.publish_async(
+                    subject, line, wait_stall=self.cfg.ack_timeout_seconds, headers=headers
+                )
+                fut.add_done_callback(settled)
+                futures.append(fut)
+            await asyncio.wait(
+                {all_done, lost}, timeout=self.cfg.ack_timeout_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        except (nats.errors.Error, OSError) as err:
+            error = err
+        done = 0
+        for fut in futures:
+            if not fut.done() or fut.cancelled() or fut.exception() is not None:
+                break
+            done += 1
+            if fut.result().duplicate:
+                self.duplicates += 1
+        for fut in futures[done:]:
+            if not fut.done():
+                fut.cancel()  # releases its in-flight slot
+            elif not fut.cancelled() and error is None:
+                error = fut.exception()
+        self.published += done
+        if done == len(lines):
+            return
+        if error is None:
+            error = NatsUnavailable("connection lost") if lost.done() else TimeoutError("no ack in time")
+        if (
+            lost.done()
+            or not isinstance(error, nats.errors.Error)
+            or isinstance(error, nats.errors.TimeoutError)
+        ):
+            await self._drop_connection()  # reconnect on the next write
+        cause = NatsUnavailable(
+            f"NATS server {self._servers}, stream {self.cfg.stream!r}: {_describe(error)}"
+        )
+        if done:
+            raise PartialWrite(done, cause)
+        raise cause
+
+    async def flush(self) -> None:
+        """Nothing to do: a write returns only once the stream acknowledged every line."""
+
+    async def reopen(self) -> None:
+        """Nothing to reopen (SIGHUP is for files)."""
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._drop_connection()
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err)
+    name = type(err).__name__
+    return f"{name}: {text}" if text and text != name else name
