@@ -341,6 +341,11 @@ def _validate_nats(cfg: Config, need: typing.Callable[[bool, str, str], None]) -
     need(n.connect_timeout_seconds > 0, "nats.connect_timeout_seconds", "a number > 0")
     need(n.board_max_hz > 0, "nats.board_max_hz", "a number > 0")
     need(
+        n.board_bucket is None or bool(cfg.redmist.events),
+        "nats.board_bucket",
+        "redmist.events to be set too (the board is the RedMist profile's live state)",
+    )
+    need(
         n.board_bucket is None or bool(re.fullmatch(r"[A-Za-z0-9_-]+", n.board_bucket)),
         "nats.board_bucket",
         "a bucket name of letters, digits, _ and -",

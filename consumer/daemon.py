@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ import httpx
 from consumer.auth import AUTHORIZATION, BearerAuth, TokenProvider, build_token_provider, headers_for
 from consumer.config import Config
 from consumer.errors import ConfigError, CredentialsRejected, ServiceUnavailable
+from consumer.kvboard import KvBoard
 from consumer.logs import get_logger, register_secret
 from consumer.observability import DaemonCollector, ObservabilityServer, build_registry
 from consumer.relay.redmist import RedMistProfile
@@ -267,7 +269,7 @@ class Daemon:
                 self.http = httpx.AsyncClient(
                     auth=BearerAuth(provider), timeout=cfg.redmist.snapshot_timeout_seconds
                 )
-                if cfg.redmist.state_path:
+                if cfg.redmist.state_path or cfg.nats.board_bucket:
                     self.state = LiveState(
                         cfg.redmist.state_path, min_interval=cfg.redmist.state_min_interval_seconds
                     )
@@ -277,6 +279,8 @@ class Daemon:
                 background.append(asyncio.create_task(self.profile.run(), name="snapshots"))
                 if self.state is not None:
                     background.append(asyncio.create_task(self.state.run(), name="state"))
+                if self.state is not None and cfg.nats.board_bucket:
+                    background.append(asyncio.create_task(self._kv_board(self.state).run(), name="kv-board"))
             conn = await self._build_connection(provider)
             self.connection = conn
             self.subscriber = Subscriber(
@@ -302,6 +306,26 @@ class Daemon:
         if self._fatal is not None and not self._stop.is_set():
             raise ServiceUnavailable(f"hub connection closed for good: {_describe(self._fatal)}")
         return 0
+
+    def _kv_board(self, state: LiveState) -> KvBoard:
+        from consumer.natsconn import connect_kwargs, require_nats
+
+        cfg = self.cfg
+        require_nats(cfg.source, "nats.board_bucket")
+        assert cfg.nats.board_bucket is not None
+        kwargs = connect_kwargs(cfg.nats, source=cfg.source, env=os.environ if self.env is None else self.env)
+        return KvBoard(
+            state,
+            kwargs,
+            bucket=cfg.nats.board_bucket,
+            hub=cfg.hub.name,
+            max_hz=cfg.nats.board_max_hz,
+            is_leader=self.is_leader,
+        )
+
+    def is_leader(self) -> bool:
+        """False only on the standby of an HA pair."""
+        return True
 
     def _ready(self) -> None:
         if not self._ready_sent:

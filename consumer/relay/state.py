@@ -56,10 +56,43 @@ class LiveState:
         self.written_version = 0
         self._changed = asyncio.Event()
         self._stamp = Clock()
+        self._epochs: dict[str, int] = {}
+        self._change: asyncio.Future[None] | None = None  # wait_changed()'s waiters
 
     def _touch(self) -> None:
         self.version += 1
         self._changed.set()
+        if self._change is not None and not self._change.done():
+            self._change.set_result(None)
+        self._change = None
+
+    # -- readers (board API, KV board) ---------------------------------------------------------
+    # Minimal forms of the reader API (lane h12-redmist owns the full one; the lead reconciles).
+
+    def events(self) -> list[str]:
+        """The event ids with a board, sorted."""
+        return sorted(set(self.sessions) | set(self.cars))
+
+    def event_state(self, event_id: int | str) -> dict[str, Any] | None:
+        """The merged board of one event (SessionState with `carPositions`), or None."""
+        key = str(event_id)
+        if key not in self.sessions and key not in self.cars:
+            return None
+        session = dict(self.sessions.get(key, {}))
+        session["carPositions"] = list(self.cars.get(key, {}).values())
+        return session
+
+    def epoch(self, event_id: int | str) -> int:
+        """Bumped when the event's board is replaced (snapshot) or cleared (reset), not on patches."""
+        return self._epochs.get(str(event_id), 0)
+
+    async def wait_changed(self, version: int) -> int:
+        """Until `self.version` differs from `version`; returns the current version."""
+        while self.version == version:
+            if self._change is None:
+                self._change = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._change)
+        return self.version
 
     # -- merge (called from relay watchers; synchronous and cheap) -----------------------------
 
@@ -69,6 +102,7 @@ class LiveState:
         self.sessions[key] = session
         rows = state.get("carPositions") or []
         self.cars[key] = {str(r.get("n")): dict(r) for r in rows if isinstance(r, dict)}
+        self._epochs[key] = self._epochs.get(key, 0) + 1
         self._touch()
 
     def on_session_patch(self, args: list[Any], event_id: int | str | None) -> None:
@@ -102,6 +136,8 @@ class LiveState:
         self._touch()
 
     def reset(self) -> None:
+        for key in self.events():
+            self._epochs[key] = self._epochs.get(key, 0) + 1
         self.sessions.clear()
         self.cars.clear()
         self._touch()
