@@ -356,6 +356,11 @@ def _validate_nats(cfg: Config, need: typing.Callable[[bool, str, str], None]) -
         "a bucket name of letters, digits, _ and -",
     )
     need(cfg.ha.lease_ttl_seconds >= 1, "ha.lease_ttl_seconds", "a number >= 1")
+    need(
+        not cfg.ha.enabled or any(sink.type == "nats" for sink in cfg.sinks),
+        "ha.enabled",
+        'a [[sinks]] entry with type = "nats" (only the leader publishes to it)',
+    )
     need(cfg.ha.buffer_records >= 1, "ha.buffer_records", "an int >= 1")
     for i, sink in enumerate(cfg.sinks):
         if sink.type != "nats":

@@ -33,6 +33,7 @@ import httpx
 from consumer.auth import AUTHORIZATION, BearerAuth, TokenProvider, build_token_provider, headers_for
 from consumer.config import Config
 from consumer.errors import ConfigError, CredentialsRejected, ServiceUnavailable
+from consumer.ha import HaController
 from consumer.kvboard import KvBoard
 from consumer.logs import get_logger, register_secret
 from consumer.observability import DaemonCollector, ObservabilityServer, build_registry
@@ -131,6 +132,8 @@ class Daemon:
         self.http: httpx.AsyncClient | None = None
         self.observability: ObservabilityServer | None = None
         self.exit_code: int | None = None
+        self.ha: HaController | None = None
+        self._ha_task: asyncio.Task[None] | None = None
 
     # -- control -------------------------------------------------------------------------------
 
@@ -246,6 +249,9 @@ class Daemon:
             register_secret(code)
         await self._open_sinks()
         background: list[asyncio.Task[Any]] = []
+        if cfg.ha.enabled:
+            self.ha = self._build_ha()
+            self._ha_task = asyncio.create_task(self.ha.run(), name="ha")
         try:
             if cfg.http.enabled:
                 registry = build_registry(
@@ -325,7 +331,29 @@ class Daemon:
 
     def is_leader(self) -> bool:
         """False only on the standby of an HA pair."""
-        return True
+        return self.ha is None or self.ha.is_leader()
+
+    def _build_ha(self) -> HaController:
+        from consumer.ha import HaController
+        from consumer.natsconn import connect_kwargs, require_nats
+        from consumer.sinks.nats import NatsSink
+
+        cfg = self.cfg
+        require_nats(cfg.source, "ha.enabled")
+        kwargs = connect_kwargs(cfg.nats, source=cfg.source, env=os.environ if self.env is None else self.env)
+
+        def request_snapshots(events: list[int]) -> None:
+            if self.profile is not None:
+                self.profile.request_snapshots([e for e in events if e in cfg.redmist.events])
+
+        return HaController(
+            cfg.ha,
+            kwargs,
+            hub=cfg.hub.name,
+            sinks=[w.sink for w in self.workers if isinstance(w.sink, NatsSink)],
+            relay=self.relay,
+            request_snapshots=request_snapshots,
+        )
 
     def _ready(self) -> None:
         if not self._ready_sent:
@@ -399,6 +427,10 @@ class Daemon:
             await self.subscriber.aclose()
         for worker in self.workers:
             await worker.close(grace=max(0.05, deadline - time.monotonic()))
+        if self.ha is not None and self._ha_task is not None:
+            await self.ha.release()  # after the drain: the standby continues from our last record
+            self._ha_task.cancel()
+            await asyncio.gather(self._ha_task, return_exceptions=True)
         if self.observability is not None:
             await self.observability.stop()
         if self.http is not None:

@@ -117,6 +117,18 @@ class SubjectTemplate:
             lambda m: sanitize_token(hub) if m.group(1) == "hub" and hub is not None else "*", self.template
         )
 
+    def filter(self, hub: str | None, event_id: object) -> str:
+        """The subjects of one event: `{hub}` and `{event_id}` rendered, other placeholders `*`."""
+        values = {"hub": hub, "event_id": event_id}
+
+        def one(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name == "event_id" or (name == "hub" and hub is not None):
+                return sanitize_token(values[name])
+            return "*"
+
+        return _FIELD.sub(one, self.template)
+
     def render(self, hub: str, event_id: object, target: str, kind: str) -> str:
         key = (hub, event_id, target, kind)
         subject = self._cache.get(key)

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -59,6 +60,10 @@ class _Head(msgspec.Struct):
 
 
 _decode_head = msgspec.json.Decoder(_Head).decode
+
+
+def _no_marker(target: str, info: dict[str, Any], event_id: int | str | None) -> bytes:
+    raise RuntimeError("enable_ha() first")
 
 
 def msg_id(line: bytes) -> str:
@@ -97,6 +102,15 @@ class NatsSink:
         self.published = 0  # acks received
         self.duplicates = 0  # acks saying the stream already had the message
         self.connects = 0
+        # Hot-standby pair (enable_ha): "leader" publishes; "standby" keeps a bounded buffer;
+        # "takeover" publishes what the stream lacks when the failover marker comes through.
+        self.role: str = "leader"
+        self._buffer: deque[bytes] | None = None
+        self._backlog: deque[bytes] = deque()
+        self._make_marker: Callable[[str, dict[str, Any], int | str | None], bytes] = _no_marker
+        self._on_gap: Callable[[list[int | str]], None] = lambda _events: None
+        self._node = ""
+        self.takeovers: list[dict[str, Any]] = []
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -193,9 +207,7 @@ class NatsSink:
             "Content-Type": CONTENT_TYPE,
         }
 
-    async def write(self, lines: Sequence[bytes]) -> None:
-        import nats.errors
-
+    async def _ensure(self) -> JetStreamContext:
         js = self._js
         if js is None or self._nc is None or self._nc.is_closed:
             await self._drop_connection()
@@ -203,6 +215,33 @@ class NatsSink:
                 js = await self._connect()
             except CredentialsRejected as err:  # rotated credentials: keep the records, keep trying
                 raise NatsUnavailable(str(err)) from None
+        return js
+
+    async def write(self, lines: Sequence[bytes]) -> None:
+        if self.role == "leader":
+            await self._leader_write(lines)
+        elif self.role == "standby":
+            assert self._buffer is not None
+            self._buffer.extend(lines)  # only the leader publishes; the standby remembers
+        else:
+            await self._takeover_write(lines)
+
+    async def _leader_write(self, lines: Sequence[bytes]) -> None:
+        backlog = self._backlog
+        if backlog:  # what a takeover found missing in the stream goes first
+            try:
+                await self._publish(list(backlog))
+            except PartialWrite as err:
+                for _ in range(err.done):
+                    backlog.popleft()
+                raise err.cause from None
+            backlog.clear()
+        await self._publish(lines)
+
+    async def _publish(self, lines: Sequence[bytes]) -> None:
+        import nats.errors
+
+        js = await self._ensure()
         lost = self._lost
         assert lost is not None
         loop = asyncio.get_running_loop()
@@ -226,9 +265,12 @@ class NatsSink:
                 )
                 fut.add_done_callback(settled)
                 futures.append(fut)
-            await asyncio.wait(
-                {all_done, lost}, timeout=self.cfg.ack_timeout_seconds, return_when=asyncio.FIRST_COMPLETED
-            )
+            if futures:
+                await asyncio.wait(
+                    {all_done, lost},
+                    timeout=self.cfg.ack_timeout_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
         except (nats.errors.Error, OSError) as err:
             error = err
         done = 0
@@ -261,6 +303,154 @@ class NatsSink:
             raise PartialWrite(done, cause)
         raise cause
 
+    # -- hot-standby pair ----------------------------------------------------------------------
+
+    def enable_ha(
+        self,
+        *,
+        buffer_records: int,
+        make_marker: Callable[[str, dict[str, Any], int | str | None], bytes],
+        on_gap: Callable[[list[int | str]], None] = lambda _events: None,
+        node: str = "",
+    ) -> None:
+        """Start as the standby: lines are kept (the last `buffer_records`), not published."""
+        self.role = "standby"
+        self._buffer = deque(maxlen=buffer_records)
+        self._make_marker = make_marker
+        self._on_gap = on_gap
+        self._node = node
+
+    def demote(self) -> None:
+        """Lost the lease: stop publishing at once; remember from here on."""
+        if self._buffer is None:
+            return
+        self.role = "standby"
+        self._buffer.clear()
+        self._backlog.clear()
+
+    def begin_takeover(self) -> None:
+        """Won the lease: the next `failover` marker line ends the standby part (see module doc)."""
+        if self.role == "standby":
+            self.role = "takeover"
+
+    async def _takeover_write(self, lines: Sequence[bytes]) -> None:
+        assert self._buffer is not None
+        cut = next((i for i, line in enumerate(lines) if _is_failover(line)), None)
+        if cut is None:
+            self._buffer.extend(lines)
+            return
+        plan, report = await self._reconcile([*self._buffer, *lines[:cut]])  # may raise: nothing changed
+        self._buffer.clear()
+        self._backlog.extend(plan)
+        self.role = "leader"
+        self.takeovers.append(report)
+        log.warning("took over publishing", sink=self.name, **report)
+        try:
+            await self._leader_write(lines[cut:])
+        except PartialWrite as err:
+            raise PartialWrite(cut + err.done, err.cause) from None
+        except OSError as err:
+            if cut:
+                raise PartialWrite(cut, err) from None
+            raise
+
+    async def _reconcile(self, pre: list[bytes]) -> tuple[list[bytes], dict[str, Any]]:
+        """What of `pre` (the standby's lines) the stream lacks, with `gap` markers where unproven."""
+        js = await self._ensure()
+        records: list[tuple[bytes, _Record]] = []
+        for line in pre:
+            try:
+                rec = _decode_record(line)
+            except msgspec.DecodeError:
+                continue
+            if rec.kind == "invocation":
+                records.append((line, rec))
+        by_event: dict[int | str | None, list[int]] = {}
+        for i, (_line, rec) in enumerate(records):
+            by_event.setdefault(rec.event_id, []).append(i)
+        send: set[int] = set()
+        gaps: list[int | str | None] = []
+        outcome: dict[str, str] = {}
+        for ev, idxs in by_event.items():
+            tail = await self._stream_tail(js, ev)
+            content = [_content(records[i][1]) for i in idxs]
+            if not tail:
+                send.update(idxs)
+                outcome[str(ev)] = "new"
+                continue
+            k = len(tail)
+            matches = [p for p in range(k - 1, len(content)) if content[p - k + 1 : p + 1] == tail]
+            if len(matches) == 1:
+                send.update(idxs[matches[0] + 1 :])
+                outcome[str(ev)] = "continuous"
+            else:
+                send.update(idxs)
+                gaps.append(ev)
+                outcome[str(ev)] = "gap"
+        plan: list[bytes] = []
+        marked: set[int | str | None] = set()
+        for i, (line, rec) in enumerate(records):
+            if i not in send:
+                continue
+            if rec.event_id in gaps and rec.event_id not in marked:
+                marked.add(rec.event_id)
+                plan.append(
+                    self._make_marker("gap", {"node": self._node, "reason": "no continuity"}, rec.event_id)
+                )
+            plan.append(line)
+        if gaps:
+            self._on_gap([g for g in gaps if g is not None])
+        report = {
+            "buffered": len(pre),
+            "republished": len(send),
+            "gap_events": [str(g) for g in gaps],
+            "events": outcome,
+        }
+        return plan, report
+
+    async def _stream_tail(self, js: JetStreamContext, event_id: int | str | None) -> list[tuple[Any, ...]]:
+        """Content of the stream's last (up to TAIL) invocations of `event_id`, oldest first."""
+        import nats.js.api
+        import nats.js.errors
+
+        subject = self._subject.filter(self._hub, event_id)
+        try:
+            last = await js.get_last_msg(self.cfg.stream, subject)
+        except nats.js.errors.NotFoundError:
+            return []
+        last_seq = last.seq or 0
+        window = 256
+        while True:
+            start = max(1, last_seq - window)
+            sub = await js.pull_subscribe(
+                subject,
+                stream=self.cfg.stream,
+                config=nats.js.api.ConsumerConfig(
+                    ack_policy=nats.js.api.AckPolicy.NONE,
+                    deliver_policy=nats.js.api.DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=start,
+                    inactive_threshold=30.0,
+                ),
+            )
+            tail: list[tuple[Any, ...]] = []
+            try:
+                seq = 0
+                while seq < last_seq:
+                    for msg in await sub.fetch(1000, timeout=self.cfg.ack_timeout_seconds):
+                        seq = msg.metadata.sequence.stream
+                        try:
+                            rec = _decode_record(msg.data)
+                        except msgspec.DecodeError:
+                            continue
+                        if rec.kind == "invocation" and rec.event_id == event_id:
+                            tail.append(_content(rec))
+                            del tail[:-TAIL]
+            finally:
+                await sub.unsubscribe()
+            if len(tail) >= TAIL or start == 1:
+                return tail
+            window *= 8
+
     async def flush(self) -> None:
         """Nothing to do: a write returns only once the stream acknowledged every line."""
 
@@ -270,6 +460,32 @@ class NatsSink:
     async def close(self) -> None:
         self._closing = True
         await self._drop_connection()
+
+
+class _Record(msgspec.Struct):
+    kind: str = ""
+    target: str = ""
+    event_id: int | str | None = None
+    arguments: msgspec.Raw = msgspec.Raw(b"[]")
+
+
+_decode_record = msgspec.json.Decoder(_Record).decode
+TAIL = 8  # stream messages matched as one run: enough context that a repeated payload is not mistaken
+
+
+def _content(rec: _Record) -> tuple[Any, ...]:
+    """What two daemons receiving the same invocation agree on (not seq, not received_at)."""
+    return (rec.target, rec.event_id, bytes(rec.arguments))
+
+
+def _is_failover(line: bytes) -> bool:
+    if b'"kind":"ha"' not in line[:200]:
+        return False
+    try:
+        rec = _decode_record(line)
+    except msgspec.DecodeError:
+        return False
+    return rec.kind == "ha" and rec.target == "failover"
 
 
 def _describe(err: BaseException) -> str:
