@@ -7,7 +7,8 @@ ack or a server restart is dropped by the stream's duplicate window), `Event-Con
 envelope `seq`) and `Content-Type: application/json`.
 
 A batch from the `SinkWorker` is published pipelined: up to `max_in_flight` publishes awaiting their
-ack at once (nats-py `publish_async`), then the acks are collected in order. The first line whose ack
+ack at once (each with its own reply subject under one inbox subscription), then the acks are
+collected in order. The first line whose ack
 did not come (connection lost, `ack_timeout_seconds`, a stream error) ends the write: the lines
 before it are reported stored (`PartialWrite`), the rest stay in the worker's bounded retry buffer
 and are retried with its backoff; beyond `max_buffered` the oldest are dropped and counted, as for
@@ -38,6 +39,7 @@ from consumer.sinks.base import PartialWrite
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
     from nats.js import JetStreamContext
 
     from consumer.config import NatsSinkConfig
@@ -111,6 +113,9 @@ class NatsSink:
         self._on_gap: Callable[[list[int | str]], None] = lambda _events: None
         self._node = ""
         self.takeovers: list[dict[str, Any]] = []
+        self._inbox = ""
+        self._token = 0
+        self._batch: _Batch | None = None
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -122,9 +127,10 @@ class NatsSink:
         nc = await connect(self._kwargs, on_disconnect=self._on_disconnect)
         self._lost = asyncio.get_running_loop().create_future()
         self._nc = nc
-        self._js = nc.jetstream(
-            timeout=self.cfg.ack_timeout_seconds, publish_async_max_pending=self.cfg.max_in_flight
-        )
+        self._js = nc.jetstream(timeout=self.cfg.ack_timeout_seconds)
+        # Publish acks come back on <inbox>.<token>: one subscription, no future per message.
+        self._inbox = nc.new_inbox() + "."
+        await nc.subscribe(self._inbox + "*", cb=self._on_ack)
         self.connects += 1
         if self.connects > 1:
             log.info("NATS reconnected", sink=self.name, servers=self._servers)
@@ -238,67 +244,85 @@ class NatsSink:
             backlog.clear()
         await self._publish(lines)
 
+    async def _on_ack(self, msg: Msg) -> None:
+        batch = self._batch
+        if batch is None:
+            return
+        try:
+            i = int(msg.subject[len(self._inbox) :]) - batch.base
+        except ValueError:
+            return
+        if not 0 <= i < len(batch.state) or batch.state[i]:
+            return  # a late ack of an earlier batch (already counted as failed) or a repeat
+        try:
+            if msg.data:
+                ack = _decode_ack(msg.data)
+            elif msg.headers and msg.headers.get("Status") == "503":
+                ack = _Ack(error=_ApiError(503, "no stream takes this subject (no responders)"))
+            else:
+                ack = _Ack(error=_ApiError(description="empty ack"))
+        except msgspec.DecodeError:
+            ack = _Ack(error=_ApiError(description="undecodable ack"))
+        if ack.error is not None:
+            batch.state[i] = -1
+            batch.error = batch.error or f"JetStream error {ack.error.code}: {ack.error.description}"
+            batch.done.set()
+        else:
+            batch.state[i] = 2 if ack.duplicate else 1
+        batch.acked += 1
+        if batch.acked == len(batch.state):
+            batch.done.set()
+        batch.progress.set()
+
     async def _publish(self, lines: Sequence[bytes]) -> None:
+        """Publish `lines` pipelined (at most `max_in_flight` awaiting an ack); PartialWrite on failure.
+
+        No await between two publishes unless the in-flight bound is reached, so a batch leaves in
+        a few socket writes, not one per line (nats-py's `publish_async` yields on every call).
+        """
         import nats.errors
 
-        js = await self._ensure()
-        lost = self._lost
-        assert lost is not None
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Any]] = []
-        all_done: asyncio.Future[None] = loop.create_future()
-        pending = len(lines)
-
-        def settled(fut: asyncio.Future[Any]) -> None:
-            nonlocal pending
-            pending -= 1
-            failed = not fut.cancelled() and fut.exception() is not None
-            if (pending == 0 or failed) and not all_done.done():
-                all_done.set_result(None)
-
-        error: BaseException | None = None
+        if not lines:
+            return
+        await self._ensure()
+        nc, lost = self._nc, self._lost
+        assert nc is not None and lost is not None
+        batch = _Batch(self._token, len(lines))
+        self._token += len(lines)
+        self._batch = batch
+        inbox, limit = self._inbox, self.cfg.max_in_flight
+        error: BaseException | str | None = None
         try:
-            for line in lines:
-                subject, headers = self._headers(line)
-                fut = await js.publish_async(
-                    subject, line, wait_stall=self.cfg.ack_timeout_seconds, headers=headers
-                )
-                fut.add_done_callback(settled)
-                futures.append(fut)
-            if futures:
-                await asyncio.wait(
-                    {all_done, lost},
-                    timeout=self.cfg.ack_timeout_seconds,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-        except (nats.errors.Error, OSError) as err:
+            async with asyncio.timeout(self.cfg.ack_timeout_seconds * (1 + len(lines) // limit)):
+                for i, line in enumerate(lines):
+                    while i - batch.acked >= limit and not batch.done.is_set() and not lost.done():
+                        batch.progress.clear()
+                        await _first(batch.progress, lost)
+                    if batch.done.is_set() or lost.done():
+                        break
+                    subject, headers = self._headers(line)
+                    await nc.publish(subject, line, reply=f"{inbox}{batch.base + i}", headers=headers)
+                if not batch.done.is_set() and not lost.done():
+                    await _first(batch.done, lost)
+        except (nats.errors.Error, OSError) as err:  # TimeoutError is an OSError
             error = err
+        finally:
+            self._batch = None
+        state = batch.state
         done = 0
-        for fut in futures:
-            if not fut.done() or fut.cancelled() or fut.exception() is not None:
+        for st in state:
+            if st <= 0:
                 break
             done += 1
-            if fut.result().duplicate:
-                self.duplicates += 1
-        for fut in futures[done:]:
-            if not fut.done():
-                fut.cancel()  # releases its in-flight slot
-            elif not fut.cancelled() and error is None:
-                error = fut.exception()
+        self.duplicates += sum(1 for st in state[:done] if st == 2)
         self.published += done
         if done == len(lines):
             return
-        if error is None:
-            error = NatsUnavailable("connection lost") if lost.done() else TimeoutError("no ack in time")
-        if (
-            lost.done()
-            or not isinstance(error, nats.errors.Error)
-            or isinstance(error, nats.errors.TimeoutError)
-        ):
-            await self._drop_connection()  # reconnect on the next write
-        cause = NatsUnavailable(
-            f"NATS server {self._servers}, stream {self.cfg.stream!r}: {_describe(error)}"
-        )
+        error = error or batch.error or ("connection lost" if lost.done() else "no ack in time")
+        if batch.error is None:
+            await self._drop_connection()  # transport trouble: reconnect on the next write
+        text = _describe(error) if isinstance(error, BaseException) else error
+        cause = NatsUnavailable(f"NATS server {self._servers}, stream {self.cfg.stream!r}: {text}")
         if done:
             raise PartialWrite(done, cause)
         raise cause
@@ -460,6 +484,45 @@ class NatsSink:
     async def close(self) -> None:
         self._closing = True
         await self._drop_connection()
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    description: str = ""
+
+
+class _Ack(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: _ApiError | None = None
+
+
+_decode_ack = msgspec.json.Decoder(_Ack).decode
+
+
+class _Batch:
+    """Ack state of the batch being published: per line 0 pending, 1 stored, 2 duplicate, -1 error."""
+
+    __slots__ = ("acked", "base", "done", "error", "progress", "state")
+
+    def __init__(self, base: int, n: int) -> None:
+        self.base = base
+        self.state = [0] * n
+        self.acked = 0
+        self.error: str | None = None
+        self.done = asyncio.Event()
+        self.progress = asyncio.Event()
+
+
+async def _first(event: asyncio.Event, lost: asyncio.Future[None]) -> None:
+    """Until `event` is set or the connection is lost."""
+    waiter = asyncio.ensure_future(event.wait())
+    both: set[asyncio.Future[Any]] = {waiter, lost}
+    try:
+        await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
 
 
 class _Record(msgspec.Struct):

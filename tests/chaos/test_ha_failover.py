@@ -32,11 +32,11 @@ from consumer.sim.simulator import SimConfig, Simulator
 
 pytestmark = pytest.mark.chaos
 
-TTL = 2.0
 STREAM = "EVENTS"
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 
 
-def daemon_toml(sim: Simulator, server: NatsServer) -> str:
+def daemon_toml(sim: Simulator, server: NatsServer, ttl: float) -> str:
     return f"""
 [auth]
 grant = "client_credentials"
@@ -59,7 +59,7 @@ servers = ["{server.url}"]
 
 [ha]
 enabled = true
-lease_ttl_seconds = {TTL}
+lease_ttl_seconds = {ttl}
 
 [[sinks]]
 type = "nats"
@@ -126,6 +126,7 @@ def stamp(received_at: str) -> float:
 
 async def test_leader_killed_repeatedly_and_sigterm_handover(tmp_path: Path, chaos_long: bool) -> None:
     kills = 10 if chaos_long else 2
+    ttl = 5.0 if chaos_long else 2.0  # the default lease TTL in the long form
     rng = random.Random()
     server = NatsServer(tmp_path / "js")
     await server.start()
@@ -154,7 +155,7 @@ async def test_leader_killed_repeatedly_and_sigterm_handover(tmp_path: Path, cha
     sim.hub._send = logged  # type: ignore[method-assign]
     await sim.start()
     cfg = tmp_path / "daemon.toml"
-    cfg.write_text(daemon_toml(sim, server))
+    cfg.write_text(daemon_toml(sim, server, ttl))
     nc = await nats.connect(server.url)
     js = nc.jetstream()
     nodes: dict[str, Node] = {}
@@ -289,7 +290,7 @@ async def test_leader_killed_repeatedly_and_sigterm_handover(tmp_path: Path, cha
     lost_total = sum(max(0, want[c] - got[c]) for c in want)
     dup_total = sum(max(0, got[c] - want[c]) for c in got)
     unknown = sum(n for c, n in got.items() if c not in want)
-    print(f"\nHA failovers (lease TTL {TTL:.1f} s):")
+    print(f"\nHA failovers (lease TTL {ttl:.1f} s):")
     for f in failovers:
         print(
             f"  {f['kind']:8} -> {f['node']}: takeover {f['takeover']:.2f} s, "
@@ -297,10 +298,22 @@ async def test_leader_killed_repeatedly_and_sigterm_handover(tmp_path: Path, cha
         )
     print(f"  sent {sum(want.values())}, in stream {sum(got.values())}, lost {lost_total}, dup {dup_total}")
     print(f"  median takeover {statistics.median(f['takeover'] for f in failovers):.2f} s")
+    if chaos_long:
+        doc = {
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "lease_ttl_seconds": ttl,
+            "sent": sum(want.values()),
+            "in_stream": sum(got.values()),
+            "lost": lost_total,
+            "dup": dup_total,
+            "failovers": [{k: v for k, v in f.items() if k != "t"} for f in failovers],
+        }
+        out = RESULTS / f"ha-chaos-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
+        out.write_text(json.dumps(doc, indent=2) + "\n")
     assert unknown == 0
     assert dup_total == 0
     for f in failovers:
-        assert f["takeover"] <= TTL + 1.0, f
+        assert f["takeover"] <= ttl + 1.0, f
         if not f["gap"]:
             assert f["lost"] == 0, f
     handover = failovers[-1]
