@@ -244,3 +244,24 @@ def test_secret_sources_and_methods_are_checked(tmp_path: Path) -> None:
     kwargs = connect_kwargs(cfg.nats, source="c.toml", env={"P": "pw-123456"})
     assert kwargs["user"] == "u" and kwargs["password"] == "pw-123456"
     assert "pw-123456" not in repr(cfg)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+async def test_fast_and_public_publish_paths_store_the_same(
+    nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool
+) -> None:
+    import consumer.sinks.nats as nats_module
+
+    monkeypatch.setattr(nats_module, "_FAST", fast)
+    path = tmp_path / "events.jsonl"
+    file_worker = SinkWorker(FileSink(path, fsync="never"))
+    nworker = nats_worker(nats_server, max_in_flight=64)  # the in-flight window fills many times
+    for w in (file_worker, nworker):
+        await w.start()
+    await relay_invocations(Relay([file_worker, nworker], hub="redmist"), cycled(3_000))
+    await file_worker.close(grace=30)
+    await nworker.close(grace=60)
+    msgs = await stream_messages(nats_server)
+    assert [m.data for m in msgs] == path.read_bytes().splitlines()
+    assert all(m.headers["Nats-Msg-Id"] == msg_id(m.data) for m in msgs)
+    assert {m.headers["Content-Type"] for m in msgs} == {"application/json"}
