@@ -123,13 +123,16 @@ class NatsSink:
 
     # -- connection ----------------------------------------------------------------------------
 
-    def _on_disconnect(self) -> None:
-        if self._lost is not None and not self._lost.done():
-            self._lost.set_result(None)
-
     async def _connect(self) -> JetStreamContext:
-        nc = await connect(self._kwargs, on_disconnect=self._on_disconnect)
-        self._lost = asyncio.get_running_loop().create_future()
+        # One `lost` future per connection: a late callback of an old one cannot mark a new one.
+        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_disconnect() -> None:
+            if not lost.done():
+                lost.set_result(None)
+
+        nc = await connect(self._kwargs, on_disconnect=on_disconnect)
+        self._lost = lost
         self._nc = nc
         self._js = nc.jetstream(timeout=self.cfg.ack_timeout_seconds)
         # Publish acks come back on <inbox>.<token>: one subscription, no future per message.
@@ -153,7 +156,11 @@ class NatsSink:
             js = await self._connect()
         except NatsUnavailable as err:
             raise ServiceUnavailable(str(err)) from None
-        await self._check_stream(js)
+        try:
+            await self._check_stream(js)
+        except BaseException:
+            await self._drop_connection()
+            raise
 
     async def _check_stream(self, js: JetStreamContext) -> None:
         import nats.errors
@@ -447,7 +454,11 @@ class NatsSink:
             if len(matches) == 1:
                 send.update(idxs[matches[0] + 1 :])
                 outcome[str(ev)] = "continuous"
-            else:
+            elif matches:  # ambiguous: continue after the latest occurrence, and say so (gap + snapshot)
+                send.update(idxs[matches[-1] + 1 :])
+                gaps.append(ev)
+                outcome[str(ev)] = "gap"
+            else:  # the buffer does not reach back to the leader's last record: all of it, with a gap
                 send.update(idxs)
                 gaps.append(ev)
                 outcome[str(ev)] = "gap"

@@ -105,3 +105,23 @@ async def test_repeated_content_needs_a_longer_run_to_match(nats_server: NatsSer
     assert b.takeovers[-1]["events"] == {"244": "continuous"}
     for s in (a, b):
         await s.close()
+
+
+async def test_ambiguous_run_continues_after_the_latest_occurrence_with_a_gap(
+    nats_server: NatsServer,
+) -> None:
+    a, b, ea, eb, gaps = await pair(nats_server)
+    a.begin_takeover()
+    await a.write([ea.encode("ha", "failover", [{"node": "a"}])])
+    pattern = [1, 2] * 10 + [5]  # the leader's last 8 (1, 2, 1, 2, ...) occur several times in the buffer
+    for n in pattern[:-1][:16]:
+        await a.write([invocation(ea, n)])
+    for n in pattern:
+        await b.write([invocation(eb, n)])
+    b.begin_takeover()
+    await b.write([eb.encode("ha", "failover", [{"node": "b"}])])
+    seq = contents(await stream_messages(nats_server))
+    assert b.takeovers[-1]["events"] == {"244": "gap"} and gaps == [244]
+    assert seq[-3:] == [("ha", "gap", None), ("invocation", "ReceiveCarPatches", 5), ("ha", "failover", None)]
+    for s in (a, b):
+        await s.close()
