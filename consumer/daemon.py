@@ -353,6 +353,7 @@ class Daemon:
             sinks=[w.sink for w in self.workers if isinstance(w.sink, NatsSink)],
             relay=self.relay,
             request_snapshots=request_snapshots,
+            healthy=lambda: self.stats.connection_state == "connected",
         )
 
     def _ready(self) -> None:

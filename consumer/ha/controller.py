@@ -17,6 +17,9 @@ lease publishes to JetStream. The lease is key `[ha] key` (default: the hub name
   marker and a snapshot request.
 - **release** (SIGTERM): after the sinks drained, the key is deleted (compare-and-set on the
   revision), so the standby takes over at once and without a gap.
+- **hub health** (`healthy`, the daemon's "connected" state): a leader whose hub connection is down
+  hands the lease over at once (what the hub sends meanwhile only the standby receives; its takeover
+  publishes it), and a node without a hub connection never acquires the lease.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class HaController:
         relay: Relay,
         request_snapshots: Callable[[list[int]], None] = lambda _events: None,
         settle: float = 0.25,
+        healthy: Callable[[], bool] = lambda: True,
     ) -> None:
         self.cfg = cfg
         self.node = cfg.node_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -68,6 +72,7 @@ class HaController:
         self.ttl = cfg.lease_ttl_seconds
         self.poll = min(0.5, self.ttl / 10)
         self.settle = settle
+        self._healthy = healthy
         self._kwargs = dict(connect_kwargs)
         self._servers = server_label(list(connect_kwargs["servers"]))
         self.sinks = list(sinks)
@@ -168,16 +173,23 @@ class HaController:
                     await asyncio.Future()  # released: never acquire again; cancelled by the daemon
                 if self.leader:
                     assert self.revision is not None
+                    if not self._healthy():  # our hub connection is down: the standby has the data
+                        await self._step_down(kv, self.revision)
+                        continue
                     if time.monotonic() - self._renewed_at > 0.8 * self.ttl:
                         self._demote("renewal overdue")
                         continue
-                    try:
-                        self.revision = await kv.update(self.key, self._value(), last=self.revision)
-                        self._renewed_at = time.monotonic()
-                    except nats.js.errors.KeyWrongLastSequenceError:
-                        self._demote("another node holds the lease")
-                        continue
-                    await asyncio.sleep(self.ttl / 3)  # the renewal period, not synchronisation
+                    if time.monotonic() - self._renewed_at >= self.ttl / 3:
+                        try:
+                            self.revision = await kv.update(self.key, self._value(), last=self.revision)
+                            self._renewed_at = time.monotonic()
+                        except nats.js.errors.KeyWrongLastSequenceError:
+                            self._demote("another node holds the lease")
+                            continue
+                    await asyncio.sleep(self.poll)  # health check / renewal period, not synchronisation
+                    continue
+                if not self._healthy():  # never lead without a hub connection
+                    await asyncio.sleep(self.poll)
                     continue
                 try:
                     revision = await kv.create(self.key, self._value())
@@ -192,6 +204,14 @@ class HaController:
                 await watcher.stop()  # type: ignore[no-untyped-call]
             except Exception as err:
                 log.debug("KV watch stop failed", error=type(err).__name__)
+
+    async def _step_down(self, kv: KeyValue, revision: int) -> None:
+        """Give the lease to the standby now (delete on our revision), and stand by ourselves."""
+        import nats.errors
+
+        self._demote("hub connection down; handing over")
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await kv.delete(self.key, last=revision)
 
     async def release(self) -> None:
         """Give the lease up (after the sinks drained; `run()` still running): the standby takes over

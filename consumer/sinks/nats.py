@@ -259,6 +259,8 @@ class NatsSink:
     async def write(self, lines: Sequence[bytes]) -> None:
         if self.role == "leader":
             await self._leader_write(lines)
+            if self._buffer is not None:  # HA: keep the recent history for a later re-takeover
+                self._buffer.extend(lines)
         elif self.role == "standby":
             assert self._buffer is not None
             self._buffer.extend(lines)  # only the leader publishes; the standby remembers
@@ -392,12 +394,11 @@ class NatsSink:
         self._node = node
 
     def demote(self) -> None:
-        """Lost the lease: stop publishing at once; remember from here on."""
+        """Lost the lease: stop publishing at once; keep remembering."""
         if self._buffer is None:
             return
         self.role = "standby"
-        self._buffer.clear()
-        self._backlog.clear()
+        self._backlog.clear()  # the buffer keeps the recent history (published or not)
 
     def begin_takeover(self) -> None:
         """Won the lease: the next `failover` marker line ends the standby part (see module doc)."""
