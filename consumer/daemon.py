@@ -201,6 +201,8 @@ class Daemon:
     # round still runs in the Subscriber's own task (retries with backoff must not hold up the data).
 
     async def _on_reconnecting(self, error: BaseException | None) -> None:
+        if self.ha is not None:
+            self.ha.hub_lost()  # a leader hands over: the standby received what we miss now
         self.stats.set_state("reconnecting")
         self.stats.count_reconnect(_reason(error))
         await self.relay.emit_connection("reconnecting", _describe(error))

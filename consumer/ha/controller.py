@@ -17,8 +17,9 @@ lease publishes to JetStream. The lease is key `[ha] key` (default: the hub name
   marker and a snapshot request.
 - **release** (SIGTERM): after the sinks drained, the key is deleted (compare-and-set on the
   revision), so the standby takes over at once and without a gap.
-- **hub health** (`healthy`, the daemon's "connected" state): a leader whose hub connection is down
-  hands the lease over at once (what the hub sends meanwhile only the standby receives; its takeover
+- **hub health** (`healthy`, the daemon's "connected" state, and `hub_lost()`, called on every
+  connection loss so a reconnect faster than the check still counts): a leader whose hub connection
+  dropped hands the lease over at once (what the hub sends meanwhile only the standby receives; its takeover
   publishes it), and a node without a hub connection never acquires the lease.
 """
 
@@ -73,6 +74,8 @@ class HaController:
         self.poll = min(0.5, self.ttl / 10)
         self.settle = settle
         self._healthy = healthy
+        self._hub_lost = False
+        self._wake = asyncio.Event()
         self._kwargs = dict(connect_kwargs)
         self._servers = server_label(list(connect_kwargs["servers"]))
         self.sinks = list(sinks)
@@ -94,6 +97,12 @@ class HaController:
 
     def is_leader(self) -> bool:
         return self.leader
+
+    def hub_lost(self) -> None:
+        """The hub connection was lost (even if it comes back at once): a leader hands over, since
+        what the hub sent meanwhile reached only the standby."""
+        self._hub_lost = True
+        self._wake.set()
 
     def _marker(self, target: str, info: dict[str, Any], event_id: int | str | None) -> bytes:
         return self.relay.encoder.encode("ha", target, [info], event_id)
@@ -173,7 +182,8 @@ class HaController:
                     await asyncio.Future()  # released: never acquire again; cancelled by the daemon
                 if self.leader:
                     assert self.revision is not None
-                    if not self._healthy():  # our hub connection is down: the standby has the data
+                    if self._hub_lost or not self._healthy():  # the standby has what we miss now
+                        self._hub_lost = False
                         await self._step_down(kv, self.revision)
                         continue
                     if time.monotonic() - self._renewed_at > 0.8 * self.ttl:
@@ -186,7 +196,9 @@ class HaController:
                         except nats.js.errors.KeyWrongLastSequenceError:
                             self._demote("another node holds the lease")
                             continue
-                    await asyncio.sleep(self.poll)  # health check / renewal period, not synchronisation
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):  # renewal period; hub_lost() wakes us
+                        await asyncio.wait_for(self._wake.wait(), self.poll)
                     continue
                 if not self._healthy():  # never lead without a hub connection
                     await asyncio.sleep(self.poll)
@@ -198,6 +210,7 @@ class HaController:
                     with contextlib.suppress(nats.errors.TimeoutError):
                         await watcher.updates(timeout=self.poll)  # type: ignore[no-untyped-call]
                     continue
+                self._hub_lost = False  # a blip before we led is not ours to hand over
                 await self._promote(revision)
         finally:
             try:

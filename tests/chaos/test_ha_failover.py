@@ -4,7 +4,8 @@ The leader is kill -9'd at random moments mid-race (a new daemon started each ti
 standby), then a SIGTERM handover. Every invocation the simulator sent to the subscribed groups (its
 send log) is counted in the stream: lost and duplicated, attributed to the failover whose window it
 was sent in; takeover time = kill -> the new leader's `failover` marker. Quick form: 2 kills;
-`--chaos-long` (make chaos): 10 kills.
+`--chaos-long` (make chaos): 10 kills. Then the leader's hub connection is closed (it reconnects at
+once, but hands the lease over), then a SIGTERM handover.
 """
 
 from __future__ import annotations
@@ -192,19 +193,29 @@ async def test_leader_killed_repeatedly_and_sigterm_handover(tmp_path: Path, cha
         await until(taken, 30, f"{node} to take over")
         return found[-1]
 
-    async def add_node() -> Node:
+    def members() -> set[str]:
+        return set().union(*(sim.hub.server.group_members(f"evt{e}-sub") for e in sim.event_ids))
+
+    conn_ids: dict[str, str] = {}
+
+    async def add_node(wait: bool = True) -> Node:
         nonlocal counter
+        before = members()
         node = await start_node(cfg, sim, tmp_path, counter)
         counter += 1
         nodes[node.name] = node
+        if wait:
+            await until(lambda: bool(members() - before) and groups_full(), 60, f"{node.name} subscribed")
+            conn_ids[node.name] = next(iter(members() - before))
         return node
 
     failovers: list[dict[str, Any]] = []
     try:
-        first = await add_node()
+        before = members()
+        first = await add_node(wait=False)
         await until(lambda: failover_by(first.name), 60, "the first leader's failover marker")
+        conn_ids[first.name] = next(iter(members() - before))
         await add_node()
-        await until(groups_full, 60, "both daemons subscribed")
         for _ in range(kills):
             await asyncio.sleep(rng.uniform(0.5, 2.5))  # a random moment mid-race (chaos timing)
             leader = await lease_holder()
@@ -223,7 +234,26 @@ async def test_leader_killed_repeatedly_and_sigterm_handover(tmp_path: Path, cha
                 }
             )
             await add_node()
-            await until(groups_full, 60, "the new standby subscribed")
+        # the leader's hub connection closed (allowReconnect): it hands over at once, even though it
+        # reconnects within milliseconds; what the hub sent meanwhile reached only the standby
+        await asyncio.sleep(rng.uniform(0.5, 1.5))
+        leader = await lease_holder()
+        assert leader is not None
+        standby = next(n for n in nodes if n != leader and nodes[n].proc.returncode is None)
+        before = members() - {conn_ids[leader]}
+        t_blip = time.time()
+        await sim.hub.server.close_connection(conn_ids[leader], error="blip", allow_reconnect=True)
+        marker = await wait_failover(standby)
+        failovers.append(
+            {
+                "kind": "hub blip",
+                "t": t_blip,
+                "node": standby,
+                "takeover": stamp(marker["received_at"]) - t_blip,
+            }
+        )
+        await until(lambda: bool(members() - before) and groups_full(), 60, f"{leader} resubscribed")
+        conn_ids[leader] = next(iter(members() - before))
         # planned handover: SIGTERM to the leader
         await asyncio.sleep(rng.uniform(0.5, 1.5))
         leader = await lease_holder()
