@@ -95,8 +95,25 @@ class RedMistConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     state_min_interval_seconds: float = 0.5
 
 
+class NatsSinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[sinks.nats]` of a `type = "nats"` sink: where each line goes in JetStream (issue 14)."""
+
+    # Placeholders {hub} {event_id} {target} {kind}; each value is sanitised into one subject token.
+    subject: str = "{hub}.{event_id}.{target}"
+    stream: str = "EVENTS"
+    # Create (or update) the stream at start; otherwise a missing stream is a configuration error.
+    create_stream: bool = False
+    stream_subjects: list[str] = msgspec.field(default_factory=list)  # default: the template, {x} -> *
+    stream_max_age_seconds: float = 0.0  # 0 = unlimited
+    stream_max_bytes: int = -1  # -1 = unlimited
+    duplicate_window_seconds: float = 120.0
+    max_in_flight: int = 1024  # publishes awaiting their ack (pipelined)
+    ack_timeout_seconds: float = 5.0
+
+
 class SinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    type: Literal["stdout", "file"] = "stdout"
+    type: Literal["stdout", "file", "nats"] = "stdout"
+    nats: NatsSinkConfig = msgspec.field(default_factory=NatsSinkConfig)
     name: str | None = None
     path: str | None = None
     pretty: bool = False
@@ -151,6 +168,47 @@ class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     watchdog_disconnected_seconds: float = 600.0
 
 
+class NatsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[nats]`: the NATS connection shared by nats sinks, the KV board and the HA lease (issue 14).
+
+    Each secret comes from exactly one of the value, `*_env` (an environment variable) or `*_file` (a
+    file; relative: $CREDENTIALS_DIRECTORY first, then next to the config file)."""
+
+    servers: list[str] = msgspec.field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    name: str = "event-consumer"
+    token: Secret | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+    user: str | None = None
+    password: Secret | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    nkey_seed: Secret | None = None
+    nkey_seed_env: str | None = None
+    nkey_seed_file: str | None = None
+    creds_file: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_hostname: str | None = None
+    connect_timeout_seconds: float = 5.0
+    # The merged board of each event in a KV bucket (key <hub>.<event>); empty = off.
+    board_bucket: str | None = None
+    board_max_hz: float = 2.0
+
+
+class HaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[ha]`: a hot-standby pair deciding the leader by a lease in a NATS KV bucket (issue 14)."""
+
+    enabled: bool = False
+    bucket: str = "event_consumer_ha"
+    key: str | None = None  # default: the hub name
+    node_id: str | None = None  # default: hostname-pid
+    lease_ttl_seconds: float = 5.0
+    # Recent invocations the standby keeps to fill in what the leader did not publish.
+    buffer_records: int = 50000
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     hub: HubConfig = msgspec.field(default_factory=HubConfig)
@@ -159,6 +217,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     service: ServiceConfig = msgspec.field(default_factory=ServiceConfig)
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
+    ha: HaConfig = msgspec.field(default_factory=HaConfig)
     # Where this config was loaded from (not a TOML key); used in error messages.
     source: str = "<defaults>"
 
@@ -318,6 +378,7 @@ def _validate(cfg: Config, file: str) -> None:
         name = sink_name(sink)
         need(name not in names, f"{key}.name", f"a unique sink name ({name!r} is used twice)")
         names.add(name)
+    _validate_nats(cfg, need)
     need(0 <= cfg.http.port <= 65535, "http.port", "an int in 0..65535")
     need(0 < cfg.http.board_max_hz <= 100, "http.board_max_hz", "a number in (0, 100]")
     need(cfg.http.board_max_clients >= 1, "http.board_max_clients", "an int >= 1")
@@ -360,10 +421,62 @@ def load_access_codes(
     return codes
 
 
+def _validate_nats(cfg: Config, need: typing.Callable[[bool, str, str], None]) -> None:
+    from consumer.natsconn import subject_template_error
+
+    n = cfg.nats
+    need(
+        bool(n.servers) and all(s.startswith(("nats://", "tls://")) for s in n.servers),
+        "nats.servers",
+        "a list of nats:// or tls:// URLs",
+    )
+    need(n.connect_timeout_seconds > 0, "nats.connect_timeout_seconds", "a number > 0")
+    need(n.board_max_hz > 0, "nats.board_max_hz", "a number > 0")
+    need(
+        n.board_bucket is None or bool(cfg.redmist.events),
+        "nats.board_bucket",
+        "redmist.events to be set too (the board is the RedMist profile's live state)",
+    )
+    need(
+        n.board_bucket is None or bool(re.fullmatch(r"[A-Za-z0-9_-]+", n.board_bucket)),
+        "nats.board_bucket",
+        "a bucket name of letters, digits, _ and -",
+    )
+    need(
+        bool(re.fullmatch(r"[A-Za-z0-9_-]+", cfg.ha.bucket)),
+        "ha.bucket",
+        "a bucket name of letters, digits, _ and -",
+    )
+    need(cfg.ha.lease_ttl_seconds >= 1, "ha.lease_ttl_seconds", "a number >= 1")
+    need(
+        not cfg.ha.enabled or any(sink.type == "nats" for sink in cfg.sinks),
+        "ha.enabled",
+        'a [[sinks]] entry with type = "nats" (only the leader publishes to it)',
+    )
+    need(cfg.ha.buffer_records >= 1, "ha.buffer_records", "an int >= 1")
+    for i, sink in enumerate(cfg.sinks):
+        if sink.type != "nats":
+            continue
+        key, ns = f"sinks.{i}.nats", sink.nats
+        err = subject_template_error(ns.subject)
+        need(err is None, f"{key}.subject", f"a subject template ({err})")
+        need(
+            bool(re.fullmatch(r"[A-Za-z0-9_-]+", ns.stream)),
+            f"{key}.stream",
+            "a stream name of letters, digits, _ and -",
+        )
+        need(ns.max_in_flight >= 1, f"{key}.max_in_flight", "an int >= 1")
+        need(ns.ack_timeout_seconds > 0, f"{key}.ack_timeout_seconds", "a number > 0")
+        need(ns.duplicate_window_seconds > 0, f"{key}.duplicate_window_seconds", "a number > 0")
+        need(ns.stream_max_age_seconds >= 0, f"{key}.stream_max_age_seconds", "a number >= 0 (0 = unlimited)")
+
+
 def sink_name(sink: SinkConfig) -> str:
     """A sink's name in logs and metrics labels: `name`, else `stdout` / `file:PATH`."""
     if sink.name:
         return sink.name
+    if sink.type == "nats":
+        return f"nats:{sink.nats.stream}"
     return "stdout" if sink.type == "stdout" else f"file:{sink.path}"
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ import httpx
 from consumer.auth import AUTHORIZATION, BearerAuth, TokenProvider, build_token_provider, headers_for
 from consumer.config import Config, load_access_codes
 from consumer.errors import ConfigError, CredentialsRejected, ServiceUnavailable, describe_error
+from consumer.ha import HaController
+from consumer.kvboard import KvBoard
 from consumer.logs import get_logger, register_secret
 from consumer.observability import DaemonCollector, ObservabilityServer, build_registry, healthy
 from consumer.relay.redmist import RedMistProfile
@@ -119,7 +122,11 @@ class Daemon:
         self.env = env
         self.notifier = notifier or Notifier.from_env(env)
         self.stats = RelayStats()
-        self.workers = workers if workers is not None else [build_worker(s) for s in cfg.sinks]
+        self.workers = (
+            workers
+            if workers is not None
+            else [build_worker(s, config=cfg, index=i, env=env) for i, s in enumerate(cfg.sinks)]
+        )
         self.relay = Relay(self.workers, hub=cfg.hub.name, protocol=cfg.hub.protocol, stats=self.stats)
         self._provider = token_provider
         self._connection_factory = connection_factory
@@ -139,6 +146,8 @@ class Daemon:
         self.board: BoardService | None = None
         self.exit_code: int | None = None
         self._unhealthy: str | None = None  # why the watchdog is withheld (logged once per episode)
+        self.ha: HaController | None = None
+        self._ha_task: asyncio.Task[None] | None = None
 
     # -- control -------------------------------------------------------------------------------
 
@@ -221,6 +230,8 @@ class Daemon:
     # round still runs in the Subscriber's own task (retries with backoff must not hold up the data).
 
     async def _on_reconnecting(self, error: BaseException | None) -> None:
+        if self.ha is not None:
+            self.ha.hub_lost()  # a leader hands over: the standby received what we miss now
         self._set_state("reconnecting")
         self.stats.count_reconnect(_reason(error))
         await self.relay.emit_connection("reconnecting", _describe(error))
@@ -326,9 +337,12 @@ class Daemon:
             register_secret(code)
         await self._open_sinks()
         background: list[asyncio.Task[Any]] = []
+        if cfg.ha.enabled:
+            self.ha = self._build_ha()
+            self._ha_task = asyncio.create_task(self.ha.run(), name="ha")
         try:
-            if cfg.redmist.events and (cfg.redmist.state_path or cfg.http.enabled):
-                # Live state: the state file and/or the board API + page on the HTTP endpoint.
+            if cfg.redmist.events and (cfg.redmist.state_path or cfg.http.enabled or cfg.nats.board_bucket):
+                # Live state: the state file, the board API + page on the HTTP endpoint, the KV board.
                 self.state = LiveState(
                     cfg.redmist.state_path,
                     min_interval=cfg.redmist.state_min_interval_seconds,
@@ -381,6 +395,8 @@ class Daemon:
                 background.append(asyncio.create_task(self.profile.run(), name="snapshots"))
                 if self.state is not None:
                     background.append(asyncio.create_task(self.state.run(), name="state"))
+                if self.state is not None and cfg.nats.board_bucket:
+                    background.append(asyncio.create_task(self._kv_board(self.state).run(), name="kv-board"))
             conn = await self._build_connection(provider)
             self.connection = conn
             self.stats.buffer_usage = conn.buffer_usage  # /metrics: the hub connection's buffers
@@ -407,6 +423,49 @@ class Daemon:
         if self._fatal is not None and not self._stop.is_set():
             raise ServiceUnavailable(f"hub connection closed for good: {_describe(self._fatal)}")
         return 0
+
+    def _kv_board(self, state: LiveState) -> KvBoard:
+        from consumer.natsconn import connect_kwargs, require_nats
+
+        cfg = self.cfg
+        require_nats(cfg.source, "nats.board_bucket")
+        assert cfg.nats.board_bucket is not None
+        kwargs = connect_kwargs(cfg.nats, source=cfg.source, env=os.environ if self.env is None else self.env)
+        return KvBoard(
+            state,
+            kwargs,
+            bucket=cfg.nats.board_bucket,
+            hub=cfg.hub.name,
+            max_hz=cfg.nats.board_max_hz,
+            is_leader=self.is_leader,
+        )
+
+    def is_leader(self) -> bool:
+        """False only on the standby of an HA pair."""
+        return self.ha is None or self.ha.is_leader()
+
+    def _build_ha(self) -> HaController:
+        from consumer.ha import HaController
+        from consumer.natsconn import connect_kwargs, require_nats
+        from consumer.sinks.nats import NatsSink
+
+        cfg = self.cfg
+        require_nats(cfg.source, "ha.enabled")
+        kwargs = connect_kwargs(cfg.nats, source=cfg.source, env=os.environ if self.env is None else self.env)
+
+        def request_snapshots(events: list[int]) -> None:
+            if self.profile is not None:
+                self.profile.request_snapshots([e for e in events if e in cfg.redmist.events])
+
+        return HaController(
+            cfg.ha,
+            kwargs,
+            hub=cfg.hub.name,
+            sinks=[w.sink for w in self.workers if isinstance(w.sink, NatsSink)],
+            relay=self.relay,
+            request_snapshots=request_snapshots,
+            healthy=lambda: self.stats.connection_state == "connected",
+        )
 
     def _ready(self) -> None:
         if not self._ready_sent:
@@ -489,6 +548,10 @@ class Daemon:
         for worker, result in zip(self.workers, closed, strict=True):
             if isinstance(result, Exception):
                 log.error("sink close failed", sink=worker.name, error=_describe(result))
+        if self.ha is not None and self._ha_task is not None:
+            await self.ha.release()  # after the drain: the standby continues from our last record
+            self._ha_task.cancel()
+            await asyncio.gather(self._ha_task, return_exceptions=True)
         if self.observability is not None:
             await self.observability.stop()
         if self.http is not None:

@@ -192,6 +192,10 @@ class Relay:
         """A session snapshot (`state` may be a msgspec.Raw of the REST body: spliced as is)."""
         await self._fan_out(self.encoder.snapshot(target, state, event_id), self.workers)
 
+    async def emit_ha(self, target: str, info: dict[str, Any], event_id: int | str | None = None) -> None:
+        """A hot-standby pair marker (`failover`) to every sink."""
+        await self._fan_out(self.encoder.encode("ha", target, [info], event_id), self.workers)
+
     async def emit_connection(self, state: str, error: str | None = None) -> None:
         """A connection marker (connected / reconnecting / reconnected / closed)."""
         await self._fan_out(self.encoder.connection(state, error), self.workers)

@@ -11,11 +11,14 @@ Public API:
 - `FileSink.written_generation` / `.synced_generation`: completed writes vs writes known durable
   (the interval fsync runs beside writes; a write that lands during an fsync counts at the next one)
 
-A broker sink is one new module implementing `Sink` plus a branch in `build_worker`.
+A broker sink is one new module implementing `Sink` plus a branch in `build_worker`:
+- `NatsSink` (consumer.sinks.nats, needs the `nats` extra): JetStream publish with acks.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from consumer.sinks.base import PartialWrite, Sink, SinkStats, SinkWorker
@@ -24,7 +27,7 @@ from consumer.sinks.stdout import StdoutSink
 from consumer.sinks.threads import SinkThread, stuck_threads
 
 if TYPE_CHECKING:
-    from consumer.config import SinkConfig
+    from consumer.config import Config, SinkConfig
 
 __all__ = [
     "FileSink",
@@ -39,7 +42,10 @@ __all__ = [
 ]
 
 
-def build_worker(cfg: SinkConfig) -> SinkWorker:
+def build_worker(
+    cfg: SinkConfig, *, config: Config | None = None, index: int = 0, env: Mapping[str, str] | None = None
+) -> SinkWorker:
+    """A worker for one `[[sinks]]` entry; a `nats` sink also needs the whole `config` ([nats])."""
     from consumer.config import sink_name
 
     sink: Sink
@@ -54,6 +60,23 @@ def build_worker(cfg: SinkConfig) -> SinkWorker:
             fsync=cfg.fsync,
             fsync_interval=cfg.fsync_interval_seconds,
             create_dirs=cfg.create_dirs,
+        )
+    elif cfg.type == "nats":
+        from consumer.config import Config
+        from consumer.natsconn import connect_kwargs, require_nats
+
+        config = config or Config()
+        require_nats(config.source, f"sinks.{index}.type")
+        from consumer.sinks.nats import NatsSink
+
+        kwargs = connect_kwargs(config.nats, source=config.source, env=os.environ if env is None else env)
+        sink = NatsSink(
+            cfg.nats,
+            kwargs,
+            name=sink_name(cfg),
+            hub=config.hub.name,
+            source=config.source,
+            key=f"sinks.{index}.nats",
         )
     else:
         sink = StdoutSink(pretty=cfg.pretty, name=sink_name(cfg))
