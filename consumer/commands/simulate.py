@@ -40,6 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--require-auth", action="store_true", help="reject hub connections without a token")
     parser.add_argument("--private", action="append", metavar="EVENT=CODE", help="make an event private")
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic events")
+    parser.add_argument(
+        "--close-on-token-expiry",
+        action="store_true",
+        help="fault: close connections when their token expires (the real hub never does)",
+    )
+    parser.add_argument(
+        "--extra-slots", type=int, default=0, help="play a newer server: N more slots in every patch"
+    )
 
 
 def build_config(args: argparse.Namespace) -> SimConfig:
@@ -75,7 +83,13 @@ def build_config(args: argparse.Namespace) -> SimConfig:
         seed=args.seed,
         private_events=private,
         token_lifetime=args.token_lifetime,
-        hub=HubSettings(speed=args.speed, protocols=protocols, require_auth=args.require_auth),
+        hub=HubSettings(
+            speed=args.speed,
+            protocols=protocols,
+            require_auth=args.require_auth,
+            close_on_token_expiry=args.close_on_token_expiry,
+            extra_slots=max(0, args.extra_slots),
+        ),
     )
     if replays is not None:
         config.replays = replays

@@ -6,8 +6,11 @@ Public API:
 - `EnvelopeEncoder`, `peek_json_event_id` (consumer.relay.envelope); schema in docs/
 - `Subscriber(invoke, calls, after_round=...)`, `HubCall` (consumer.relay.subscriptions)
 - `RedMistProfile(cfg.redmist, relay, http, hub_url=)` (consumer.relay.redmist)
-- `LiveState(path)` (consumer.relay.state); `RelayStats` (consumer.relay.stats)
-- `contract`: MessagePack arrays <-> RedMist JSON names (`arguments_from_msgpack` -> dicts;
+- `LiveState(path)` (consumer.relay.state): the board kept right (new sessionId = reset, entered
+  cars only); read API `events()`, `event_state(id)`, `epoch(id)`, `event_status(id)`,
+  `last_message_at(id)`, `wait_changed(version)`; `RelayStats` (consumer.relay.stats)
+- `contract`: MessagePack arrays <-> RedMist JSON names, nothing dropped (slots beyond the contract
+  as `key<n>`, unexpected forms as received; `contract.STATS`) (`arguments_from_msgpack` -> dicts;
   `encodable_arguments_from_msgpack` -> Structs that msgspec.json encodes to the same bytes, the
   relay's MessagePack hot path)
 """

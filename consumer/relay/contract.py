@@ -9,14 +9,21 @@ form indistinguishable from the JSON form:
 - `from_msgpack_array(type_name, arr)` -> dict with exactly the JSON names RedMist writes
   (`CarPositionPatch`: camelCase `number`, `overallPosition`; `CarPosition`: short `n`, `ovp`;
   `SessionState`/`SessionStatePatch`: camelCase). Every confirmed field is present (nil -> None,
-  like SignalR's JSON which writes nulls); nested contract types are converted recursively; extra
-  trailing elements from a newer server are ignored; a short array yields None for the missing keys.
+  like SignalR's JSON which writes nulls); nested contract types are converted recursively; a short
+  array yields None for the missing keys.
+- **Nothing is dropped** (inbound directions): array slots beyond the contract (a newer RedMist
+  server) are kept after the known fields under the generic name `key<n>` (`n` = the MessagePack
+  key, e.g. `key69`; a timestamp becomes its ISO string, anything else is passed as received),
+  counted per type in `Contract.extra_slots` and logged once per type with the contract version to
+  update. A value in a form the contract does not expect (a string where ticks were expected, a map
+  where an array was) is passed through as received and counted in `Contract.unexpected_values`;
+  the conversion never raises for it. The outbound direction (`to_msgpack_array`) stays strict.
 - `to_msgpack_array(type_name, obj)` -> list of length highest key + 1 (None where absent).
 - Wire conversions: DateTime <-> msgpack timestamp (Python `datetime`, UTC) / ISO string
   `YYYY-MM-DDTHH:MM:SS[.fffffff]Z` (fraction trimmed of trailing zeros, as .NET writes UTC
   DateTimes); TimeOnly <-> int64 ticks / `HH:MM:SS.fffffff`; byte[] <-> bin / base64; enums, ints,
   strings, bools, doubles and string dictionaries pass through.
-- Fields the contract marks unconfirmed (no MessagePack key, e.g. GpsHealth) are not part of either form.
+- Fields the contract marks unconfirmed (no MessagePack key) are not part of either form.
 - `CLIENT_METHOD_ARGS` / `SERVER_METHOD_PARAMS`: argument types and parameter names per hub method;
   `arguments_from_msgpack(target, args)` / `arguments_to_msgpack(target, args)` convert a whole
   invocation's argument list (unknown targets pass through unchanged).
@@ -54,16 +61,22 @@ from typing import Any, Literal
 
 import msgspec
 
+from consumer.logs import get_logger
+
 __all__ = [
     "CLIENT_METHOD_ARGS",
     "CONTRACT",
+    "EXTRA_SLOT_PREFIX",
     "SERVER_METHOD_PARAMS",
+    "STATS",
     "Contract",
     "ContractError",
+    "ContractStats",
     "FieldSpec",
     "TypeSpec",
     "arguments_from_msgpack",
     "arguments_to_msgpack",
+    "contract_version",
     "encodable_arguments_from_msgpack",
     "encodable_value_from_msgpack",
     "format_datetime",
@@ -77,6 +90,9 @@ __all__ = [
     "value_to_msgpack",
 ]
 
+log = get_logger("consumer.relay.contract")
+
+EXTRA_SLOT_PREFIX = "key"  # slots beyond the contract: `key<n>` (documented in docs/envelope.schema.json)
 _TICKS_PER_SECOND = 10_000_000
 _TICKS_PER_DAY = 86_400 * _TICKS_PER_SECOND
 _UTC = dt.UTC
@@ -167,15 +183,81 @@ def parse_time_only(text: str) -> int:
     return (hours * 3600 + minutes * 60 + secs) * _TICKS_PER_SECOND + frac
 
 
+class ContractStats:
+    """What the inbound conversion kept that the contract does not describe (read by /metrics).
+
+    `extra_slots[type]`: objects that arrived with more array slots than the contract knows;
+    `unexpected_values[type]`: values in a form the contract does not expect (passed through)."""
+
+    __slots__ = ("extra_slots", "unexpected_values", "warned")
+
+    def __init__(self) -> None:
+        self.extra_slots: dict[str, int] = {}
+        self.unexpected_values: dict[str, int] = {}
+        self.warned: set[str] = set()
+
+
+STATS = ContractStats()
+
+
+def _unexpected(type_name: str, value: Any) -> Any:
+    """A value the contract does not expect in this form: counted, passed through as received."""
+    counts = STATS.unexpected_values
+    counts[type_name] = counts.get(type_name, 0) + 1
+    if f"unexpected:{type_name}" not in STATS.warned:
+        STATS.warned.add(f"unexpected:{type_name}")
+        log.warning(
+            "a RedMist value arrived in a form the contract does not expect; passed through as received",
+            type=type_name,
+            got=type(value).__name__,
+        )
+    return value
+
+
+def _extra_value(value: Any) -> Any:
+    """A slot beyond the contract: a timestamp becomes the ISO form DateTimes take, the rest is as sent."""
+    if isinstance(value, dt.datetime):
+        return format_datetime(value)
+    if getattr(value, "code", None) == -1 and isinstance(getattr(value, "data", None), bytes):
+        try:
+            return format_datetime(_timestamp_ext_to_datetime(value.data))
+        except ContractError:
+            return value
+    return value
+
+
+def _add_extras(type_name: str, out: dict[str, Any], value: Sequence[Any], start: int, version: str) -> None:
+    """Slots `start..` of `value` (beyond the contract) -> `out["key<n>"]`, counted, warned once per type."""
+    n = len(value)
+    for key in range(start, n):
+        out[f"{EXTRA_SLOT_PREFIX}{key}"] = _extra_value(value[key])
+    counts = STATS.extra_slots
+    counts[type_name] = counts.get(type_name, 0) + 1
+    if type_name not in STATS.warned:
+        STATS.warned.add(type_name)
+        log.warning(
+            "RedMist sent more fields than the contract knows; kept under generic names",
+            type=type_name,
+            slots=n,
+            known=start,
+            names=f"{EXTRA_SLOT_PREFIX}{start}..{EXTRA_SLOT_PREFIX}{n - 1}",
+            contract=version,
+            action="update consumer/relay/contract.json from the current RedMist contract",
+        )
+
+
 def _dt_from_wire(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return format_datetime(value)
     ext_code = getattr(value, "code", None)
     if ext_code == -1:  # an undecoded msgspec.msgpack.Ext timestamp
-        return format_datetime(_timestamp_ext_to_datetime(bytes(value.data)))
+        try:
+            return format_datetime(_timestamp_ext_to_datetime(bytes(value.data)))
+        except ContractError:
+            return _unexpected("DateTime", value)
     if isinstance(value, str):
         return value
-    raise ContractError(f"expected a MessagePack timestamp, got {type(value).__name__}")
+    return _unexpected("DateTime", value)
 
 
 def _timestamp_ext_to_datetime(data: bytes) -> dt.datetime:
@@ -202,13 +284,11 @@ def _dt_to_wire(value: Any) -> Any:
 
 
 def _time_from_wire(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ContractError("expected TimeOnly ticks, got bool")
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _TICKS_PER_DAY:
         return format_time_only(value)
     if isinstance(value, str):  # tolerate a server that already sends the string form
         return value
-    raise ContractError(f"expected TimeOnly ticks, got {type(value).__name__}")
+    return _unexpected("TimeOnly", value)
 
 
 def _time_to_wire(value: Any) -> Any:
@@ -224,7 +304,7 @@ def _bytes_from_wire(value: Any) -> Any:
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, str):
         return value
-    raise ContractError(f"expected bin, got {type(value).__name__}")
+    return _unexpected("byte[]", value)
 
 
 def _bytes_to_wire(value: Any) -> Any:
@@ -240,12 +320,28 @@ def _bytes_to_wire(value: Any) -> Any:
 
 # --- the contract ------------------------------------------------------------------------------------
 
+_EXTRA_NAME = re.compile(rf"^{EXTRA_SLOT_PREFIX}(\d+)$")
+_VERSION = re.compile(r"timing-common (\d+\.\d+\.\d+)")
+
+
+def contract_version(raw: Mapping[str, Any]) -> str:
+    """`timing-common 1.17.0`: the highest timing-common version the contract's array notes name."""
+    found = set()
+    for t in raw.get("types", {}).values():
+        note = (t.get("messagePack") or {}).get("note") or ""
+        found.update(_VERSION.findall(note))
+    if not found:
+        return "timing-common (unknown version)"
+    best = max(found, key=lambda v: tuple(int(p) for p in v.split(".")))
+    return f"timing-common {best}"
+
 
 class Contract:
     """The parsed contract: types, enums, hub methods; compiled converters per type expression."""
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
         self.raw = raw
+        self.version = contract_version(raw)
         self.types: dict[str, TypeSpec] = {}
         for name, t in raw["types"].items():
             fields = sorted(
@@ -358,12 +454,15 @@ class Contract:
             if mode == "encodable" and parts is not None:
                 return _struct_list(type_expr, parts)  # the payload lists: one call per list, not per item
             conv = inner
+            outbound = mode == "to"
 
             def convert_list(value: Any) -> Any:
                 if value is None:
                     return None
                 if not isinstance(value, list | tuple):
-                    raise ContractError(f"expected a list for {type_expr}, got {type(value).__name__}")
+                    if outbound:
+                        raise ContractError(f"expected a list for {type_expr}, got {type(value).__name__}")
+                    return _unexpected(type_expr, value)
                 return [None if v is None else conv(v) for v in value]
 
             return convert_list
@@ -398,11 +497,14 @@ class Contract:
         if mode == "to":
             impl = _outbound_object(name, spec, plan)
         elif tuple(f.key for f in spec.fields) != tuple(range(len(spec.fields))):
-            impl = _inbound_object_by_key(name, spec, plan)  # a gap in the keys: no positional fast path
+            # a gap in the keys: no positional fast path
+            impl = _inbound_object_by_key(name, spec, plan, self.version)
         elif mode == "from":
-            impl = _inbound_object_dict(name, spec, plan)
+            impl = _inbound_object_dict(name, spec, plan, self.version)
         else:
-            parts = _struct_parts(name, spec, plan, self.struct_type(name))
+            # objects longer than the contract (a newer server) take the dict form: same bytes, extras kept
+            overflow = self._object_converter(name, "from")
+            parts = _struct_parts(name, spec, plan, self.struct_type(name), overflow)
             impl = _inbound_object_struct(parts)
             self._struct_parts[name] = parts
         cache[name] = impl
@@ -428,27 +530,36 @@ def _outbound_object(name: str, spec: TypeSpec, plan: Plan) -> Converter:
         if not isinstance(value, Mapping):
             raise ContractError(f"expected an object for {name}, got {type(value).__name__}")
         unknown = [k for k in value if k not in names]
-        if unknown:
-            raise ContractError(f"{name} has no field(s) {sorted(unknown)!r}")
-        arr: list[Any] = [None] * length
+        extras: dict[int, Any] = {}
+        for k in unknown:  # `key<n>` beyond the contract: what a newer server sends in slot n
+            m = _EXTRA_NAME.match(k)
+            if m is None or int(m.group(1)) < length:
+                raise ContractError(f"{name} has no field(s) {sorted(unknown)!r}")
+            extras[int(m.group(1))] = value[k]
+        arr: list[Any] = [None] * (max(extras) + 1 if extras else length)
         for key, json_name, conv in plan:
             v = value.get(json_name)
             if v is not None and conv is not None:
                 v = conv(v)
+            arr[key] = v
+        for key, v in extras.items():
             arr[key] = v
         return arr
 
     return impl
 
 
-def _inbound_object_by_key(name: str, spec: TypeSpec, plan: Plan) -> Converter:
-    """The general form (any key layout): one lookup per field."""
+def _inbound_object_by_key(name: str, spec: TypeSpec, plan: Plan, version: str) -> Converter:
+    """The general form (any key layout): one lookup per field; non-nil slots the contract has no
+    field for (in a gap, or beyond the last key) are kept as `key<n>`."""
+    known = {key for key, _, _ in plan}
+    length = spec.array_length
 
     def impl(value: Any) -> Any:
         if value is None:
             return None
         if not isinstance(value, list | tuple):
-            raise ContractError(f"expected an array for {name}, got {type(value).__name__}")
+            return _unexpected(name, value)
         n = len(value)
         out: dict[str, Any] = {}
         for key, json_name, conv in plan:
@@ -456,12 +567,17 @@ def _inbound_object_by_key(name: str, spec: TypeSpec, plan: Plan) -> Converter:
             if v is not None and conv is not None:
                 v = conv(v)
             out[json_name] = v
+        for key in range(min(n, length)):
+            if key not in known and value[key] is not None:
+                out[f"{EXTRA_SLOT_PREFIX}{key}"] = _extra_value(value[key])
+        if n > length:
+            _add_extras(name, out, value, length, version)
         return out
 
     return impl
 
 
-def _inbound_object_dict(name: str, spec: TypeSpec, plan: Plan) -> Converter:
+def _inbound_object_dict(name: str, spec: TypeSpec, plan: Plan, version: str) -> Converter:
     """Keys 0..n-1: `dict(zip(names, arr))`, then only the slots that need a converter."""
     names = tuple(json_name for _, json_name, _ in plan)
     length = len(names)
@@ -471,9 +587,9 @@ def _inbound_object_dict(name: str, spec: TypeSpec, plan: Plan) -> Converter:
         if value is None:
             return None
         if not isinstance(value, list | tuple):
-            raise ContractError(f"expected an array for {name}, got {type(value).__name__}")
+            return _unexpected(name, value)
         n = len(value)
-        out = dict(zip(names, value, strict=False))  # extra trailing elements (a newer server) are ignored
+        out = dict(zip(names, value, strict=False))
         if n < length:  # a short array: the missing fields are None
             for json_name in names[n:]:
                 out[json_name] = None
@@ -482,6 +598,8 @@ def _inbound_object_dict(name: str, spec: TypeSpec, plan: Plan) -> Converter:
                 v = value[key]
                 if v is not None:
                     out[json_name] = conv(v)
+        if n > length:  # a newer server: nothing dropped
+            _add_extras(name, out, value, length, version)
         return out
 
     return impl
@@ -496,26 +614,28 @@ class StructParts:
     length: int  # fields (= array length)
     fixups: tuple[tuple[int, str, Converter], ...]  # (key, attribute, converter) of converted slots
     last_fixup: int  # highest key in fixups (-1: none)
+    overflow: Converter  # the dict form, for arrays longer than the contract
 
 
-def _struct_parts(name: str, spec: TypeSpec, plan: Plan, cls: StructType) -> StructParts:
+def _struct_parts(name: str, spec: TypeSpec, plan: Plan, cls: StructType, overflow: Converter) -> StructParts:
     attrs = [_attr_name(f) for f in spec.fields]
     fixups = tuple((key, attrs[i], conv) for i, (key, _, conv) in enumerate(plan) if conv is not None)
-    return StructParts(name, cls, len(plan), fixups, max((k for k, _, _ in fixups), default=-1))
+    return StructParts(name, cls, len(plan), fixups, max((k for k, _, _ in fixups), default=-1), overflow)
 
 
 def _inbound_object_struct(parts: StructParts) -> Converter:
     """Keys 0..n-1: `cls(*arr)` (positional, C), then only the slots that need a converter."""
-    name, cls, length, fixups = parts.name, parts.cls, parts.length, parts.fixups
+    name, cls, length, fixups, overflow = parts.name, parts.cls, parts.length, parts.fixups, parts.overflow
 
     def impl(value: Any) -> Any:
         if value is None:
             return None
         if not isinstance(value, list | tuple):
-            raise ContractError(f"expected an array for {name}, got {type(value).__name__}")
+            return _unexpected(name, value)
         n = len(value)
-        # missing trailing fields default to None; extra trailing elements are ignored
-        obj = cls(*value) if n <= length else cls(*value[:length])
+        if n > length:  # a newer server: the dict form keeps the extra slots
+            return overflow(value)
+        obj = cls(*value)  # missing trailing fields default to None
         for key, attr, conv in fixups:
             if key < n:
                 v = value[key]
@@ -529,12 +649,13 @@ def _inbound_object_struct(parts: StructParts) -> Converter:
 def _struct_list(type_expr: str, parts: StructParts) -> Converter:
     """A list of one contract object type (`CarPositionPatch[]`): `_inbound_object_struct` inlined."""
     name, cls, length, fixups, last = parts.name, parts.cls, parts.length, parts.fixups, parts.last_fixup
+    overflow = parts.overflow
 
     def convert_list(values: Any) -> Any:
         if values is None:
             return None
         if not isinstance(values, list | tuple):
-            raise ContractError(f"expected a list for {type_expr}, got {type(values).__name__}")
+            return _unexpected(type_expr, values)
         out: list[Any] = []
         append = out.append
         for value in values:
@@ -542,9 +663,13 @@ def _struct_list(type_expr: str, parts: StructParts) -> Converter:
                 append(None)
                 continue
             if not isinstance(value, list | tuple):
-                raise ContractError(f"expected an array for {name}, got {type(value).__name__}")
+                append(_unexpected(name, value))
+                continue
             n = len(value)
-            obj = cls(*value) if n <= length else cls(*value[:length])
+            if n > length:  # a newer server: the dict form keeps the extra slots
+                append(overflow(value))
+                continue
+            obj = cls(*value)
             if n > last:  # every converted slot is present (the usual full-length array)
                 for key, attr, conv in fixups:
                     v = value[key]

@@ -10,20 +10,24 @@ Line shape (JSON Schema: docs/envelope.schema.json)::
 - `kind`: `invocation` (a hub → client call), `snapshot` (a session state fetched over REST; target
   is the REST action, e.g. `GetCurrentSessionStateJson`), `connection` (target is one of
   `connected`, `reconnecting`, `reconnected`, `closed`; arguments is `[]` or `[error text]`).
+- `kind` `ha` (hot-standby pair, NATS stream only): target `failover` or `gap`, arguments `[info]`.
 - `event_id`: present only where the profile knows it (RedMist: from the payload).
 - `arguments`: the invocation's argument array. On the JSON protocol hot path these are the raw bytes
-  received from the hub (a `msgspec.Raw`) spliced into the line without decoding.
+  received from the hub (a `msgspec.Raw`) spliced into the line without decoding. A MessagePack value
+  JSON has no form for (an extension type other than the timestamp) is written as
+  `{"msgpackExt": <type code>, "data": "<base64>"}` rather than failing the line.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from typing import Any, Literal
 
 import msgspec
 
-Kind = Literal["invocation", "snapshot", "connection"]
+Kind = Literal["invocation", "snapshot", "connection", "ha"]
 CONNECTION_TARGETS = ("connected", "reconnecting", "reconnected", "closed")
 
 
@@ -42,11 +46,14 @@ class Envelope(msgspec.Struct, omit_defaults=True, kw_only=True):
 _EMPTY_ARGS = msgspec.Raw(b"[]")
 
 
-def _text_subclass(obj: Any) -> Any:
-    """`str` subclasses (consumer.relay.fastpack's converted slots) are written as their text."""
-    if isinstance(obj, str):
-        return str(obj)
-    raise NotImplementedError(f"Encoding objects of type {type(obj).__name__} is unsupported")
+def _enc_hook(value: Any) -> Any:
+    """Values msgspec.json cannot encode (called only for those): nothing received is dropped.
+    `str` subclasses (consumer.relay.fastpack's converted slots) are written as their text."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, msgspec.msgpack.Ext):
+        return {"msgpackExt": value.code, "data": base64.b64encode(value.data).decode("ascii")}
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
 
 
 class Clock:
@@ -76,7 +83,7 @@ class EnvelopeEncoder:
         self.hub = hub
         self.seq = 0
         self._clock = clock or Clock()
-        self._encoder = msgspec.json.Encoder(enc_hook=_text_subclass)
+        self._encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 
     def encode(self, kind: Kind, target: str, arguments: Any, event_id: int | str | None = None) -> bytes:
         """One line without the trailing newline. `arguments` may be a msgspec.Raw (spliced as is)."""

@@ -4,14 +4,27 @@
   `SubscribeToEventV2WithCode(eventId, code)` when an access code is configured; with `control_logs`
   `SubscribeToControlLogs(eventId, code|None)`; per `in_car` entry
   `SubscribeToInCarDriverEventV2(eventId, car, code|None)` (SignalR binds by count: null is explicit).
-- After every subscribe round and on `ReceiveReset`, a session snapshot per event is fetched over REST
-  and emitted as a `snapshot` record: `GetCurrentSessionStateJson` (bearer via the token factory's
-  httpx.Auth; the body is spliced into the record undecoded) or, with `snapshot_format =
-  "messagepack"`, `GetCurrentSessionState` decoded through the contract's MessagePack keys.
+- A session snapshot per event is fetched over REST and emitted as a `snapshot` record:
+  `GetCurrentSessionStateJson` (bearer via the token factory's httpx.Auth; the body is spliced into
+  the record undecoded) or, with `snapshot_format = "messagepack"`, `GetCurrentSessionState` decoded
+  through the contract's MessagePack keys.
+- **When** (RedMist's own UI does the same): after every subscribe round (connect, reconnect); on
+  `ReceiveReset`; when the live state sees a new `sessionId` (RedMist sends no reset for a new
+  session); when the hub has been silent for an event for `resync_quiet_seconds` (default 5: a patch
+  lost in transit is otherwise wrong until the next reconnect); and every `resync_every_seconds`
+  (default 300). The timed resyncs run only while connected, and are measured from the event's last
+  hub message and its last snapshot, so a busy event is resynced every 5 min and a silent one about
+  every `resync_quiet_seconds`.
+- **Not live**: a 404 from the snapshot endpoint means the event has no timing processor. The event is
+  put on hold: one log line, no error count, a recheck every `not_live_recheck_seconds` (30, as
+  RedMist's UI), and any hub message for the event lifts the hold at once (snapshot requested).
 - Snapshot requests are **coalesced per event** (a storm of reconnects/resets asks once per event)
   and **rate limited** process-wide: at least `snapshot_min_interval` seconds between two calls
   (RedMist: about one per 0.9 s per IP with a token), and a 429's `Retry-After` is honoured before the
   next call. Transient failures are retried with backoff; the request stays pending meanwhile.
+- Each snapshot read has a total deadline (`snapshot_timeout_seconds`: connect, headers and the whole
+  body) and a size limit (`snapshot_max_bytes`, read in chunks, the read stops at the limit); a
+  failure of either is a clear error, logged once per event until a snapshot succeeds again.
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ import msgspec
 
 from consumer.auth import parse_retry_after
 from consumer.config import RedMistConfig
+from consumer.errors import describe_error
 from consumer.logs import get_logger
 from consumer.relay import contract
 from consumer.relay.relay import Relay
@@ -49,6 +63,14 @@ def default_rest_url(hub_url: str) -> str:
 
 
 class SnapshotError(Exception):
+    pass
+
+
+class SnapshotTooLarge(SnapshotError):
+    pass
+
+
+class _NotLive(Exception):
     pass
 
 
@@ -74,17 +96,28 @@ class RedMistProfile:
         self._sleep = sleep
         self.retry_max = retry_max
         self.min_interval = cfg.snapshot_min_interval_seconds
+        self.quiet = cfg.resync_quiet_seconds
+        self.every = cfg.resync_every_seconds
+        self.recheck = cfg.not_live_recheck_seconds
         self._pending: dict[int, None] = {}  # insertion-ordered set of events awaiting a snapshot
         self._wake = asyncio.Event()
         self._next_call = 0.0  # monotonic time before which no snapshot call may start
+        self._last_snapshot: dict[int, float] = {}  # last snapshot served or asked for, per event
+        self._not_live: dict[int, float] = {}  # events on hold -> when the hold began
+        self._failing: set[int] = set()  # events whose failure was logged (once until a success)
         self.calls_made = 0
         self.snapshots_emitted = 0
+        self.resyncs: dict[str, int] = {}  # timed resyncs by reason: quiet, periodic
         self._idle = asyncio.Event()
         self._idle.set()
         relay.watch("ReceiveReset", self._on_reset)
+        relay.track_events = frozenset(cfg.events)
+        relay.wake_events = self._not_live
+        relay.on_event_message = self._on_event_message
         if state is not None:
             relay.watch("ReceiveCarPatches", state.on_car_patches)
             relay.watch("ReceiveSessionPatch", state.on_session_patch)
+            state.on_resync = self._on_state_resync
 
     # -- subscriptions -------------------------------------------------------------------------
 
@@ -120,10 +153,12 @@ class RedMistProfile:
 
     def request_snapshots(self, events: list[int] | None = None) -> None:
         """Ask for a fresh snapshot of these events (default: all); coalesced with pending asks."""
+        now = self._clock()
         for ev in self.cfg.events if events is None else events:
             if ev in self._pending:
                 self.relay.stats.count_snapshot("coalesced")
             self._pending[ev] = None
+            self._last_snapshot[ev] = now
         if self._pending:
             self._idle.clear()
             self._wake.set()
@@ -137,17 +172,90 @@ class RedMistProfile:
             self.state.reset()
         self.request_snapshots()
 
+    def _on_state_resync(self, event_id: str) -> None:
+        """The live state saw a new session for the event (no ReceiveReset comes for that)."""
+        ev = int(event_id) if event_id.isdigit() else None
+        if ev is not None and ev in self.cfg.events:
+            self.request_snapshots([ev])
+
+    def _on_event_message(self, event_id: int | str) -> None:
+        """A hub message for an event that is on hold (not live): lift the hold, fetch a snapshot."""
+        if isinstance(event_id, int) and self._not_live.pop(event_id, None) is not None:
+            log.info("hub message for an event that was not live; fetching its snapshot", event_id=event_id)
+            if self.state is not None:
+                self.state.set_status(event_id, "unknown")
+            self.request_snapshots([event_id])
+
+    def is_not_live(self, event_id: int) -> bool:
+        return event_id in self._not_live
+
     async def wait_idle(self) -> None:
         await self._idle.wait()
+
+    def _due(self, now: float) -> float | None:
+        """Queue the timed resyncs that are due; return when the next one is (None: nothing timed)."""
+        connected = self.relay.stats.connection_state == "connected"
+        last_seen = self.relay.last_message_by_event
+        nxt: float | None = None
+        for ev in self.cfg.events:
+            if ev in self._pending:
+                continue
+            held = self._not_live.get(ev)
+            if held is not None:
+                at = held + self.recheck
+                if now >= at:
+                    self._not_live[ev] = now  # the next recheck is a full interval after this one
+                    self._pending[ev] = None
+                    self.resyncs["not_live_recheck"] = self.resyncs.get("not_live_recheck", 0) + 1
+                    continue
+                nxt = at if nxt is None else min(nxt, at)
+                continue
+            last = self._last_snapshot.get(ev)
+            if not connected or last is None:
+                continue  # the subscribe round after the (re)connect fetches it
+            candidates: list[tuple[float, str]] = []
+            if self.every > 0:
+                candidates.append((last + self.every, "periodic"))
+            if self.quiet > 0:
+                seen = last_seen.get(ev)
+                candidates.append((max(last, seen if seen is not None else last) + self.quiet, "quiet"))
+            if not candidates:
+                continue
+            at, reason = min(candidates)
+            if now >= at:
+                self._pending[ev] = None
+                self._last_snapshot[ev] = now
+                self.resyncs[reason] = self.resyncs.get(reason, 0) + 1
+                continue
+            nxt = at if nxt is None else min(nxt, at)
+        return nxt
+
+    async def _wait(self, until: float | None) -> None:
+        """Until woken (a request) or the next timed resync is due; no polling."""
+        if until is None:
+            await self._wake.wait()
+            return
+        delay = until - self._clock()
+        if delay <= 0:
+            return
+        sleeper = asyncio.ensure_future(self._sleep(delay))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waker):
+                task.cancel()
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
 
     async def run(self) -> None:
         """The snapshot task: one call at a time, rate limited, until cancelled."""
         delay = 1.0
         while True:
+            nxt = self._due(self._clock())
             if not self._pending:
                 self._idle.set()
                 self._wake.clear()
-                await self._wake.wait()
+                await self._wait(nxt)
                 continue
             wait = self._next_call - self._clock()
             if wait > 0:
@@ -163,13 +271,33 @@ class RedMistProfile:
                 self._pending.setdefault(ev, None)
                 log.warning("snapshot rate limited", event_id=ev, retry_after=rl.retry_after)
                 continue
-            except (httpx.HTTPError, SnapshotError, msgspec.DecodeError, ValueError) as exc:
+            except _NotLive:
+                self.relay.stats.count_snapshot("not_live")
+                if ev not in self._not_live:
+                    log.info(
+                        "event not live (snapshot 404); rechecking while on hold",
+                        event_id=ev,
+                        recheck_seconds=self.recheck,
+                    )
+                self._not_live[ev] = self._clock()
+                if self.state is not None:
+                    self.state.set_status(ev, "not_live")
+                delay = 1.0
+                continue
+            except (httpx.HTTPError, SnapshotError, msgspec.DecodeError, ValueError, TimeoutError) as exc:
                 self.relay.stats.count_snapshot("error")
-                log.error("snapshot failed; retrying", event_id=ev, error=f"{type(exc).__name__}: {exc}")
+                if ev not in self._failing:
+                    self._failing.add(ev)
+                    log.error(
+                        "snapshot failed; retrying with backoff (logged once until a snapshot succeeds)",
+                        event_id=ev,
+                        error=describe_error(exc),
+                    )
                 self._pending.setdefault(ev, None)
                 self._next_call = max(self._next_call, self._clock() + delay * (0.5 + random.random() / 2))
                 delay = min(self.retry_max, delay * 2)
                 continue
+            self._failing.discard(ev)
             delay = 1.0
 
     async def _fetch_and_emit(self, ev: int) -> None:
@@ -181,13 +309,38 @@ class RedMistProfile:
             headers["X-Event-Access-Code"] = code
         url = f"{self.rest_url}/v2/Events/{action}"
         self.calls_made += 1
-        async with asyncio.timeout(self.cfg.snapshot_timeout_seconds):
-            resp = await self.http.get(url, params={"eventId": str(ev)}, headers=headers)
-        if resp.status_code == 429:
-            raise _RateLimited(parse_retry_after(resp.headers.get("Retry-After"), time.time()) or 1.0)
-        if resp.status_code != 200:
-            raise SnapshotError(f"{action} answered HTTP {resp.status_code}")
-        body = resp.content
+        limit = self.cfg.snapshot_max_bytes
+        try:
+            async with asyncio.timeout(self.cfg.snapshot_timeout_seconds):
+                async with self.http.stream("GET", url, params={"eventId": str(ev)}, headers=headers) as resp:
+                    if resp.status_code == 429:
+                        retry = parse_retry_after(resp.headers.get("Retry-After"), time.time())
+                        raise _RateLimited(retry or 1.0)
+                    if resp.status_code == 404:
+                        raise _NotLive()
+                    if resp.status_code != 200:
+                        raise SnapshotError(f"{action} answered HTTP {resp.status_code}")
+                    declared = resp.headers.get("Content-Length", "")
+                    if declared.isdigit() and int(declared) > limit:
+                        raise SnapshotTooLarge(
+                            f"{action} body is {int(declared)} bytes, "
+                            f"over redmist.snapshot_max_bytes = {limit}"
+                        )
+                    chunks: list[bytes] = []
+                    size = 0
+                    async for chunk in resp.aiter_bytes():
+                        size += len(chunk)
+                        if size > limit:
+                            raise SnapshotTooLarge(
+                                f"{action} body exceeds redmist.snapshot_max_bytes = {limit} bytes"
+                            )
+                        chunks.append(chunk)
+        except TimeoutError:
+            raise SnapshotError(
+                f"{action} did not complete within redmist.snapshot_timeout_seconds = "
+                f"{self.cfg.snapshot_timeout_seconds}"
+            ) from None
+        body = b"".join(chunks)
         state: Any
         if json_format:
             decoded = msgspec.json.decode(body)  # validates; the record carries the body as sent
@@ -196,7 +349,11 @@ class RedMistProfile:
             state = msgspec.Raw(body)
         else:
             decoded = contract.value_from_msgpack("SessionState", msgspec.msgpack.decode(body))
+            if not isinstance(decoded, dict):
+                raise SnapshotError(f"{action} did not return a SessionState array")
             state = decoded
+        self._last_snapshot[ev] = self._clock()
+        self._not_live.pop(ev, None)
         if self.state is not None:
             self.state.on_snapshot(decoded, ev)
         await self.relay.emit_snapshot(action, state, ev)

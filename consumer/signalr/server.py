@@ -6,10 +6,15 @@ What it implements (checked against Microsoft's `@microsoft/signalr` client, see
   only), WebSockets only (Text and Binary), `useStatefulReconnect` when asked for and allowed.
 - WebSocket at `{path}?id=<connectionToken>` (unknown id → 404, second live socket → 409) or without `id`
   (skipNegotiation). Bearer auth from `Authorization: Bearer` or `access_token` (negotiate and upgrade).
-- Handshake with protocol selection and timeout, hub methods with ASP.NET-shaped errors, server→client
-  streams with cancellation, groups and broadcasts encoded once per protocol, client results, keepalive
-  pings, client timeout, Close with allowReconnect, token-expiry close, stateful reconnect (Ack/Sequence
-  with a replay buffer and a reconnect window) and fault hooks for the simulator's chaos API.
+- Handshake with protocol selection and timeout, hub methods with ASP.NET-shaped errors (method names
+  matched case-insensitively, as DefaultHubDispatcher does; an unknown method is a binding failure:
+  "Failed to invoke 'X' due to an error on the server. HubException: Method does not exist."; a wrong
+  argument count or, with `register(..., arg_types=)`, a wrong argument type: "Failed to invoke 'X' due
+  to an error on the server." as the real binder's InvalidDataException without detailed errors),
+  server→client streams with cancellation, groups and broadcasts encoded once per protocol, client
+  results, keepalive pings, client timeout, Close with allowReconnect, token-expiry close (opt-in),
+  stateful reconnect (Ack/Sequence with a replay buffer and a reconnect window) and fault hooks for
+  the simulator's chaos API.
 
 Decisions where ASP.NET Core leaves room:
 - Sequence after a stateful reconnect carries the id of the first *unacknowledged* buffered message followed
@@ -108,6 +113,7 @@ class ServerStats:
     queue_overflows: int = 0
     pings_sent: int = 0
     rejected_upgrades: int = 0
+    query_tokens: int = 0  # negotiate/upgrade requests carrying `access_token` in the query string
 
 
 @dataclass(slots=True)
@@ -145,6 +151,26 @@ class _Method:
     fn: HubMethod
     arity: int | None  # None: *args
     stream: bool
+    arg_types: tuple[str, ...] | None = None
+
+
+def _binds(value: Any, type_name: str) -> bool:
+    """Whether System.Text.Json / MessagePack-CSharp would bind `value` to a parameter of this C# type."""
+    if type_name == "any":
+        return True
+    nullable = type_name.endswith("?") or type_name.startswith("string")
+    base = type_name.removesuffix("?")
+    if value is None:
+        return nullable
+    if base == "int":
+        return isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31
+    if base == "string":
+        return isinstance(value, str)
+    if base == "bool":
+        return isinstance(value, bool)
+    if base.endswith("[]"):
+        return isinstance(value, list) and all(_binds(v, base[:-2]) for v in value)
+    return True
 
 
 class _Transport:
@@ -317,12 +343,16 @@ class HubServer:
         self._groups: dict[str, set[str]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._refuse: tuple[int, float] | None = None
+        self._flap: tuple[str, float] | None = None
         self._invocation_counter = 0
 
     # --- registration ----------------------------------------------------------------------------------
 
-    def register(self, name: str, fn: HubMethod) -> None:
-        """Register a hub method: `fn(ctx, *args)`, sync or async; an async generator is a stream."""
+    def register(self, name: str, fn: HubMethod, *, arg_types: Sequence[str] | None = None) -> None:
+        """Register a hub method: `fn(ctx, *args)`, sync or async; an async generator is a stream.
+
+        Names are matched case-insensitively. `arg_types` (C# names: `int`, `string?`, `int[]`, `any`)
+        make arguments the real binder would refuse a binding failure, as in ASP.NET Core."""
         sig = inspect.signature(fn)
         params = list(sig.parameters.values())[1:]  # first one is the call context
         arity: int | None = 0
@@ -333,7 +363,8 @@ class HubServer:
             if param.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
                 assert arity is not None
                 arity += 1
-        self._methods[name] = _Method(fn, arity, inspect.isasyncgenfunction(fn))
+        types = tuple(arg_types) if arg_types is not None else None
+        self._methods[name.lower()] = _Method(fn, arity, inspect.isasyncgenfunction(fn), types)
 
     def method(self, name: str | None = None) -> Callable[[HubMethod], HubMethod]:
         def decorate(fn: HubMethod) -> HubMethod:
@@ -499,6 +530,30 @@ class HubServer:
     def accept_upgrades(self) -> None:
         self._refuse = None
 
+    FLAP_MODES = ("close", "malformed", "invalid_utf8")
+
+    def flap(self, mode: str, duration: float) -> None:
+        """For `duration` s, end every new connection right after its handshake: `close` sends
+        Close(allowReconnect=true), `malformed` an unparseable message, `invalid_utf8` a text frame
+        that is not UTF-8 (binary protocols get the malformed message instead)."""
+        if mode not in self.FLAP_MODES:
+            raise ValueError(f"mode must be one of {', '.join(self.FLAP_MODES)}")
+        self._flap = (mode, time.monotonic() + duration)
+
+    async def _flap_now(self, conn: _Connection) -> None:
+        if self._flap is None:
+            return
+        mode, until = self._flap
+        if time.monotonic() >= until:
+            self._flap = None
+            return
+        if mode == "close":
+            await conn.close(error="Server is flapping.", allow_reconnect=True)
+        elif mode == "invalid_utf8" and conn.protocol is not None and conn.protocol.name == "json":
+            conn.enqueue(b'{"type":1,"target":"Flap","arguments":["\xff\xfe"]}\x1e', trackable=False)
+        else:
+            self.send_malformed(conn.id)
+
     def send_malformed(self, connection_id: str | None = None) -> int:
         """Send bytes the connection's protocol cannot parse (bypassing sequence tracking)."""
         count = 0
@@ -605,6 +660,8 @@ class HubServer:
     async def _authorize(self, request: web.Request) -> tuple[bool, Any]:
         """Returns (ok, principal); raises the 401 response when auth is required and fails."""
         token = self._bearer(request)
+        if "access_token" in request.query:
+            self.stats.query_tokens += 1
         principal: Any = None
         if self.authenticate is not None:
             try:
@@ -733,6 +790,7 @@ class HubServer:
             if handshake is None:
                 return
             reader, rest = handshake
+            await self._flap_now(conn)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._writer(conn, t))
@@ -953,15 +1011,26 @@ class HubServer:
     def _bind(
         self, conn: _Connection, target: str, args: Any, stream: bool
     ) -> tuple[_Method, list[Any]] | str:
-        method = self._methods.get(target)
-        if method is None:
-            return f"Unknown hub method '{target}'"
+        method = self._methods.get(target.lower())
+        failed = f"Failed to invoke '{target}' due to an error on the server."
+        if method is None:  # the protocol's binder asks for the parameter types: a HubException
+            return self._error(failed, "HubException", "Method does not exist.", hub=True)
         arguments = list(args) if isinstance(args, list) else []
         if method.arity is not None and len(arguments) != method.arity:
             return self._error(
-                f"Failed to invoke '{target}' due to an error on the server.",
+                failed,
                 "InvalidDataException",
                 f"Invocation provides {len(arguments)} argument(s) but target expects {method.arity}.",
+                hub=False,
+            )
+        if method.arg_types is not None and not all(
+            _binds(a, t) for a, t in zip(arguments, method.arg_types, strict=False)
+        ):
+            return self._error(
+                failed,
+                "InvalidDataException",
+                "Error binding arguments. Make sure that the types of the provided values match the "
+                "types of the hub method being invoked.",
                 hub=False,
             )
         if method.stream and not stream:

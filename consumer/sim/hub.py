@@ -1,14 +1,26 @@
 """The RedMist event-status hub and Status API on top of `consumer.signalr.server.HubServer`.
 
+Behaves like the real hub by default (each point has a test in tests/sim):
 - Hub at `/status/event-status` (negotiate and skipNegotiation; JSON and MessagePack) with RedMist's
-  settings by default (keepalive 15 s, client timeout 60 s, handshake 30 s, 1 MiB), anonymous allowed
-  unless `require_auth`, bearer validated in-process against the sim IdP's key, close on token expiry.
-- Server methods of the contract with their exact argument counts; private events need the access code
-  (wrong or missing -> HubException "Access code required or invalid for this event.").
+  settings (keepalive 15 s, client timeout 60 s, handshake 30 s, 1 MiB), anonymous allowed unless
+  `require_auth`, bearer validated in-process against the sim IdP's key. A connection is **not**
+  closed when its token expires (`close_on_token_expiry = True` is the opt-in fault).
+- Server methods of the contract, names matched case-insensitively, bound by exact argument count and
+  the contract's parameter types (a mismatch or an unknown method gets ASP.NET's binding-failure
+  text); private events need the access code (HubException "Access code required or invalid for this
+  event.").
+- A finished race is followed (after `restart_delay`) by the event's **next session**: a new
+  `sessionId` and no ReceiveReset, as RedMist does (`restart_mode = "reset"`: the old replay-again with
+  ReceiveReset). `lastUpdated` is always null. `extra_slots = n` plays a newer server: every car and
+  session patch carries n more trailing slots (JSON names `key<n>`, the daemon's generic names).
 - Client methods with contract payloads: one broadcast per tick per event, shaped per protocol
   (JSON: RedMist's names with every key present, nulls for "unchanged"; MessagePack: integer-keyed
   arrays) via `ProtocolArgs`, so each protocol is encoded once per broadcast.
-- REST under `/status/Events`, `/status/v1/Events`, `/status/v2/Events` with the per-IP limits.
+- REST under `/status/Events`, `/status/v1/Events`, `/status/v2/Events`. Rate limiting comes first
+  (before the token check and the event lookup). Snapshot endpoints: a token bucket per client IP
+  (15, refilling 3/s, 429 with Retry-After; `snapshot_limit = "window"` selects the old fixed window),
+  exempt from the global limiter; 404 when the event is not live (unknown, or its session finished).
+  List endpoints answer `[]` for an unknown event.
 """
 
 from __future__ import annotations
@@ -20,13 +32,20 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
 
 from consumer.logs import get_logger
-from consumer.relay.contract import CLIENT_METHOD_ARGS, format_datetime, json_names, value_to_msgpack
+from consumer.relay.contract import (
+    CLIENT_METHOD_ARGS,
+    CONTRACT,
+    EXTRA_SLOT_PREFIX,
+    format_datetime,
+    json_names,
+    value_to_msgpack,
+)
 from consumer.signalr.server import HubCallContext, HubError, HubServer, Principal, ProtocolArgs
 from consumer.sim.idp import Idp, InvalidToken
 from consumer.sim.race import RaceEngine, Update
@@ -50,16 +69,22 @@ class HubSettings:
     handshake_timeout: float = 30.0
     max_message_size: int = 1024 * 1024
     require_auth: bool = False
-    close_on_token_expiry: bool = True
+    close_on_token_expiry: bool = False  # the real hub never closes on expiry: an opt-in fault
     stateful_reconnect: bool = False
     protocols: tuple[str, ...] = ("json", "messagepack")
     speed: float = 60.0  # race seconds per real second
     tick_interval: float = 0.2  # real seconds between broadcasts
-    restart_delay: float = 5.0  # real seconds between a finished race and ReceiveReset + replay again
+    restart_delay: float = 5.0  # real seconds between a finished race and the next session
+    restart_mode: Literal["new_session", "reset"] = "new_session"
     loop_races: bool = True
+    extra_slots: int = 0  # > 0: a newer server (patches with this many slots beyond the contract)
     skip_idle_start: bool = True  # start each race a few seconds before its first line crossing
     control_log_interval: float = 60.0
-    # REST limits: snapshot fixed window per IP (anonymous) / per user (token); global token buckets.
+    # REST limits. Snapshots: a token bucket per client IP (upstream now) or the old fixed window per
+    # IP (anonymous) / per user (token); other endpoints: the global token buckets.
+    snapshot_limit: Literal["bucket", "window"] = "bucket"
+    snapshot_bucket_size: float = 15.0
+    snapshot_bucket_rate: float = 3.0
     snapshot_window_anonymous: float = 3.0
     snapshot_window_token: float = 0.9
     global_rate_anonymous: float = 1 / 1.1
@@ -130,12 +155,14 @@ class RedMistHub:
         self._register_methods()
         self._snapshot_anon = FixedWindow(1, s.snapshot_window_anonymous)
         self._snapshot_token = FixedWindow(1, s.snapshot_window_token)
+        self._snapshot_bucket = TokenBucket(s.snapshot_bucket_rate, s.snapshot_bucket_size)
         self._global_anon = TokenBucket(s.global_rate_anonymous, s.global_burst)
         self._global_token = TokenBucket(s.global_rate_token, s.global_burst)
         self.stats: dict[str, int] = {
             "car_patch_batches": 0,
             "session_patches": 0,
             "resets": 0,
+            "session_changes": 0,
             "rest_429": 0,
         }
         self.paused = False
@@ -159,12 +186,8 @@ class RedMistHub:
     # --- hub methods ---------------------------------------------------------------------------------
 
     def _event(self, event_id: Any, access_code: Any = None, *, check: bool = True) -> int:
-        if isinstance(event_id, bool) or not isinstance(event_id, int | str):
-            raise HubError("eventId must be an integer.")
-        try:
-            eid = int(event_id)
-        except ValueError:
-            raise HubError("eventId must be an integer.") from None
+        """The event id (the binder already checked it is an int) after the private-event check."""
+        eid = int(event_id)
         if check and eid > 0:
             event = self.events.get(eid)
             if event is not None and event.private and access_code != event.access_code:
@@ -207,19 +230,24 @@ class RedMistHub:
         async def unsubscribe_in_car_v1(ctx: HubCallContext, event_id: Any, car: Any) -> None:
             await ctx.remove_from_group(f"in-car-evt-{self._event(event_id, check=False)}-car-{car}")
 
-        srv.register("SubscribeToEvent", subscribe)
-        srv.register("SubscribeToEventV2", subscribe)
-        srv.register("SubscribeToEventV2WithCode", subscribe_with_code)
-        srv.register("UnsubscribeFromEvent", unsubscribe)
-        srv.register("UnsubscribeFromEventV2", unsubscribe)
-        srv.register("SubscribeToControlLogs", control_logs)
-        srv.register("UnsubscribeFromControlLogs", unsubscribe_control_logs)
-        srv.register("SubscribeToCarControlLogs", car_control_logs)
-        srv.register("UnsubscribeFromCarControlLogs", unsubscribe_car_control_logs)
-        srv.register("SubscribeToInCarDriverEventV2", in_car_v2)
-        srv.register("UnsubscribeFromInCarDriverEventV2", unsubscribe_in_car_v2)
-        srv.register("SubscribeToInCarDriverEvent", in_car_v1)
-        srv.register("UnsubscribeFromInCarDriverEvent", unsubscribe_in_car_v1)
+        handlers: dict[str, Callable[..., Any]] = {
+            "SubscribeToEvent": subscribe,
+            "SubscribeToEventV2": subscribe,
+            "SubscribeToEventV2WithCode": subscribe_with_code,
+            "UnsubscribeFromEvent": unsubscribe,
+            "UnsubscribeFromEventV2": unsubscribe,
+            "SubscribeToControlLogs": control_logs,
+            "UnsubscribeFromControlLogs": unsubscribe_control_logs,
+            "SubscribeToCarControlLogs": car_control_logs,
+            "UnsubscribeFromCarControlLogs": unsubscribe_car_control_logs,
+            "SubscribeToInCarDriverEventV2": in_car_v2,
+            "UnsubscribeFromInCarDriverEventV2": unsubscribe_in_car_v2,
+            "SubscribeToInCarDriverEvent": in_car_v1,
+            "UnsubscribeFromInCarDriverEvent": unsubscribe_in_car_v1,
+        }
+        params = {m["name"]: [str(p["type"]) for p in m["params"]] for m in CONTRACT.raw["serverMethods"]}
+        for name, fn in handlers.items():
+            srv.register(name, fn, arg_types=params[name])
 
     # --- broadcasting --------------------------------------------------------------------------------
 
@@ -233,16 +261,22 @@ class RedMistHub:
             group, target, arguments=ProtocolArgs(json=json_args, messagepack=packed)
         )
 
+    def _extras(self, names: list[str], race_ms: int) -> dict[str, Any]:
+        """What a newer server adds after the contract's slots (`extra_slots`): `key<n>` values."""
+        n = self.settings.extra_slots
+        return {f"{EXTRA_SLOT_PREFIX}{len(names) + i}": race_ms + i for i in range(n)} if n > 0 else {}
+
     def publish(self, event: SimEvent, update: Update) -> None:
         """Broadcast one engine update to the event's subscribers."""
         eid = event.event_id
         group = f"evt{eid}-sub"
         if update.session_patch is not None:
-            patch = update.session_patch
+            patch = {**update.session_patch, **self._extras(_SESSION_PATCH_NAMES, update.race_ms)}
             self._send(group, "ReceiveSessionPatch", [_json_patch(_SESSION_PATCH_NAMES, patch)])
             self.stats["session_patches"] += 1
         if update.car_patches:  # only non-empty batches
-            patches = update.car_patches
+            extras = self._extras(_PATCH_NAMES, update.race_ms)
+            patches = [{**p, **extras} for p in update.car_patches] if extras else update.car_patches
             self._send(group, "ReceiveCarPatches", [[_json_patch(_PATCH_NAMES, p) for p in patches]])
             self.stats["car_patch_batches"] += 1
             for p in patches:
@@ -306,6 +340,17 @@ class RedMistHub:
         self.server.send_to_group(f"evt{event_id}-sub", "ReceiveReset")
         self.stats["resets"] += 1
 
+    def new_session(self, event_id: int) -> None:
+        """Start the event's next session: a new sessionId and NO ReceiveReset (RedMist's way); the
+        first patches of the new session carry the new id."""
+        event = self.events[event_id]
+        event.engine.new_session()
+        event.race_ms = self._start_ms(event)
+        event.finished_at = None
+        event.control_log.clear()
+        self.stats["session_changes"] += 1
+        self.publish(event, event.engine.session_started())
+
     def step(self, race_seconds: float) -> None:
         """Advance every event by `race_seconds` of race time and broadcast (the driver's tick)."""
         now = time.monotonic()
@@ -317,7 +362,10 @@ class RedMistHub:
                 if event.finished_at is None:
                     event.finished_at = now
                 elif now - event.finished_at >= self.settings.restart_delay:
-                    self.reset_event(event.event_id)
+                    if self.settings.restart_mode == "reset":
+                        self.reset_event(event.event_id)
+                    else:
+                        self.new_session(event.event_id)
                 continue
             event.race_ms += race_seconds * 1000.0
             self.publish(event, engine.advance_to(int(event.race_ms)))
@@ -354,18 +402,22 @@ class RedMistHub:
             "LoadCarControlLogs": self._car_control_logs,
             "LoadInCarPayload": self._in_car_payload,
         }
+        exempt = {"GetCurrentSessionState", "GetCurrentSessionStateJson"}  # their own policy only
         for prefix in REST_PREFIXES:
             for action, handler in routes.items():
-                app.router.add_get(f"{prefix}/{action}", self._guard(handler))
+                app.router.add_get(
+                    f"{prefix}/{action}", self._guard(handler, global_limit=action not in exempt)
+                )
 
-    def _guard(self, handler: Callable[[web.Request, Principal | None], Any]) -> Any:
+    def _guard(self, handler: Callable[[web.Request, Principal | None], Any], *, global_limit: bool) -> Any:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            principal = self.verify(_bearer_header(request))
-            ip = request.remote or "?"
-            limiter = self._global_token if principal else self._global_anon
-            wait = limiter.acquire(principal.subject if principal else ip)
-            if wait > 0:
-                return self._too_many(wait)
+            principal = self.verify(_bearer_header(request))  # identifies; rejections come later
+            if global_limit:  # the rate limiter runs before authorization and the lookup
+                ip = request.remote or "?"
+                limiter = self._global_token if principal else self._global_anon
+                wait = limiter.acquire(principal.subject if principal else ip)
+                if wait > 0:
+                    return self._too_many(wait)
             response: web.StreamResponse = await handler(request, principal)
             return response
 
@@ -404,28 +456,47 @@ class RedMistHub:
             raise web.HTTPUnauthorized(headers={"WWW-Authenticate": "Bearer"})
 
     def _snapshot_limit(self, request: web.Request, principal: Principal | None) -> float:
+        if self.settings.snapshot_limit == "bucket":  # upstream now: per client IP, token or not
+            return self._snapshot_bucket.acquire(request.remote or "?")
         if principal is not None:
             return self._snapshot_token.acquire(principal.subject)
         return self._snapshot_anon.acquire(request.remote or "?")
+
+    def _live(self, request: web.Request) -> SimEvent:
+        """The event for a snapshot: 404 unless it is live (no timing processor otherwise)."""
+        event = self._lookup(request)
+        if event.engine.finished:
+            raise web.HTTPNotFound()
+        return event
+
+    def _known(self, request: web.Request) -> SimEvent | None:
+        """For list endpoints: None for an unknown event (they answer [] then), else as `_lookup`."""
+        try:
+            eid = int(request.query.get("eventId", ""))
+        except ValueError:
+            raise web.HTTPBadRequest(text="eventId is required") from None
+        if eid not in self.events:
+            return None
+        return self._lookup(request)
 
     async def _live_events(self, request: web.Request, principal: Principal | None) -> web.Response:
         rows = [e.engine.summary(is_private=e.private) for e in self.events.values()]
         return self._reply(request, "List<EventListSummary>", rows)
 
     async def _session_state(self, request: web.Request, principal: Principal | None) -> web.Response:
-        event = self._lookup(request)
-        wait = self._snapshot_limit(request, principal)
+        wait = self._snapshot_limit(request, principal)  # the limiter first, as the real middleware order
         if wait > 0:
             return self._too_many(wait)
+        event = self._live(request)
         body = msgspec.msgpack.encode(value_to_msgpack("SessionState", event.engine.snapshot()))
         return web.Response(body=body, content_type=MSGPACK)
 
     async def _session_state_json(self, request: web.Request, principal: Principal | None) -> web.Response:
-        self._require_token(principal)
-        event = self._lookup(request)
         wait = self._snapshot_limit(request, principal)
         if wait > 0:
             return self._too_many(wait)
+        self._require_token(principal)
+        event = self._live(request)
         return web.json_response(event.engine.snapshot(), dumps=lambda v: msgspec.json.encode(v).decode())
 
     async def _load_event(self, request: web.Request, principal: Principal | None) -> web.Response:
@@ -471,15 +542,17 @@ class RedMistHub:
         }
 
     async def _sessions(self, request: web.Request, principal: Principal | None) -> web.Response:
-        return self._reply(request, "List<Session>", [self._session_row(self._lookup(request))])
+        event = self._known(request)
+        return self._reply(request, "List<Session>", [self._session_row(event)] if event else [])
 
     async def _flags(self, request: web.Request, principal: Principal | None) -> web.Response:
-        event = self._lookup(request)
-        return self._reply(request, "List<FlagDuration>", [dict(f) for f in event.engine.flag_durations])
+        event = self._known(request)
+        flags = [dict(f) for f in event.engine.flag_durations] if event else []
+        return self._reply(request, "List<FlagDuration>", flags)
 
     async def _control_log(self, request: web.Request, principal: Principal | None) -> web.Response:
-        event = self._lookup(request)
-        return self._reply(request, "List<ControlLogEntry>", list(event.control_log))
+        event = self._known(request)
+        return self._reply(request, "List<ControlLogEntry>", list(event.control_log) if event else [])
 
     async def _car_control_logs(self, request: web.Request, principal: Principal | None) -> web.Response:
         event = self._lookup(request)

@@ -9,6 +9,12 @@ The hub drives engines against a clock at a speed factor; tests drive them as fa
 
 `synthetic_replay(seed, ...)` builds a replay-shaped race (any number of cars) so several events and
 load tests use the same engine.
+
+As the real hub: `lastUpdated` is always null (RedMist never assigns it); `gpsHealth` /
+`gpsSourceHealth` (timing-common 1.17.0) carry values only when the replay has telemetry data
+(`"hasTelemetrySource": true` and per car `"gh": [[lap, health 0-5], ...]`, which synthetic races
+have); the recorded replays have none, so they are null there. `new_session()` starts the next
+session of the event (new `sessionId`, no ReceiveReset: that is how RedMist changes sessions).
 """
 
 from __future__ import annotations
@@ -133,6 +139,7 @@ class _Car:
     class_start_position: int = 0
     track_flag: int = 0
     lap_start_tod_ms: int | None = None
+    gps_health: int | None = None
 
 
 class RaceEngine:
@@ -160,7 +167,19 @@ class RaceEngine:
         start = session_start or dt.datetime.now(dt.UTC)
         self.session_start = start.replace(microsecond=start.microsecond // 1000 * 1000)
         self.entries = {str(e["no"]): e for e in replay.get("entries", [])}
+        self.has_telemetry = bool(replay.get("hasTelemetrySource", False))
+        self.sessions_played = 1
+        self._base_session_name = self.session_name
         self._build_timeline()
+        self.reset()
+
+    def new_session(self, session_start: dt.datetime | None = None) -> None:
+        """The event's next session (RedMist: a new `sessionId`, and no ReceiveReset is sent)."""
+        self.sessions_played += 1
+        self.session_id += 1
+        self.session_name = f"{self._base_session_name} (session {self.sessions_played})"
+        start = session_start or dt.datetime.now(dt.UTC)
+        self.session_start = start.replace(microsecond=start.microsecond // 1000 * 1000)
         self.reset()
 
     # --- timeline ------------------------------------------------------------------------------------
@@ -173,8 +192,11 @@ class RaceEngine:
             seq += 1
         self.final_laps: dict[str, int] = {}
         self.best_laps: dict[str, int] = {}
+        self._gps: dict[str, dict[int, int]] = {}
         for car in self.replay["cars"]:
             number = str(car["n"])
+            if self.has_telemetry and car.get("gh"):
+                self._gps[number] = {int(lap): int(h) for lap, h in car["gh"]}
             reclass = {int(lap): str(k) for lap, k in car.get("cc", [])}
             laps = car.get("laps", [])
             for lap in laps:
@@ -214,6 +236,8 @@ class RaceEngine:
             number = str(car["n"])
             entry = self.entries.get(number, {})
             cars.append(_Car(number=number, klass=str(car.get("c") or entry.get("c", "")), start_order=i))
+            if number in self._gps:
+                cars[-1].gps_health = self._gps[number].get(0)
         cars.sort(key=lambda c: (first_crossing.get(c.number, 1 << 62), c.start_order))
         class_count: dict[str, int] = {}
         for pos, car in enumerate(cars, start=1):
@@ -226,6 +250,29 @@ class RaceEngine:
         self._positions(update_leader=False)
         self._sent_cars = {n: self._car_state(n, self._ranks) for n in self._cars}
         self._sent_session = self._session_fields()
+
+    def session_started(self) -> Update:
+        """The session patch that announces a new session (its id, name, start, entries, fields)."""
+        patch: dict[str, Any] = {
+            "eventId": self.event_id,
+            "sessionId": self.session_id,
+            "sessionName": self.session_name,
+            "sessionStartTime": format_datetime(self.session_start),
+            "eventEntries": self._entry_rows(),
+        }
+        patch.update(self._sent_session)
+        return Update(race_ms=self.race_ms, session_patch=patch)
+
+    def _entry_rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "no": str(e["no"]),
+                "nm": str(e.get("nm", "")),
+                "t": str(e.get("t", "")),
+                "c": str(e.get("c", "")),
+            }
+            for e in self.entries.values()
+        ]
 
     @property
     def finished(self) -> bool:
@@ -281,7 +328,6 @@ class RaceEngine:
             self._sent_session.update(changed_s)
             patch_s: dict[str, Any] = {"eventId": self.event_id, "sessionId": self.session_id}
             patch_s.update(changed_s)
-            patch_s["lastUpdated"] = self._wall(race_ms)
             update.session_patch = patch_s
         update.flag_changed = touched_flag
         return update
@@ -316,6 +362,9 @@ class RaceEngine:
             car.entered_pit = car.exited_pit = False
         car.track_flag = flag
         car.lap_start_tod_ms = self.local_start_ms + t
+        health = self._gps.get(number, {}).get(lap_no)
+        if health is not None:
+            car.gps_health = health
         if klass is not None:
             car.klass = klass
         leader = max(self._cars.values(), key=lambda c: (c.laps, -c.elapsed))
@@ -403,6 +452,7 @@ class RaceEngine:
             "lapStartTime": format_time_of_day_ticks(c.lap_start_tod_ms)
             if c.lap_start_tod_ms is not None
             else None,
+            "gpsHealth": c.gps_health,
         }
         state.update(rank)
         return state
@@ -426,7 +476,16 @@ class RaceEngine:
             "numberOfYellows": self.number_of_yellows,
             "leadChanges": self.lead_changes,
             "isLive": not self.finished,
+            "hasTelemetrySource": self.has_telemetry,
+            "gpsSourceHealth": self._gps_source_health(),
         }
+
+    def _gps_source_health(self) -> int | None:
+        """The event's GPS source health: the median of the cars' (null without telemetry)."""
+        if not self.has_telemetry:
+            return None
+        values = sorted(c.gps_health for c in self._cars.values() if c.gps_health is not None)
+        return values[len(values) // 2] if values else None
 
     def car_row(self, number: str) -> dict[str, Any]:
         """A full `CarPosition` (snapshot row, short JSON names) for one car."""
@@ -458,21 +517,13 @@ class RaceEngine:
                 "sessionEndTime": None,
                 "isLive": not self.finished,
                 "isSimulation": self.is_simulation,
-                "eventEntries": [
-                    {
-                        "no": str(e["no"]),
-                        "nm": str(e.get("nm", "")),
-                        "t": str(e.get("t", "")),
-                        "c": str(e.get("c", "")),
-                    }
-                    for e in self.entries.values()
-                ],
+                "eventEntries": self._entry_rows(),
                 "carPositions": [self.car_row(n) for n in order],
                 "classColors": dict(self.replay.get("classColors", {c: "#ff888888" for c in classes})),
                 "classOrder": dict(
                     self.replay.get("classOrder", {c: str(i + 1) for i, c in enumerate(classes)})
                 ),
-                "lastUpdated": self._wall(self.race_ms),
+                "lastUpdated": None,  # never assigned by RedMist's backend
             }
         )
         return state
@@ -631,7 +682,14 @@ def synthetic_replay(
             laps.append([lap_no, lap_ms, elapsed, flag_at(elapsed), pit])
             if elapsed >= duration_ms:
                 break
-        car_docs.append({"n": number, "c": klass, "laps": laps})
+        gps = random.Random(seed * 1_000_003 + i)  # its own stream: the laps stay as they were
+        health = gps.randint(3, 5)
+        gh = [[0, health]]
+        for lap in range(5, len(laps) + 1, 5):  # the in-car device's signal changes now and then
+            if gps.random() < 0.3:
+                health = max(0, min(5, health + gps.choice((-2, -1, 1, 2))))
+                gh.append([lap, health])
+        car_docs.append({"n": number, "c": klass, "laps": laps, "gh": gh})
     return {
         "format": REPLAY_FORMAT,
         "eventId": event_id,
@@ -647,6 +705,7 @@ def synthetic_replay(
             for c, color in zip(_CLASSES, ("#ffff7679", "#ffffb05b", "#ff69fffc"), strict=True)
         },
         "classOrder": {f"SIM {c}": str(i + 1) for i, c in enumerate(_CLASSES)},
+        "hasTelemetrySource": True,
         "entries": entries,
         "flags": flags,
         "cars": car_docs,

@@ -37,6 +37,8 @@ def sim_settings(**overrides: Any) -> HubSettings:
         "tick_interval": 0.05,
         "speed": 300.0,
         "snapshot_window_token": 0.01,
+        "snapshot_bucket_size": 1000.0,
+        "snapshot_bucket_rate": 1000.0,
         "global_rate_token": 1000.0,
         "global_burst": 1000.0,
     }

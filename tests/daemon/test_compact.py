@@ -26,6 +26,9 @@ SESSION_NAMES = [f.json_name for f in contract.CONTRACT.type("SessionStatePatch"
 
 
 class Capture:
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
     def __init__(self) -> None:
         self.lines: list[bytes] = []
 

@@ -167,6 +167,9 @@ async def test_relay_output_is_the_reference_line_on_both_paths() -> None:
     """The relay's MessagePack lines: fast path when it can, the reference conversion otherwise."""
 
     class Capture:
+        include: tuple[str, ...] = ()
+        exclude: tuple[str, ...] = ()
+
         def __init__(self) -> None:
             self.lines: list[bytes] = []
 

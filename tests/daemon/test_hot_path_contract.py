@@ -44,10 +44,15 @@ def reference_from_msgpack(type_expr: str, value: Any) -> Any:
         return base64.b64encode(value).decode("ascii") if isinstance(value, bytes) else value
     if expr in CONTRACT.types:
         assert isinstance(value, list | tuple)
-        return {
+        spec = CONTRACT.types[expr]
+        out = {
             f.json_name: reference_from_msgpack(f.type, value[f.key] if f.key < len(value) else None)
-            for f in CONTRACT.types[expr].fields
+            for f in spec.fields
         }
+        for key in range(spec.array_length, len(value)):  # nothing dropped: `key<n>`, as received
+            v = value[key]
+            out[f"key{key}"] = contract.format_datetime(v) if isinstance(v, dt.datetime) else v
+        return out
     return value  # scalars, enums, dictionaries
 
 
@@ -151,18 +156,24 @@ def both(target: str, args: list[Any]) -> tuple[list[Any], bytes]:
 
 
 def patch_array(**slots: Any) -> list[Any]:
-    arr: list[Any] = [None] * 68
+    arr: list[Any] = [None] * 69
     for key, value in slots.items():
         arr[int(key[1:])] = value
     return arr
 
 
-def test_extra_trailing_elements_are_ignored() -> None:
-    arr = [*patch_array(k0="1187", k2="42"), "future", 5, [1, 2]]
-    dicts, encoded = both(CAR, [[arr]])
+def test_extra_trailing_elements_are_kept_under_generic_names() -> None:
+    when = dt.datetime(2026, 8, 22, 19, 43, 55, tzinfo=dt.UTC)
+    arr = [*patch_array(k0="1187", k2="42"), "future", 5, [1, 2], when]
+    before = contract.STATS.extra_slots.get("CarPositionPatch", 0)
+    dicts, encoded = both(CAR, [[arr, patch_array(k2="7")]])  # one long and one normal patch
     patch = dicts[0][0]
-    assert len(patch) == 68 and patch["number"] == "42" and "future" not in patch.values()
-    assert b"future" not in encoded
+    assert len(patch) == 73 and patch["number"] == "42"
+    assert [patch[f"key{k}"] for k in (69, 70, 71, 72)] == ["future", 5, [1, 2], "2026-08-22T19:43:55Z"]
+    tail = b'"gpsHealth":null,"key69":"future","key70":5,"key71":[1,2],"key72":"2026-08-22T19:43:55Z"}'
+    assert tail in encoded
+    assert "key69" not in dicts[0][1]
+    assert contract.STATS.extra_slots["CarPositionPatch"] == before + 2  # dict and encodable form
 
 
 def test_short_arrays_give_none_for_the_missing_fields() -> None:
@@ -170,7 +181,7 @@ def test_short_arrays_give_none_for_the_missing_fields() -> None:
         CAR, [[["1187", "14", "42"], ["1187", "14", "7", 99, None, None, None, None, None, None]]]
     )
     first, second = dicts[0]
-    assert len(first) == 68 and first["number"] == "42" and first["signalBars"] is None
+    assert len(first) == 69 and first["number"] == "42" and first["gpsHealth"] is None
     assert second["transponderId"] == 99 and second["completedSections"] is None
     assert encoded.count(b'"lapStartTime":null') == 2
 
@@ -255,17 +266,17 @@ def test_tuples_are_accepted_and_inputs_are_not_modified() -> None:
     assert arr[43] == 10_000_000  # converted into the result, not in place
 
 
-def test_malformed_values_raise_contract_errors_in_both_forms() -> None:
+def test_values_in_unexpected_forms_pass_through_in_both_forms() -> None:
     for bad in ({"number": "1"}, "42", 7):
-        with pytest.raises(ContractError):
-            contract.arguments_from_msgpack(CAR, [[bad]])
-        with pytest.raises(ContractError):
-            contract.encodable_arguments_from_msgpack(CAR, [[bad]])
-    for args in ([[patch_array(k43=10**15)]], [[patch_array(k55=3.5)]], [[patch_array(k41="x")]]):
-        with pytest.raises(ContractError):
-            contract.arguments_from_msgpack(CAR, args)
-        with pytest.raises(ContractError):
-            contract.encodable_arguments_from_msgpack(CAR, args)
+        assert contract.arguments_from_msgpack(CAR, [[bad]]) == [[bad]]
+        assert js(contract.encodable_arguments_from_msgpack(CAR, [[bad]])) == js([[bad]])
+    for slot, bad in ((43, 10**15), (55, 3.5), (41, "x"), (43, True)):
+        args = [[patch_array(k2="9", **{f"k{slot}": bad})]]
+        dicts = contract.arguments_from_msgpack(CAR, args)
+        name = contract.json_names("CarPositionPatch")[slot]
+        assert dicts[0][0][name] == bad and dicts[0][0]["number"] == "9"
+        assert js(contract.encodable_arguments_from_msgpack(CAR, args)) == js(dicts)
+    assert contract.arguments_from_msgpack(CAR, ["not a list"]) == ["not a list"]
 
 
 def test_struct_attributes_and_event_id() -> None:
@@ -308,7 +319,11 @@ def test_types_with_a_gap_in_their_keys_use_the_general_form() -> None:
     for mode in ("from", "encodable"):
         conv = c.converter("Gappy", mode)  # type: ignore[arg-type]
         assert conv is not None
-        assert js(conv([1, "skipped", 10_000_000, "extra"])) == b'{"a":1,"c":"00:00:01.0000000"}'
+        # non-nil slots the contract has no field for (in the gap, after the end) are kept
+        assert js(conv([1, "gap", 10_000_000, "extra"])) == (
+            b'{"a":1,"c":"00:00:01.0000000","key1":"gap","key3":"extra"}'
+        )
+        assert js(conv([1, None, 10_000_000])) == b'{"a":1,"c":"00:00:01.0000000"}'
         assert js(conv([1])) == b'{"a":1,"c":null}'
 
 

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import msgspec
+import pytest
+import structlog
 
 from consumer.config import InCar, RedMistConfig
 from consumer.relay import contract
@@ -215,3 +218,324 @@ async def test_server_errors_are_retried_with_backoff() -> None:
             await asyncio.gather(task, return_exceptions=True)
     assert answers == []
     assert relay.stats.snapshots == {"error": 2, "ok": 1}
+
+
+# -- keeping the board right: session changes, quiet-hub resync, "not live", read limits ------------
+
+
+class HoldableTime(FakeTime):
+    """FakeTime whose long sleeps (the profile's idle waits) block while `hold` is set, so that a
+    test can act at a fixed virtual time; short sleeps (the rate limit) still pass instantly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self._never = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        if self.hold and seconds >= 5:
+            await self._never.wait()
+        await super().sleep(seconds)
+
+
+def session_body(ev: int, sid: int, cars: list[str]) -> dict[str, Any]:
+    return {
+        "eventId": ev,
+        "sessionId": sid,
+        "sessionName": f"session {sid}",
+        "eventEntries": [{"no": n, "nm": f"team {n}", "t": "", "c": "A"} for n in cars],
+        "carPositions": [{"n": n, "sid": str(sid), "ovp": i + 1} for i, n in enumerate(cars)],
+    }
+
+
+def car_patch_raw(ev: int, sid: int, number: str, **fields: Any) -> msgspec.Raw:
+    return msgspec.Raw(
+        msgspec.json.encode([[{"eventId": str(ev), "sessionId": str(sid), "number": number, **fields}]])
+    )
+
+
+async def started(profile: RedMistProfile) -> asyncio.Task[None]:
+    task = asyncio.create_task(profile.run())
+    profile.after_subscribe()
+    async with asyncio.timeout(5):
+        await profile.wait_idle()
+    return task
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_new_session_without_reset_drops_old_cars_and_fetches_a_snapshot() -> None:
+    t = FakeTime()
+    live = {"sid": 1}
+    hits: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        hits.append(live["sid"])
+        cars = ["42", "7"] if live["sid"] == 1 else ["99", "5"]
+        return httpx.Response(200, json=session_body(390, live["sid"], cars))
+
+    sink = MemorySink()
+    worker = SinkWorker(sink)
+    await worker.start()
+    relay = Relay([worker], hub="h")
+    state = LiveState(None)
+    cfg = RedMistConfig(events=[390], resync_quiet_seconds=0, resync_every_seconds=0)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        profile = RedMistProfile(
+            cfg,
+            relay,
+            http,
+            hub_url="http://h/status/event-status",
+            state=state,
+            clock=t.clock,
+            sleep=t.sleep,
+        )
+        task = await started(profile)
+        try:
+            board = state.event_state("390")
+            assert board is not None and [c["n"] for c in board["carPositions"]] == ["42", "7"]
+            assert state.epoch("390") == 0 and state.event_status("390") == "live"
+            await relay.on_raw("ReceiveCarPatches", car_patch_raw(390, 1, "42", overallPosition=2))
+            # RedMist starts the next session: a session patch with a new sessionId, no ReceiveReset
+            live["sid"] = 2
+            patch = {"eventId": 390, "sessionId": 2, "sessionName": "session 2", "timeToGo": "00:30:00"}
+            await relay.on_raw("ReceiveSessionPatch", msgspec.Raw(msgspec.json.encode([patch])))
+            board = state.event_state("390")
+            assert board is not None and board["carPositions"] == []  # the old session's cars are gone
+            assert board["sessionId"] == 2 and "eventEntries" not in board
+            assert state.epoch("390") == 1
+            async with asyncio.timeout(5):
+                await profile.wait_idle()
+            board = state.event_state("390")
+            assert board is not None and [c["n"] for c in board["carPositions"]] == ["99", "5"]
+            # a patch for a car that is not entered in this session: skipped on the board, relayed
+            await relay.on_raw("ReceiveCarPatches", car_patch_raw(390, 2, "42", overallPosition=1))
+            await relay.on_raw("ReceiveCarPatches", car_patch_raw(390, 2, "5", overallPosition=1))
+        finally:
+            await stop(task)
+    await worker.close(grace=5)
+    assert hits == [1, 2]
+    assert state.session_changes == 1 and state.unknown_car_patches == 1
+    board = state.event_state("390")
+    assert board is not None and {c["n"]: c["ovp"] for c in board["carPositions"]} == {"99": 1, "5": 1}
+    recs = [json.loads(line) for line in sink.lines]
+    relayed = [r["arguments"][0][0]["number"] for r in recs if r["target"] == "ReceiveCarPatches"]
+    assert relayed == ["42", "42", "5"]  # the relayed lines stay complete
+    assert [r["arguments"][0]["sessionId"] for r in recs if r["kind"] == "snapshot"] == [1, 2]
+
+
+async def test_full_entry_list_removes_cars_and_a_snapshot_with_a_new_session_resets() -> None:
+    state = LiveState(None)
+    state.on_snapshot(session_body(5, 1, ["1", "2", "3"]), 5)
+    entries = [{"no": "1"}, {"no": "3"}]
+    state.on_session_patch([{"eventId": 5, "sessionId": 1, "eventEntries": entries}], 5)
+    board = state.event_state("5")
+    assert board is not None and [c["n"] for c in board["carPositions"]] == ["1", "3"]
+    state.on_car_patches([[{"eventId": "5", "sessionId": "1", "number": "2", "ovp": 1}]], 5)
+    assert state.unknown_car_patches == 1
+    # without entries (an empty list tells nothing) every patched car gets a row
+    state.on_snapshot(session_body(6, 4, []), 6)
+    state.on_car_patches([[{"eventId": "6", "sessionId": "4", "number": "8"}]], 6)
+    assert [c["n"] for c in (state.event_state("6") or {})["carPositions"]] == ["8"]
+    state.on_snapshot(session_body(5, 2, ["9"]), 5)  # a snapshot of a new session: a reset too
+    assert state.epoch("5") == 1 and state.epoch("6") == 0
+    state.reset()
+    assert state.epoch("5") == 2 and state.epoch("6") == 1 and state.events() == []
+
+
+async def test_silent_hub_resyncs_within_the_quiet_window_and_messages_postpone_it() -> None:
+    t = FakeTime()
+    times: list[float] = []
+    enough = asyncio.Event()
+    relay = Relay([], hub="h")
+    relay.stats.set_state("connected")
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        times.append(t.now)
+        if len(times) == 3:  # between the 3rd and 4th snapshot, hub messages 3 s and 6 s later
+            t.now += 3
+            await relay.on_raw("ReceiveCarPatches", car_patch_raw(390, 1, "42", overallPosition=1))
+            t.now += 3
+            await relay.on_raw("ReceiveCarPatches", car_patch_raw(390, 1, "42", overallPosition=2))
+        if len(times) >= 5:
+            enough.set()
+        return httpx.Response(200, json=session_body(390, 1, ["42"]))
+
+    cfg = RedMistConfig(events=[390], resync_quiet_seconds=5, resync_every_seconds=300)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        profile = RedMistProfile(
+            cfg, relay, http, hub_url="http://h/status/event-status", clock=t.clock, sleep=t.sleep
+        )
+        task = await started(profile)
+        try:
+            async with asyncio.timeout(5):
+                await enough.wait()
+        finally:
+            await stop(task)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[0] == gaps[1] == 5.0  # silent: one resync per quiet window, right at its end
+    assert gaps[2] == 6.0 + 5.0  # the last message (6 s after the 3rd snapshot) + the quiet window
+    assert gaps[3] == 5.0
+    assert profile.resyncs["quiet"] >= 4 and "periodic" not in profile.resyncs
+
+
+async def test_busy_hub_resyncs_every_five_minutes_only_while_connected() -> None:
+    t = FakeTime()
+    times: list[float] = []
+    enough = asyncio.Event()
+    relay = Relay([], hub="h")
+    relay.stats.set_state("connected")
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        times.append(t.now)
+        if len(times) >= 3:
+            enough.set()
+        return httpx.Response(200, json=session_body(390, 1, ["42"]))
+
+    cfg = RedMistConfig(events=[390], resync_quiet_seconds=0, resync_every_seconds=300)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        profile = RedMistProfile(
+            cfg, relay, http, hub_url="http://h/status/event-status", clock=t.clock, sleep=t.sleep
+        )
+        task = await started(profile)
+        try:
+            async with asyncio.timeout(5):
+                await enough.wait()
+            relay.stats.set_state("reconnecting")
+            before = len(times)
+            t.now += 3600
+            profile.request_snapshots([])  # wake the loop: nothing is due while not connected
+            await asyncio.sleep(0.05)
+            assert len(times) == before
+        finally:
+            await stop(task)
+    assert [b - a for a, b in itertools.pairwise(times)][:2] == [300.0, 300.0]
+    assert profile.resyncs == {"periodic": len(times) - 1}
+
+
+async def test_not_live_404_is_rechecked_every_30_s_and_a_hub_message_lifts_the_hold() -> None:
+    t = HoldableTime()
+    live = {"on": False}
+    times: list[float] = []
+    four = asyncio.Event()
+    relay = Relay([], hub="h")
+    relay.stats.set_state("connected")
+    state = LiveState(None, clock=t.clock)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        times.append(t.now)
+        if not live["on"]:
+            if len(times) == 4:
+                t.hold = True  # stop virtual time here: the test sends a hub message now
+                four.set()
+            return httpx.Response(404, text="")
+        return httpx.Response(200, json=session_body(390, 3, ["42"]))
+
+    cfg = RedMistConfig(events=[390])  # defaults: quiet 5 s, every 300 s, recheck 30 s
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        profile = RedMistProfile(
+            cfg,
+            relay,
+            http,
+            hub_url="http://h/status/event-status",
+            state=state,
+            clock=t.clock,
+            sleep=t.sleep,
+        )
+        with structlog.testing.capture_logs() as logs:
+            task = asyncio.create_task(profile.run())
+            profile.after_subscribe()
+            try:
+                async with asyncio.timeout(5):
+                    await four.wait()
+                    while state.event_status("390") != "not_live":
+                        await state.wait_changed(state.version)
+                held_at = t.now
+                live["on"] = True
+                await relay.on_raw("ReceiveCarPatches", car_patch_raw(390, 3, "42", overallPosition=1))
+                async with asyncio.timeout(5):
+                    while state.event_status("390") != "live":
+                        await state.wait_changed(state.version)
+            finally:
+                await stop(task)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[:3] == [30.0, 30.0, 30.0]  # one request per 30 s while not live, no quiet resyncs
+    # the hub message lifted the hold at once (after the 1 s minimum interval between two calls)
+    assert times[4] - held_at == cfg.snapshot_min_interval_seconds
+    assert len(times) == 5 and not profile.is_not_live(390)
+    assert relay.stats.snapshots == {"not_live": 4, "ok": 1}  # a 404 is not an error
+    hold_lines = [e for e in logs if "not live" in e["event"] and e["log_level"] == "info"]
+    assert len(hold_lines) == 2  # one "on hold" line, one "lifted" line
+    assert not [e for e in logs if e["log_level"] == "error"]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_snapshot_size_limit_is_a_clear_error_logged_once(streamed: bool) -> None:
+    t = FakeTime()
+    calls = {"n": 0}
+    body = msgspec.json.encode({**snapshot_body(390), "eventName": "x" * 5000})
+
+    async def chunks() -> Any:
+        for i in range(0, len(body), 1000):
+            yield body[i : i + 1000]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] > 3:
+            return httpx.Response(200, json=snapshot_body(390))
+        return httpx.Response(200, content=chunks() if streamed else body)
+
+    relay = Relay([], hub="h")
+    cfg = RedMistConfig(events=[390], snapshot_max_bytes=4096)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        profile = RedMistProfile(
+            cfg, relay, http, hub_url="http://h/status/event-status", clock=t.clock, sleep=t.sleep
+        )
+        with structlog.testing.capture_logs() as logs:
+            task = await started(profile)
+            await stop(task)
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert len(errors) == 1 and "snapshot_max_bytes = 4096" in errors[0]["error"]
+    assert relay.stats.snapshots == {"error": 3, "ok": 1}
+
+
+async def test_snapshot_read_has_a_total_deadline() -> None:
+    gate = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if not gate.is_set():
+            gate.set()
+            await asyncio.Event().wait()  # headers never come
+        return httpx.Response(200, json=snapshot_body(390))
+
+    relay = Relay([], hub="h")
+    cfg = RedMistConfig(events=[390], snapshot_timeout_seconds=0.2)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        profile = RedMistProfile(cfg, relay, http, hub_url="http://h/status/event-status", retry_max=0.1)
+        with structlog.testing.capture_logs() as logs:
+            task = await started(profile)
+            await stop(task)
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert len(errors) == 1 and "snapshot_timeout_seconds = 0.2" in errors[0]["error"]
+    assert relay.stats.snapshots == {"error": 1, "ok": 1}
+
+
+def test_live_state_is_bounded_whatever_ids_numbers_and_names_the_hub_sends() -> None:
+    state = LiveState(None, events=[7], max_cars=3, max_fields=5)
+    state.on_car_patches([[{"number": str(n), "eventId": 9, "lastLapTime": "1:00"} for n in range(50)]], 9)
+    state.on_session_patch([{"eventId": 9, "sessionId": 1, "currentFlag": 1}], 9)
+    state.on_snapshot({"eventId": 9, "sessionId": 1, "carPositions": [{"n": "1"}]}, 9)
+    assert state.events() == [] and state.foreign_event_messages == 52  # 50 patches + patch + snapshot
+
+    state.on_car_patches([[{"number": str(n), "lastLapTime": "1:00"} for n in range(50)]], 7)
+    assert sorted(state.cars["7"]) == ["0", "1", "2"] and state.over_limit == 47
+    state.on_car_patches([[{"number": "0", **{f"extra{i}": i for i in range(20)}}]], 7)
+    row = state.cars["7"]["0"]
+    assert len(row) == 5 and state.over_limit == 47 + 17  # n, ltm + 3 of the 20 extras; 17 refused
+    state.on_session_patch([{f"field{i}": i for i in range(20)}], 7)
+    assert len(state.sessions["7"]) == 5
+    state.on_snapshot({"sessionId": 1, "carPositions": [{"n": str(n)} for n in range(10)]}, 7)
+    assert len(state.cars["7"]) == 3  # a snapshot is bounded too

@@ -57,9 +57,12 @@ def _sample(type_expr: str, depth: int = 0) -> Any:
 
 
 def test_packaged_contract_is_the_shared_one() -> None:
-    if SHARED_CONTRACT.exists():
-        assert json.loads(PACKAGED.read_text()) == json.loads(SHARED_CONTRACT.read_text())
-    assert "CarPositionPatch" in CONTRACT.types
+    if SHARED_CONTRACT.exists():  # the project's copy is byte-identical to the shared facts
+        assert PACKAGED.read_bytes() == SHARED_CONTRACT.read_bytes()
+    # timing-common 1.17.0 (written here from the RedMist README, not read from the file)
+    assert CONTRACT.version == "timing-common 1.17.0"
+    assert CONTRACT.type("CarPosition").array_length == CONTRACT.type("CarPositionPatch").array_length == 69
+    assert CONTRACT.type("SessionState").array_length == CONTRACT.type("SessionStatePatch").array_length == 36
 
 
 @pytest.mark.parametrize("type_name", sorted(CONTRACT.types))
@@ -86,8 +89,8 @@ def test_json_names_and_keys_match_the_contract(type_name: str) -> None:
 
 
 def test_patch_uses_camel_case_and_row_uses_short_names() -> None:
-    arr: list[Any] = [None] * 68
-    arr[0], arr[1], arr[2], arr[20], arr[14] = "1187", "14", "42", 3, "00:01:41.872"
+    arr: list[Any] = [None] * 69
+    arr[0], arr[1], arr[2], arr[20], arr[14], arr[68] = "1187", "14", "42", 3, "00:01:41.872", 4
     patch = from_msgpack_array("CarPositionPatch", arr)
     assert patch["number"] == "42" and patch["overallPosition"] == 3
     assert patch["lastLapTime"] == "00:01:41.872"
@@ -95,21 +98,24 @@ def test_patch_uses_camel_case_and_row_uses_short_names() -> None:
     row = from_msgpack_array("CarPosition", arr)
     assert row["n"] == "42" and row["ovp"] == 3 and row["ltm"] == "00:01:41.872"
     assert row["lastLapPitted"] is None and "number" not in row
-    assert len(patch) == 68 and "gpsHealth" not in patch  # unconfirmed key: not part of the wire form
+    assert len(patch) == 69 and patch["gpsHealth"] == 4 and row["gh"] == 4  # key 68 (timing-common 1.17.0)
 
 
-def test_extra_trailing_elements_are_ignored_and_short_arrays_pad_with_none() -> None:
-    arr: list[Any] = [None] * 75
+def test_extra_trailing_elements_are_kept_and_short_arrays_pad_with_none() -> None:
+    arr: list[Any] = [None] * 72
     arr[2], arr[70] = "7X", "future"
-    assert from_msgpack_array("CarPositionPatch", arr)["number"] == "7X"
+    patch = from_msgpack_array("CarPositionPatch", arr)
+    assert patch["number"] == "7X"
+    assert list(patch)[69:] == ["key69", "key70", "key71"]
+    assert patch["key70"] == "future" and patch["key69"] is None
     short = from_msgpack_array("SessionStatePatch", [1187, None, 14])
     assert short["eventId"] == 1187 and short["sessionId"] == 14 and short["lastUpdated"] is None
-    assert len(short) == 35
+    assert len(short) == 36 and short["gpsSourceHealth"] is None
 
 
 def test_timestamp_and_timeonly_wire_forms() -> None:
     when = dt.datetime(2026, 8, 22, 19, 43, 55, tzinfo=dt.UTC)
-    arr: list[Any] = [None] * 68
+    arr: list[Any] = [None] * 69
     arr[55] = when
     arr[43] = (19 * 3600 + 42 * 60 + 8) * 10_000_000 + 5_310_000
     wire = msgspec.msgpack.encode(arr)
@@ -156,10 +162,18 @@ def test_contract_errors() -> None:
     with pytest.raises(ContractError):
         to_msgpack_array("CarPositionPatch", {"n": "42"})  # short name is not a patch field
     with pytest.raises(ContractError):
+        to_msgpack_array("CarPositionPatch", {"key5": 1})  # a generic name inside the contract
+    with pytest.raises(ContractError):
         from_msgpack_array("NoSuchType", [])
     with pytest.raises(ContractError):
-        value_from_msgpack("TimeOnly", 10**15)
-    with pytest.raises(ContractError):
         value_to_msgpack("DateTime", "yesterday")
-    with pytest.raises(ContractError):
-        from_msgpack_array("CarPositionPatch", {"number": "1"})  # type: ignore[arg-type]
+
+
+def test_inbound_values_in_unexpected_forms_pass_through_and_are_counted() -> None:
+    before = dict(contract.STATS.unexpected_values)
+    assert value_from_msgpack("TimeOnly", 10**15) == 10**15  # out of range: as received
+    got = from_msgpack_array("CarPositionPatch", {"number": "1"})  # type: ignore[arg-type]
+    assert got == {"number": "1"}
+    after = contract.STATS.unexpected_values
+    assert after["TimeOnly"] == before.get("TimeOnly", 0) + 1
+    assert after["CarPositionPatch"] == before.get("CarPositionPatch", 0) + 1

@@ -84,7 +84,7 @@ def test_snapshot_uses_short_car_names_and_encodes() -> None:
     assert set(row) == {f.json_name for f in CONTRACT.type("CarPosition").fields}
     assert row["ovp"] == 1 and row["n"] and row["eid"] == "390"
     arr = value_to_msgpack("SessionState", snap)
-    assert len(arr) == 35 and arr[14][0][2] == row["n"]
+    assert len(arr) == 36 and arr[14][0][2] == row["n"]
 
 
 def test_synthetic_generator_is_seeded_and_replay_shaped() -> None:
