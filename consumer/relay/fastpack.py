@@ -39,7 +39,7 @@ import msgspec
 
 from consumer.relay.contract import CONTRACT, Contract, FieldSpec, format_datetime
 
-__all__ = ["FastPack", "convert", "supported_targets"]
+__all__ = ["FastPack", "convert", "supported_targets", "to_dicts"]
 
 _TICKS_PER_DAY = 86_400 * 10_000_000
 
@@ -268,6 +268,24 @@ def convert(target: str, raw: Any, compact: bool = False) -> list[Any] | None:
     """The encodable arguments of `target`'s MessagePack `raw` arguments, or None: use the reference.
     `compact`: the method's patch objects (`PATCH_TYPES`) omit their null fields."""
     return FASTPACK.convert(target, raw, compact)
+
+
+# Values decoded from MessagePack that the dict form keeps as they are (as the reference does).
+_KEEP = (bytes, bytearray, memoryview, dt.datetime, dt.date, dt.time, dt.timedelta, msgspec.msgpack.Ext)
+
+
+def _plain_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return str(value)
+    raise NotImplementedError
+
+
+def to_dicts(args: list[Any]) -> list[Any]:
+    """`convert`'s result as `contract.arguments_from_msgpack` returns it: contract objects as dicts
+    with RedMist's JSON names (all keys), converted slots as plain `str`, everything else as decoded.
+    For the relay's watchers (the live state reads fields); pinned equal in tests/daemon/test_fastpack.py."""
+    out: list[Any] = msgspec.to_builtins(args, builtin_types=_KEEP, enc_hook=_plain_text)
+    return out
 
 
 def supported_targets() -> frozenset[str]:

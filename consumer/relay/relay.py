@@ -148,9 +148,14 @@ class Relay:
             event_id = peek_json_event_id(raw) if self.peek_event_id else None
             if compact and route:
                 arguments = compact_json(target, raw) or raw
-        elif watchers:  # the watchers read fields: the dict form serves them and the envelope
-            decoded = contract.arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
-            arguments = compact_decoded(target, decoded) if compact else decoded
+        elif watchers:  # the watchers read fields: they get the dict form (always faithful)
+            fast = fastpack.convert(target, raw)
+            if fast is not None:
+                decoded = fastpack.to_dicts(fast)
+                arguments = compact_decoded(target, decoded) if compact else fast
+            else:
+                decoded = contract.arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
+                arguments = compact_decoded(target, decoded) if compact else decoded
             event_id = event_id_of(decoded) if self.peek_event_id else None
         else:  # only encoded: Structs encode to the same bytes as the dicts, and cost far less
             # fastpack: decoded and named in C where it can prove the result exact; else the reference

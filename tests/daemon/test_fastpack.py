@@ -106,6 +106,10 @@ def test_every_replay_frame_takes_the_fast_path_and_agrees(replay_frames: list[t
         assert encoded(fast) == reference_bytes(target, raw)
         ref = contract.encodable_arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
         assert event_id_of(fast) == event_id_of(ref)
+        # the dict form the relay's watchers get: equal to the reference dict conversion
+        dicts = fastpack.to_dicts(fast)
+        assert dicts == contract.arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
+        assert encoded(dicts) == encoded(fast)
 
 
 def patch(**slots: Any) -> list[Any]:
@@ -192,6 +196,39 @@ async def test_relay_output_is_the_reference_line_on_both_paths() -> None:
         assert b'"event_id":1187' in line
 
 
+async def test_watchers_get_the_reference_dicts_and_the_line_is_unchanged() -> None:
+    """With a watcher (the live state), the MessagePack fast path still serves: the watcher gets the
+    same dicts as the reference conversion, the line the same bytes."""
+
+    class Capture:
+        include: tuple[str, ...] = ()
+        exclude: tuple[str, ...] = ()
+
+        def __init__(self) -> None:
+            self.lines: list[bytes] = []
+
+        def accepts(self, target: str) -> bool:
+            return True
+
+        def offer(self, line: bytes) -> bool:
+            self.lines.append(line)
+            return True
+
+    sink = Capture()
+    relay = Relay([sink], hub="h", protocol="messagepack")  # type: ignore[list-item]
+    seen: list[list[Any]] = []
+    relay.watch(CAR, lambda args, event_id: seen.append(args))
+    when = dt.datetime(2026, 8, 22, 19, 43, 55, 402000, tzinfo=dt.UTC)
+    good = frame(patch(k0="1187", k2="7", k43=10_000_000, k55=when, k41=[["7", "S1", 1, 2, 3]]))
+    extra = frame([*patch(k0="1187", k2="8"), "beyond"])
+    for raw in (good, extra):
+        await relay.on_raw(CAR, msgspec.Raw(raw))
+    for got, line, raw in zip(seen, sink.lines, (good, extra), strict=True):
+        assert got == contract.arguments_from_msgpack(CAR, msgspec.msgpack.decode(raw))
+        assert line[line.index(b'"arguments":') :] == reference_bytes(CAR, raw)
+    assert seen[0][0][0]["lapStartTime"] == "00:00:01.0000000" and type(seen[0][0][0]["lapStartTime"]) is str
+
+
 # -- hypothesis ---------------------------------------------------------------------------------------
 
 scalars = st.one_of(
@@ -227,6 +264,9 @@ def test_generated_car_frames_agree_or_fall_back(patches: list[Any]) -> None:
     if fast is None:
         return  # the relay uses the reference; nothing to compare
     assert encoded(fast) == reference_bytes(CAR, raw)
+    dicts = fastpack.to_dicts(fast)
+    assert dicts == contract.arguments_from_msgpack(CAR, msgspec.msgpack.decode(raw))
+    assert all(type(v) is str for p in dicts[0] or () if p for v in p.values() if isinstance(v, str))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
