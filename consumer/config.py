@@ -93,6 +93,9 @@ class RedMistConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Optional merged live session per event, rewritten atomically (temp file + rename) on change.
     state_path: str | None = None
     state_min_interval_seconds: float = 0.5
+    # "compact": patch objects (ReceiveCarPatches, ReceiveSessionPatch) without their null (= unchanged)
+    # fields, about 4x smaller lines; "faithful" (default): every field as received.
+    patches: Literal["faithful", "compact"] = "faithful"
 
 
 class NatsSinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -127,7 +127,13 @@ class Daemon:
             if workers is not None
             else [build_worker(s, config=cfg, index=i, env=env) for i, s in enumerate(cfg.sinks)]
         )
-        self.relay = Relay(self.workers, hub=cfg.hub.name, protocol=cfg.hub.protocol, stats=self.stats)
+        self.relay = Relay(
+            self.workers,
+            hub=cfg.hub.name,
+            protocol=cfg.hub.protocol,
+            stats=self.stats,
+            compact_patches=cfg.redmist.patches == "compact",
+        )
         self._provider = token_provider
         self._connection_factory = connection_factory
         self._status_interval = status_interval
