@@ -48,9 +48,11 @@ from consumer.ha import HaController
 from consumer.kvboard import KvBoard
 from consumer.logs import get_logger, register_secret
 from consumer.observability import DaemonCollector, ObservabilityServer, build_registry, healthy
-from consumer.relay.redmist import RedMistProfile
+from consumer.redmist.payloads import PAYLOADS
+from consumer.redmist.profile import RedMistProfile
+from consumer.redmist.state import LiveState
+from consumer.redmist.view import human_line
 from consumer.relay.relay import Relay
-from consumer.relay.state import LiveState
 from consumer.relay.stats import RelayStats
 from consumer.relay.subscriptions import HubCall, Subscriber
 from consumer.signalr.connection import HubConnection, HubError
@@ -125,7 +127,10 @@ class Daemon:
         self.workers = (
             workers
             if workers is not None
-            else [build_worker(s, config=cfg, index=i, env=env) for i, s in enumerate(cfg.sinks)]
+            else [
+                build_worker(s, config=cfg, index=i, env=env, formatter=human_line)
+                for i, s in enumerate(cfg.sinks)
+            ]
         )
         self.relay = Relay(
             self.workers,
@@ -133,6 +138,7 @@ class Daemon:
             protocol=cfg.hub.protocol,
             stats=self.stats,
             compact_patches=cfg.redmist.patches == "compact",
+            profile=PAYLOADS,
         )
         self._provider = token_provider
         self._connection_factory = connection_factory

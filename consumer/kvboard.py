@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
     from nats.js.kv import KeyValue
 
-    from consumer.relay.state import LiveState
+    from consumer.redmist.state import LiveState
 
 __all__ = ["KvBoard", "board_key", "open_bucket"]
 

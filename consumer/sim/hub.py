@@ -38,7 +38,7 @@ import msgspec
 from aiohttp import web
 
 from consumer.logs import get_logger
-from consumer.relay.contract import (
+from consumer.redmist.contract import (
     CLIENT_METHOD_ARGS,
     CONTRACT,
     EXTRA_SLOT_PREFIX,

@@ -11,8 +11,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.observability import DaemonCollector, build_registry
-from consumer.relay import contract
-from consumer.relay.state import LiveState
+from consumer.redmist import contract
+from consumer.redmist.state import LiveState
 from consumer.relay.stats import RelayStats
 from consumer.sim.simulator import SimConfig, Simulator
 

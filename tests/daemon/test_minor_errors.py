@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from consumer.logs import redact_processor
+from consumer.redmist import PAYLOADS
 
 
 def _closed_port() -> int:
@@ -121,7 +122,7 @@ async def test_snapshot_after_tcp_reset_logs_a_non_empty_error() -> None:
 
     from consumer.config import RedMistConfig
     from consumer.logs import setup_logging
-    from consumer.relay.redmist import RedMistProfile
+    from consumer.redmist.profile import RedMistProfile
     from consumer.relay.relay import Relay
 
     answers: list[Exception | None] = [httpx.ReadError(""), None]
@@ -140,7 +141,7 @@ async def test_snapshot_after_tcp_reset_logs_a_non_empty_error() -> None:
         now[0] += seconds
         await asyncio.sleep(0)
 
-    relay = Relay([], hub="h")
+    relay = Relay([], hub="h", profile=PAYLOADS)
     try:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
             profile = RedMistProfile(

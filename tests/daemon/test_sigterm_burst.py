@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from consumer.relay.contract import arguments_to_msgpack
+from consumer.redmist.contract import arguments_to_msgpack
 from consumer.signalr.server import ProtocolArgs
 from consumer.sim.simulator import SimConfig, Simulator
 

@@ -90,7 +90,7 @@ __all__ = [
     "value_to_msgpack",
 ]
 
-log = get_logger("consumer.relay.contract")
+log = get_logger("consumer.redmist.contract")
 
 EXTRA_SLOT_PREFIX = "key"  # slots beyond the contract: `key<n>` (documented in docs/envelope.schema.json)
 _TICKS_PER_SECOND = 10_000_000
@@ -242,7 +242,7 @@ def _add_extras(type_name: str, out: dict[str, Any], value: Sequence[Any], start
             known=start,
             names=f"{EXTRA_SLOT_PREFIX}{start}..{EXTRA_SLOT_PREFIX}{n - 1}",
             contract=version,
-            action="update consumer/relay/contract.json from the current RedMist contract",
+            action="update consumer/redmist/contract.json from the current RedMist contract",
         )
 
 
@@ -380,7 +380,7 @@ class Contract:
 
     @classmethod
     def load(cls) -> Contract:
-        text = resources.files("consumer.relay").joinpath("contract.json").read_text(encoding="utf-8")
+        text = resources.files("consumer.redmist").joinpath("contract.json").read_text(encoding="utf-8")
         return cls(json.loads(text))
 
     def type(self, name: str) -> TypeSpec:

@@ -43,12 +43,12 @@ from consumer.auth import parse_retry_after
 from consumer.config import RedMistConfig
 from consumer.errors import describe_error
 from consumer.logs import get_logger
-from consumer.relay import contract
+from consumer.redmist import contract
+from consumer.redmist.state import LiveState
 from consumer.relay.relay import Relay
-from consumer.relay.state import LiveState
 from consumer.relay.subscriptions import HubCall
 
-log = get_logger("consumer.relay.redmist")
+log = get_logger("consumer.redmist.profile")
 
 JSON_ACTION = "GetCurrentSessionStateJson"
 MSGPACK_ACTION = "GetCurrentSessionState"

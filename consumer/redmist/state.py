@@ -51,12 +51,12 @@ from typing import Any
 import msgspec
 
 from consumer.logs import get_logger
-from consumer.relay import contract
+from consumer.redmist import contract
 from consumer.relay.envelope import Clock
 
 __all__ = ["LiveState"]
 
-log = get_logger("consumer.relay.state")
+log = get_logger("consumer.redmist.state")
 
 
 def _patch_to_row_names() -> dict[str, str]:
