@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from consumer.backoff import Backoff
 from consumer.errors import CredentialsRejected
 from consumer.logs import get_logger
 from consumer.natsconn import NatsUnavailable, connect, sanitize_token, server_label
-from consumer.signalr.retry import DaemonRetryPolicy
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["KvBoard", "board_key", "open_bucket"]
 
-log = get_logger("consumer.kvboard")
+log = get_logger(__name__)
 
 
 def board_key(hub: str, event_id: int | str) -> str:
@@ -101,7 +101,7 @@ class KvBoard:
         """Until cancelled: follow the state, write changes, reconnect with backoff."""
         import nats.errors
 
-        policy = DaemonRetryPolicy(cap=10.0)
+        backoff = Backoff(cap=10.0, floor=0.5)
         failures = 0
         servers = server_label(list(self._kwargs["servers"]))
         while True:
@@ -110,7 +110,7 @@ class KvBoard:
                 nc = await connect(self._kwargs)
                 kv = await open_bucket(nc, self.bucket)
                 if failures:
-                    log.info("board KV reconnected", bucket=self.bucket, servers=servers)
+                    log.info("kvboard.reconnected", bucket=self.bucket, servers=servers)
                 failures = 0
                 self._written.clear()  # unknown after a reconnect: rewrite what differs from nothing
                 while True:
@@ -121,9 +121,9 @@ class KvBoard:
                     await asyncio.sleep(self.period)  # the rate limit (coalescing), not synchronisation
             except (NatsUnavailable, CredentialsRejected, nats.errors.Error, OSError) as err:
                 failures += 1
-                delay = policy.next_delay(failures, 0.0, err)
+                delay = backoff.delay(failures)
                 log.warning(
-                    "board KV write failed; retrying",
+                    "kvboard.write_failed",
                     bucket=self.bucket,
                     servers=servers,
                     error=f"{type(err).__name__}: {err}",
@@ -135,4 +135,4 @@ class KvBoard:
                     try:
                         await asyncio.wait_for(nc.close(), 2.0)
                     except Exception as err:
-                        log.debug("NATS close failed", error=type(err).__name__)
+                        log.debug("kvboard.nats_close_failed", error=type(err).__name__)

@@ -51,7 +51,7 @@ from consumer.sim.idp import Idp, InvalidToken
 from consumer.sim.race import RaceEngine, Update
 from consumer.sim.ratelimit import FixedWindow, TokenBucket, retry_after_header
 
-log = get_logger("consumer.sim.hub")
+log = get_logger(__name__)
 
 HUB_PATH = "/status/event-status"
 REST_PREFIXES = ("/status/v2/Events", "/status/v1/Events", "/status/Events")

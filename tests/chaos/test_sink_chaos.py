@@ -155,7 +155,7 @@ async def test_sigterm_exits_within_the_grace_while_stdout_is_not_read(
     )
     assert code == 0
     assert elapsed <= GRACE + 1.0
-    stopped = events(daemon, "stopped")
+    stopped = events(daemon, "daemon.stopped")
     assert len(stopped) == 1
     assert stopped[0]["dropped"]["stdout"]["shutdown"] > 0  # what the stuck pipe never took
     assert stopped[0]["stuck_sinks"] == ["sink:stdout"]
@@ -169,7 +169,9 @@ async def test_second_sigterm_exits_130_with_a_stopped_line(tmp_path: Path) -> N
             os.close(w)
             traffic = await stall_stdout(sim, daemon, r, port)
             daemon.proc.send_signal(signal.SIGTERM)
-            await until(lambda: bool(events(daemon, "shutting down")), 10, "the graceful shutdown to begin")
+            await until(
+                lambda: bool(events(daemon, "daemon.shutting_down")), 10, "the graceful shutdown to begin"
+            )
             started = time.monotonic()
             daemon.proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(10):
@@ -178,7 +180,7 @@ async def test_second_sigterm_exits_130_with_a_stopped_line(tmp_path: Path) -> N
             await traffic.stop()
     assert code == 130
     assert elapsed < 1.0 + 1.0  # at once (a 30 s grace was not waited for); margin for a loaded machine
-    stopped = events(daemon, "stopped")
+    stopped = events(daemon, "daemon.stopped")
     assert len(stopped) == 1
     assert stopped[0]["aborted"] == "SIGTERM"
     assert stopped[0]["dropped"]["stdout"]["shutdown"] > 0
@@ -228,7 +230,7 @@ async def test_sigkill_mid_burst_then_restart_every_line_parses(
                 await daemon.proc.wait()
                 daemon = await start_daemon(sim, tmp_path)  # same file; the log restarts
                 await wait_relaying(daemon, traffic, timeout=30)
-                torn += len(events(daemon, "torn tail repaired"))
+                torn += len(events(daemon, "sink.torn_tail_repaired"))
             await traffic.stop()
         finally:
             code = await daemon.terminate()

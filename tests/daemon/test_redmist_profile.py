@@ -467,7 +467,7 @@ async def test_not_live_404_is_rechecked_every_30_s_and_a_hub_message_lifts_the_
     assert times[4] - held_at == cfg.snapshot_min_interval_seconds
     assert len(times) == 5 and not profile.is_not_live(390)
     assert relay.stats.snapshots == {"not_live": 4, "ok": 1}  # a 404 is not an error
-    hold_lines = [e for e in logs if "not live" in e["event"] and e["log_level"] == "info"]
+    hold_lines = [e for e in logs if e["event"] in ("redmist.event_not_live", "redmist.event_live_again")]
     assert len(hold_lines) == 2  # one "on hold" line, one "lifted" line
     assert not [e for e in logs if e["log_level"] == "error"]
 

@@ -116,7 +116,7 @@ async def test_enospc_keeps_records_and_retries_when_space_returns(tmp_path: Pat
     errors = [e for e in logs if e["log_level"] == "error"]
     assert len(errors) == 1  # one clear error per failure streak
     assert "ENOSPC" in errors[0]["error"]
-    assert any(e["event"] == "sink recovered" for e in logs)
+    assert any(e["event"] == "sink.recovered" for e in logs)
 
 
 async def test_torn_tail_removed_even_when_truncate_fails_once(
