@@ -283,7 +283,7 @@ def _plain_text(value: Any) -> Any:
 def to_dicts(args: list[Any]) -> list[Any]:
     """`convert`'s result as `contract.arguments_from_msgpack` returns it: contract objects as dicts
     with RedMist's JSON names (all keys), converted slots as plain `str`, everything else as decoded.
-    For the relay's watchers (the live state reads fields); pinned equal in tests/daemon/test_fastpack.py."""
+    For the relay's watchers (the live state reads fields); pinned equal in tests/redmist/test_fastpack.py."""
     out: list[Any] = msgspec.to_builtins(args, builtin_types=_KEEP, enc_hook=_plain_text)
     return out
 

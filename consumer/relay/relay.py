@@ -33,7 +33,7 @@ and count every other target as `other`. The route cache holds at most `MAX_ROUT
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -95,6 +95,11 @@ class Relay:
         self._watch.setdefault(target, []).append(callback)
         self.known_targets.add(target)
         self._routes.clear()
+
+    @property
+    def cached_targets(self) -> Collection[str]:
+        """The targets the route cache holds now (a live view; at most `MAX_ROUTES`)."""
+        return self._routes.keys()
 
     def _route(self, target: str) -> _Cached:
         cached = self._routes.get(target)

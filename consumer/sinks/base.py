@@ -299,7 +299,16 @@ class SinkWorker:
 
     # -- writer task ---------------------------------------------------------------------------
 
-    def _take(self) -> list[bytes]:
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the lines queued (not yet taken into a batch / the retry buffer)."""
+        return self._queue_bytes
+
+    def queued_lines(self) -> list[bytes]:
+        """A copy of the lines queued, oldest first (not those already taken into the retry buffer)."""
+        return list(self._queue)
+
+    def take_batch(self) -> list[bytes]:
         """Move queued lines into the retry buffer (bounded) and return the next batch."""
         q, pend = self._queue, self._pending
         if (
@@ -369,7 +378,7 @@ class SinkWorker:
                     log.error(
                         "sink.reopen_failed", sink=self.name, error=describe_error(err, errno_name=True)
                     )
-            batch = self._take()
+            batch = self.take_batch()
             if not batch:
                 self._idle.set()
                 if self._closing.is_set() and not self._queue:
@@ -497,7 +506,7 @@ class SinkWorker:
         """Wait before retrying; keep moving queued lines into the bounded retry buffer meanwhile."""
         deadline = time.monotonic() + delay
         while (left := deadline - time.monotonic()) > 0:
-            self._take()
+            self.take_batch()
             if self._closing.is_set():
                 left = min(left, 0.05)  # shutting down: retry promptly within the grace
             self._items.clear()
@@ -506,4 +515,4 @@ class SinkWorker:
                     await self._items.wait()
             except TimeoutError:
                 break
-        self._take()
+        self.take_batch()

@@ -49,8 +49,9 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from consumer.logs import get_logger
 from consumer.sinks.base import PartialWrite
@@ -86,8 +87,11 @@ class FileSink:
         syncer: Syncer | None = None,
         clock: Callable[[], float] = time.time,
         create_dirs: bool = False,
+        fd_lock: AbstractContextManager[Any] | None = None,
     ) -> None:
-        """`writer`/`syncer` replace `os.write`/`os.fsync` (tests: faults, gates); `clock` the UTC time."""
+        """`writer`/`syncer` replace `os.write`/`os.fsync` (tests: faults, gates); `clock` the UTC time;
+        `fd_lock` the lock held by fsync and whatever closes or replaces the fd (default a
+        `threading.Lock`; tests pass one that reports who waits)."""
         self.path = Path(path)
         self.name = name or f"file:{self.path}"
         self.rotate_bytes = rotate_bytes
@@ -104,7 +108,7 @@ class FileSink:
         self._good = 0  # offset just after the last complete line
         self._day = ""
         # Held by fsync and by whatever closes or replaces `_fd`; never by a plain append.
-        self._fd_lock = threading.Lock()
+        self._fd_lock: AbstractContextManager[Any] = fd_lock if fd_lock is not None else threading.Lock()
         self._written_gen = 0  # completed writes (batches or rotation chunks), ever
         self._synced_gen = 0  # writes up to this generation are known durable
         self._fsync_unsupported = False

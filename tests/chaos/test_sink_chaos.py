@@ -49,16 +49,16 @@ class PaddedTraffic(Traffic):
     pad: int = 0
 
     def send_one(self) -> int:
-        self._seq += 1
+        self.seq += 1
         patch = {
             "eventId": str(self.event_id),
             "sessionId": "1",
-            "number": str(self._seq % 60),
-            "chaosSeq": self._seq,
+            "number": str(self.seq % 60),
+            "chaosSeq": self.seq,
             "pad": "x" * self.pad,
         }
         queued = self.sim.hub.server.send_to_group(f"evt{self.event_id}-sub", TARGET, [patch])
-        self.log.append((self._seq, time.monotonic(), queued))
+        self.log.append((self.seq, time.monotonic(), queued))
         return queued
 
 
@@ -306,7 +306,7 @@ async def test_stalled_sink_with_90kb_records_stays_within_the_byte_bound(
                     traffic.send_one()
                     await asyncio.sleep(0.1)
                 baseline = status_kib(daemon.proc.pid, "VmRSS")
-                while traffic._seq < total:
+                while traffic.seq < total:
                     traffic.burst(20)
                     # pace by what the daemon has read (the hub's outbound queue is bounded too)
                     await until_received(port, len(traffic.sent) - 40, 60)

@@ -205,9 +205,9 @@ async def test_watchdog_withheld_while_the_event_loop_is_blocked(notify_path: st
 async def test_a_failing_sink_is_not_a_stalled_sink(tmp_path: Path) -> None:
     """ENOSPC: the writes return (and fail); the worker retries and logs. Not hung, so the watchdog
     keeps going: a restart would not free the disk and would lose the retry buffer."""
-    from consumer.sinks import FileSink
+    from sinks.test_sink_hardening import ShortDisk
 
-    from .test_sink_hardening import ShortDisk
+    from consumer.sinks import FileSink
 
     w = SinkWorker(
         FileSink(tmp_path / "out.jsonl", writer=ShortDisk(free=0)), retry_initial=0.01, retry_max=0.05

@@ -63,11 +63,11 @@ async def test_unknown_targets_are_relayed_but_counted_as_other_and_never_cached
     stats = relay.stats
     assert stats.received == {OTHER_TARGET: names + 3, "ReceiveCarPatches": 1}
     assert stats.relayed == {OTHER_TARGET: names + 3, "ReceiveCarPatches": 1}
-    assert len(relay._routes) <= MAX_ROUTES
-    assert long_target not in relay._routes
+    assert len(relay.cached_targets) <= MAX_ROUTES
+    assert long_target not in relay.cached_targets
     # nothing lost: every invocation is queued for the sink under its own target
     assert worker.depth == names + 4
-    queued = [json.loads(line) for line in worker._queue]
+    queued = [json.loads(line) for line in worker.queued_lines()]
     assert [r["target"] for r in queued[:3]] == ["Hostile0", "Hostile1", "Hostile2"]
     assert queued[-2]["target"] == long_target
 

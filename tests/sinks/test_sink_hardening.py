@@ -212,7 +212,7 @@ async def test_queue_is_bounded_in_bytes_drop_oldest() -> None:
     big = [bytes([65 + i % 26]) * 1000 for i in range(100)]
     for line in big:
         assert w.offer(line)
-    assert w._queue_bytes <= 10_000
+    assert w.queued_bytes <= 10_000
     assert w.depth_bytes <= 10_000 + len(b"first")
     assert w.stats.dropped["overflow"] == 90
     sink.gate.set()
@@ -262,7 +262,7 @@ async def test_retry_buffer_is_bounded_in_bytes(tmp_path: Path) -> None:
     for line in batch:
         await w.put(line)
     async with asyncio.timeout(5):
-        while w.stats.dropped["sink_error"] + w.depth < 200 or w._queue:
+        while w.stats.dropped["sink_error"] + w.depth < 200 or w.queued_lines():
             await asyncio.sleep(0.01)
     assert w.depth_bytes <= 20_000
     assert w.stats.dropped["sink_error"] + w.depth == 200
@@ -273,7 +273,7 @@ def test_batches_are_bounded_in_bytes() -> None:
     w = SinkWorker(GatedSink(), max_batch=4096, max_batch_bytes=10_000)
     for _ in range(50):
         w.offer(b"b" * 1000)
-    batch = w._take()
+    batch = w.take_batch()
     assert len(batch) == 10
     assert w.depth == 50  # taken into the retry buffer, not yet written
 
