@@ -74,6 +74,22 @@ class _NotLive(Exception):
     pass
 
 
+def _check_response(resp: httpx.Response, action: str, limit: int) -> None:
+    """Raise for a snapshot response that carries no usable body: 429, 404, not 200, declared too large."""
+    if resp.status_code == 429:
+        retry = parse_retry_after(resp.headers.get("Retry-After"), time.time())
+        raise _RateLimited(retry or 1.0)
+    if resp.status_code == 404:
+        raise _NotLive()
+    if resp.status_code != 200:
+        raise SnapshotError(f"{action} answered HTTP {resp.status_code}")
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise SnapshotTooLarge(
+            f"{action} body is {int(declared)} bytes, over redmist.snapshot_max_bytes = {limit}"
+        )
+
+
 class RedMistProfile:
     def __init__(
         self,
@@ -314,19 +330,7 @@ class RedMistProfile:
         try:
             async with asyncio.timeout(self.cfg.snapshot_timeout_seconds):
                 async with self.http.stream("GET", url, params={"eventId": str(ev)}, headers=headers) as resp:
-                    if resp.status_code == 429:
-                        retry = parse_retry_after(resp.headers.get("Retry-After"), time.time())
-                        raise _RateLimited(retry or 1.0)
-                    if resp.status_code == 404:
-                        raise _NotLive()
-                    if resp.status_code != 200:
-                        raise SnapshotError(f"{action} answered HTTP {resp.status_code}")
-                    declared = resp.headers.get("Content-Length", "")
-                    if declared.isdigit() and int(declared) > limit:
-                        raise SnapshotTooLarge(
-                            f"{action} body is {int(declared)} bytes, "
-                            f"over redmist.snapshot_max_bytes = {limit}"
-                        )
+                    _check_response(resp, action, limit)
                     chunks: list[bytes] = []
                     size = 0
                     async for chunk in resp.aiter_bytes():
