@@ -78,6 +78,24 @@ class _Head(msgspec.Struct):
 
 
 _decode_head = msgspec.json.Decoder(_Head).decode
+_ARGS = b',"arguments":'
+
+
+def _head(line: bytes) -> _Head:
+    """The head fields of an envelope line. `arguments` is the envelope's last field and the bytes
+    `,"arguments":` cannot occur inside a JSON string, so the part before it is decoded alone (the
+    arguments are most of the line); anything else is decoded whole, and a non-envelope line gets
+    empty fields."""
+    cut = line.find(_ARGS, 0, 1024)
+    try:
+        if cut > 0:
+            return _decode_head(line[:cut] + b"}")
+        return _decode_head(line)
+    except msgspec.DecodeError:
+        try:
+            return _decode_head(line)
+        except msgspec.DecodeError:
+            return _Head()
 
 
 def _no_marker(target: str, info: dict[str, Any], event_id: int | str | None) -> bytes:
@@ -226,10 +244,7 @@ class NatsSink:
     # -- writes --------------------------------------------------------------------------------
 
     def _headers(self, line: bytes) -> tuple[str, dict[str, str]]:
-        try:
-            head = _decode_head(line)
-        except msgspec.DecodeError:  # not an envelope (never from the relay): still published
-            head = _Head()
+        head = _head(line)  # not an envelope (never from the relay): still published
         subject = self._subject.render(head.hub, head.event_id, head.target, head.kind)
         return subject, {
             "Nats-Msg-Id": msg_id(line),
@@ -241,10 +256,7 @@ class NatsSink:
         """The protocol command publishing `line` with our headers (built once, no per-header checks:
         the subject's tokens are sanitised and the header values are hex digits and an int). Without
         a reply subject the server sends no ack (see ACK_EVERY)."""
-        try:
-            head = _decode_head(line)
-        except msgspec.DecodeError:
-            head = _Head()
+        head = _head(line)
         subject = self._subject.render(head.hub, head.event_id, head.target, head.kind).encode()
         hdr = _HDR % (blake2b(line, digest_size=16).hexdigest().encode(), head.seq)
         if reply is not None:
