@@ -152,6 +152,7 @@ class Daemon:
         self.http: httpx.AsyncClient | None = None
         self.observability: ObservabilityServer | None = None
         self.board: BoardService | None = None
+        self.kv_board: KvBoard | None = None
         self.exit_code: int | None = None
         self._unhealthy: str | None = None  # why the watchdog is withheld (logged once per episode)
         self.ha: HaController | None = None
@@ -274,6 +275,8 @@ class Daemon:
         self.stats.set_state(state)
         if self.board is not None:
             self.board.set_hub_state(state)
+        if self.kv_board is not None:
+            self.kv_board.set_hub_state(state)
 
     def _status(self) -> None:
         self.notifier.status(
@@ -404,7 +407,8 @@ class Daemon:
                 if self.state is not None:
                     background.append(asyncio.create_task(self.state.run(), name="state"))
                 if self.state is not None and cfg.nats.board_bucket:
-                    background.append(asyncio.create_task(self._kv_board(self.state).run(), name="kv-board"))
+                    self.kv_board = self._kv_board(self.state)
+                    background.append(asyncio.create_task(self.kv_board.run(), name="kv-board"))
             conn = await self._build_connection(provider)
             self.connection = conn
             self.stats.buffer_usage = conn.buffer_usage  # /metrics: the hub connection's buffers

@@ -41,7 +41,7 @@ EXPORTS: dict[str, list[str]] = {
         "resolve_endpoint",
         "token_rejected",
     ],
-    "consumer.commands": ["check_config", "demo", "events", "run", "simulate", "token"],
+    "consumer.commands": ["board", "check_config", "demo", "events", "run", "simulate", "token"],
     "consumer.ha": ["HaController"],
     "consumer.redmist": [
         "PAYLOADS",
