@@ -13,7 +13,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY consumer ./consumer
 RUN python -m venv /opt/event-consumer \
-    && /opt/event-consumer/bin/pip install --no-cache-dir .
+    && /opt/event-consumer/bin/pip install --no-cache-dir '.[nats]'
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 LABEL org.opencontainers.image.title="event-consumer" \

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: all test lint typecheck unit demo simulate bench chaos clean systemd-analyze
+.PHONY: all test lint typecheck unit demo simulate bench chaos clean systemd-analyze chromium
 
 all: test
 
@@ -35,7 +35,14 @@ systemd-analyze:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd \
 	  >/dev/null; } || echo "systemd-analyze unavailable: the unit-file test will skip"
 
-unit: $(VENV)/.installed node_modules/.installed systemd-analyze
+# Debian's chromium for the live page's browser tests (tests/web/test_board_page.py, driven by npm
+# playwright-core); installed from Debian when root.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+	  >/dev/null; } || echo "chromium unavailable: the browser tests will fail"
+
+unit: $(VENV)/.installed node_modules/.installed systemd-analyze chromium
 	$(BIN)/pytest -q -p no:cacheprovider
 
 # The README's test command: install everything a test needs, lint, type-check, run the suite.

@@ -11,8 +11,10 @@ wall-clock time `restart` returned (listening again). Read from the daemon's sin
 daemon wrote, same clock): gap = `received_at` of the first invocation after `up` - `up`; split into
 up -> the `reconnected` marker (backoff wait + connect) and marker -> first invocation (resubscribe round
 and the first broadcast; the traffic interval adds up to TRAFFIC_INTERVAL). The daemon runs with its
-production reconnect defaults (`reconnect = "daemon"`: 0 s, then full-jitter exponential backoff from
-1 s, capped at `reconnect_max_delay_seconds` = 30 s), so the backoff draw dominates the gap.
+production reconnect defaults (`reconnect = "daemon"`: 0 s after a healthy connection, then
+exponential backoff from 1 s drawn in [c/2, c], capped at `reconnect_max_delay_seconds` = 5 s; a
+connection that lived under `healthy_after_seconds` = 10 s counts as a failed attempt), so the backoff
+draw dominates the gap. Results measured before 2026-12 used full jitter capped at 30 s.
 
 Token requests per hour (`run_tokens`), measured with short tokens and scaled: the simulator's IdP issues
 tokens of LIFETIME seconds (require_auth on); the daemon runs for `lifetimes` token lifetimes after it

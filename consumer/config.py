@@ -20,6 +20,7 @@ import msgspec
 from consumer.auth.settings import AuthConfig
 from consumer.errors import ConfigError
 from consumer.secret import Secret
+from consumer.signalr.proxies import redact_proxy, validate_proxy
 
 ENV_PREFIX = "EVENT_CONSUMER__"
 
@@ -44,9 +45,20 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     keepalive_interval_seconds: float = 15.0
     server_timeout_seconds: float = 30.0
     reconnect: Literal["daemon", "official", "never"] = "daemon"
-    reconnect_max_delay_seconds: float = 30.0
+    # The cap of the jittered reconnect backoff = the recovery bound after an outage of any length.
+    reconnect_max_delay_seconds: float = 5.0
+    # A connection is healthy once it stayed up this long; shorter ones back off like failures.
+    healthy_after_seconds: float = 10.0
+    # "env" (HTTPS_PROXY/HTTP_PROXY/NO_PROXY, as httpx), "off", or an http(s):// proxy URL.
+    proxy: str = "env"
     retry_initial_start: bool = True
     max_message_bytes: int = 1024 * 1024
+    # Decoded, not yet relayed invocations (wire bytes); the receive loop stops reading at the bound.
+    max_dispatch_bytes: int = 16 * 1024 * 1024
+    # Stateful reconnect: sent, not yet acknowledged messages kept for replay (sends wait at the bound).
+    max_replay_bytes: int = 100_000
+    # Targets counted by name in metrics besides RedMist's and the sinks' filters (others: `other`).
+    known_targets: list[str] = msgspec.field(default_factory=list)
     allow_insecure_http: bool = False
     on_connect: list[OnConnect] = msgspec.field(default_factory=list)
 
@@ -62,6 +74,9 @@ class RedMistConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     events: list[int] = msgspec.field(default_factory=list)
     # eventId (as a string key, TOML tables need string keys) -> access code for private events.
     access_codes: dict[str, Secret] = msgspec.field(default_factory=dict)
+    # The same from environment variables / files (eventId -> variable name / path), see load_access_codes.
+    access_codes_env: dict[str, str] = msgspec.field(default_factory=dict)
+    access_codes_file: dict[str, str] = msgspec.field(default_factory=dict)
     control_logs: bool = False
     in_car: list[InCar] = msgspec.field(default_factory=list)
     rest_url: str | None = None  # default: derived from hub.url ("https://host/status")
@@ -80,8 +95,25 @@ class RedMistConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     state_min_interval_seconds: float = 0.5
 
 
+class NatsSinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[sinks.nats]` of a `type = "nats"` sink: where each line goes in JetStream (issue 14)."""
+
+    # Placeholders {hub} {event_id} {target} {kind}; each value is sanitised into one subject token.
+    subject: str = "{hub}.{event_id}.{target}"
+    stream: str = "EVENTS"
+    # Create (or update) the stream at start; otherwise a missing stream is a configuration error.
+    create_stream: bool = False
+    stream_subjects: list[str] = msgspec.field(default_factory=list)  # default: the template, {x} -> *
+    stream_max_age_seconds: float = 0.0  # 0 = unlimited
+    stream_max_bytes: int = -1  # -1 = unlimited
+    duplicate_window_seconds: float = 120.0
+    max_in_flight: int = 1024  # publishes awaiting their ack (pipelined)
+    ack_timeout_seconds: float = 5.0
+
+
 class SinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    type: Literal["stdout", "file"] = "stdout"
+    type: Literal["stdout", "file", "nats"] = "stdout"
+    nats: NatsSinkConfig = msgspec.field(default_factory=NatsSinkConfig)
     name: str | None = None
     path: str | None = None
     pretty: bool = False
@@ -94,6 +126,11 @@ class SinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     overflow: Literal["block", "drop_oldest"] = "block"
     # Lines kept (and retried) while the sink fails, e.g. ENOSPC; beyond this the oldest are dropped.
     max_buffered: int = 100000
+    # The same bounds in bytes (whichever is reached first): memory stays bounded whatever the line size.
+    max_queue_bytes: int = 16 * 1024 * 1024
+    max_buffered_bytes: int = 32 * 1024 * 1024
+    # File sinks: recreate a missing directory (at start, or when it vanishes while running).
+    create_dirs: bool = False
     include: list[str] = msgspec.field(default_factory=list)
     exclude: list[str] = msgspec.field(default_factory=list)
 
@@ -103,6 +140,14 @@ class HttpConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 9464
     reconnect_grace_seconds: float = 60.0
+    # The board API + live page (served when [redmist] follows events): at most this many SSE
+    # publications per second, stream clients, and bytes a client may fall behind before it is dropped.
+    board_max_hz: float = 10.0
+    board_max_clients: int = 1000
+    board_client_buffer_bytes: int = 262144
+    board_heartbeat_seconds: float = 15.0
+    # CORS for the board API: allowed origins ("*" for any); empty = off.
+    cors_origins: list[str] = msgspec.field(default_factory=list)
 
 
 class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -117,6 +162,51 @@ class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Retry delays for failed [[hub.on_connect]] invocations (exponential, capped).
     subscribe_retry_initial_seconds: float = 1.0
     subscribe_retry_max_seconds: float = 30.0
+    # The systemd watchdog (WATCHDOG_USEC) withholds WATCHDOG=1 while a sink has had lines waiting this
+    # long with no write call returning (hung), or the hub has been disconnected this long (0 = no limit).
+    sink_stall_seconds: float = 60.0
+    watchdog_disconnected_seconds: float = 600.0
+
+
+class NatsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[nats]`: the NATS connection shared by nats sinks, the KV board and the HA lease (issue 14).
+
+    Each secret comes from exactly one of the value, `*_env` (an environment variable) or `*_file` (a
+    file; relative: $CREDENTIALS_DIRECTORY first, then next to the config file)."""
+
+    servers: list[str] = msgspec.field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    name: str = "event-consumer"
+    token: Secret | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+    user: str | None = None
+    password: Secret | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    nkey_seed: Secret | None = None
+    nkey_seed_env: str | None = None
+    nkey_seed_file: str | None = None
+    creds_file: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_hostname: str | None = None
+    connect_timeout_seconds: float = 5.0
+    # The merged board of each event in a KV bucket (key <hub>.<event>); empty = off.
+    board_bucket: str | None = None
+    board_max_hz: float = 2.0
+
+
+class HaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[ha]`: a hot-standby pair deciding the leader by a lease in a NATS KV bucket (issue 14)."""
+
+    enabled: bool = False
+    bucket: str = "event_consumer_ha"
+    key: str | None = None  # default: the hub name
+    node_id: str | None = None  # default: hostname-pid
+    lease_ttl_seconds: float = 5.0
+    # Recent invocations the standby keeps to fill in what the leader did not publish.
+    buffer_records: int = 50000
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -127,6 +217,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     service: ServiceConfig = msgspec.field(default_factory=ServiceConfig)
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
+    ha: HaConfig = msgspec.field(default_factory=HaConfig)
     # Where this config was loaded from (not a TOML key); used in error messages.
     source: str = "<defaults>"
 
@@ -250,13 +342,21 @@ def _validate(cfg: Config, file: str) -> None:
     need(bool(hub.name), "hub.name", "a non-empty string")
     for key in ("handshake_timeout_seconds", "keepalive_interval_seconds", "server_timeout_seconds"):
         need(getattr(hub, key) > 0, f"hub.{key}", "a number > 0")
+    need(hub.max_dispatch_bytes > 0, "hub.max_dispatch_bytes", "an int > 0")
+    need(hub.max_replay_bytes > 0, "hub.max_replay_bytes", "an int > 0")
+    need(all(hub.known_targets), "hub.known_targets", "non-empty target names")
     need(hub.max_message_bytes > 0, "hub.max_message_bytes", "an int > 0")
+    need(hub.reconnect_max_delay_seconds > 0, "hub.reconnect_max_delay_seconds", "a number > 0")
+    need(hub.healthy_after_seconds >= 0, "hub.healthy_after_seconds", "a number >= 0")
+    proxy_problem = validate_proxy(hub.proxy)
+    need(proxy_problem is None, "hub.proxy", proxy_problem or "")
     for i, oc in enumerate(hub.on_connect):
         need(bool(oc.method), f"hub.on_connect.{i}.method", "a non-empty string")
     rm = cfg.redmist
     need(all(e > 0 for e in rm.events), "redmist.events", "positive event ids")
-    for ev in rm.access_codes:
-        need(ev.isdigit(), f"redmist.access_codes.{ev}", "an event id as key")
+    for table in ("access_codes", "access_codes_env", "access_codes_file"):
+        for ev in getattr(rm, table):
+            need(ev.isdigit(), f"redmist.{table}.{ev}", "an event id as key")
     need(rm.snapshot_min_interval_seconds >= 0, "redmist.snapshot_min_interval_seconds", "a number >= 0")
     need(rm.snapshot_timeout_seconds > 0, "redmist.snapshot_timeout_seconds", "a number > 0")
     need(rm.snapshot_max_bytes >= 1024, "redmist.snapshot_max_bytes", "an integer >= 1024")
@@ -270,20 +370,113 @@ def _validate(cfg: Config, file: str) -> None:
             need(bool(sink.path), f"{key}.path", 'a file path (required for type = "file")')
         need(sink.queue_size >= 1, f"{key}.queue_size", "an int >= 1")
         need(sink.max_buffered >= 1, f"{key}.max_buffered", "an int >= 1")
+        need(sink.max_queue_bytes >= 1, f"{key}.max_queue_bytes", "an int >= 1")
+        need(sink.max_buffered_bytes >= 1, f"{key}.max_buffered_bytes", "an int >= 1")
         need(sink.keep >= 1, f"{key}.keep", "an int >= 1")
         need(sink.rotate_bytes is None or sink.rotate_bytes > 0, f"{key}.rotate_bytes", "an int > 0")
         need(sink.fsync_interval_seconds > 0, f"{key}.fsync_interval_seconds", "a number > 0")
         name = sink_name(sink)
         need(name not in names, f"{key}.name", f"a unique sink name ({name!r} is used twice)")
         names.add(name)
+    _validate_nats(cfg, need)
     need(0 <= cfg.http.port <= 65535, "http.port", "an int in 0..65535")
+    need(0 < cfg.http.board_max_hz <= 100, "http.board_max_hz", "a number in (0, 100]")
+    need(cfg.http.board_max_clients >= 1, "http.board_max_clients", "an int >= 1")
+    need(cfg.http.board_client_buffer_bytes >= 65536, "http.board_client_buffer_bytes", "an int >= 65536")
+    need(cfg.http.board_heartbeat_seconds > 0, "http.board_heartbeat_seconds", "a number > 0")
     need(cfg.service.shutdown_grace_seconds > 0, "service.shutdown_grace_seconds", "a number > 0")
+    need(cfg.service.sink_stall_seconds > 0, "service.sink_stall_seconds", "a number > 0")
+    need(
+        cfg.service.watchdog_disconnected_seconds >= 0,
+        "service.watchdog_disconnected_seconds",
+        "a number >= 0 (0: never)",
+    )
+
+
+def load_access_codes(
+    cfg: Config, *, env: Mapping[str, str] | None = None, strict: bool = False
+) -> dict[str, Secret]:
+    """Every [redmist] access code: inline `access_codes`, `access_codes_env` (eventId -> variable) and
+    `access_codes_file` (eventId -> path; relative paths in $CREDENTIALS_DIRECTORY, then next to the
+    config), one source per event. ConfigError (exit 78) names the file and key; never the code."""
+    from consumer.auth.credentials import read_secret  # consumer.auth imports this module's neighbours
+
+    env = os.environ if env is None else env
+    rm = cfg.redmist
+    codes: dict[str, Secret] = {}
+    for ev in sorted({*rm.access_codes, *rm.access_codes_env, *rm.access_codes_file}, key=int):
+        secret = read_secret(
+            rm.access_codes.get(ev),
+            rm.access_codes_env.get(ev),
+            rm.access_codes_file.get(ev),
+            key=f"redmist.access_codes.{ev}",
+            env_key=f"redmist.access_codes_env.{ev}",
+            file_key=f"redmist.access_codes_file.{ev}",
+            source=cfg.source,
+            env=env,
+            strict=strict,
+        )
+        assert secret is not None
+        codes[ev] = secret
+    return codes
+
+
+def _validate_nats(cfg: Config, need: typing.Callable[[bool, str, str], None]) -> None:
+    from consumer.natsconn import subject_template_error
+
+    n = cfg.nats
+    need(
+        bool(n.servers) and all(s.startswith(("nats://", "tls://")) for s in n.servers),
+        "nats.servers",
+        "a list of nats:// or tls:// URLs",
+    )
+    need(n.connect_timeout_seconds > 0, "nats.connect_timeout_seconds", "a number > 0")
+    need(n.board_max_hz > 0, "nats.board_max_hz", "a number > 0")
+    need(
+        n.board_bucket is None or bool(cfg.redmist.events),
+        "nats.board_bucket",
+        "redmist.events to be set too (the board is the RedMist profile's live state)",
+    )
+    need(
+        n.board_bucket is None or bool(re.fullmatch(r"[A-Za-z0-9_-]+", n.board_bucket)),
+        "nats.board_bucket",
+        "a bucket name of letters, digits, _ and -",
+    )
+    need(
+        bool(re.fullmatch(r"[A-Za-z0-9_-]+", cfg.ha.bucket)),
+        "ha.bucket",
+        "a bucket name of letters, digits, _ and -",
+    )
+    need(cfg.ha.lease_ttl_seconds >= 1, "ha.lease_ttl_seconds", "a number >= 1")
+    need(
+        not cfg.ha.enabled or any(sink.type == "nats" for sink in cfg.sinks),
+        "ha.enabled",
+        'a [[sinks]] entry with type = "nats" (only the leader publishes to it)',
+    )
+    need(cfg.ha.buffer_records >= 1, "ha.buffer_records", "an int >= 1")
+    for i, sink in enumerate(cfg.sinks):
+        if sink.type != "nats":
+            continue
+        key, ns = f"sinks.{i}.nats", sink.nats
+        err = subject_template_error(ns.subject)
+        need(err is None, f"{key}.subject", f"a subject template ({err})")
+        need(
+            bool(re.fullmatch(r"[A-Za-z0-9_-]+", ns.stream)),
+            f"{key}.stream",
+            "a stream name of letters, digits, _ and -",
+        )
+        need(ns.max_in_flight >= 1, f"{key}.max_in_flight", "an int >= 1")
+        need(ns.ack_timeout_seconds > 0, f"{key}.ack_timeout_seconds", "a number > 0")
+        need(ns.duplicate_window_seconds > 0, f"{key}.duplicate_window_seconds", "a number > 0")
+        need(ns.stream_max_age_seconds >= 0, f"{key}.stream_max_age_seconds", "a number >= 0 (0 = unlimited)")
 
 
 def sink_name(sink: SinkConfig) -> str:
     """A sink's name in logs and metrics labels: `name`, else `stdout` / `file:PATH`."""
     if sink.name:
         return sink.name
+    if sink.type == "nats":
+        return f"nats:{sink.nats.stream}"
     return "stdout" if sink.type == "stdout" else f"file:{sink.path}"
 
 
@@ -309,4 +502,5 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
 def to_display(cfg: Config) -> dict[str, Any]:
     """The effective config as plain data with every secret masked (for `check-config`)."""
     out: dict[str, Any] = msgspec.to_builtins(cfg, enc_hook=_enc_hook)
+    out["hub"]["proxy"] = redact_proxy(cfg.hub.proxy)  # user info in a proxy URL is a credential
     return out

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from consumer.errors import describe_error
 from consumer.secret import Secret, fingerprint
 
 REDACTED = "[redacted]"
@@ -111,7 +112,7 @@ def _redact_value(key: str | None, value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_redact_value(None, v) for v in value]
     if isinstance(value, BaseException):
-        return scrub(f"{type(value).__name__}: {value}")
+        return scrub(describe_error(value))
     if isinstance(value, int | float) or value is None:
         return value
     return scrub(repr(value)) if not isinstance(value, str) else value

@@ -1,4 +1,5 @@
-"""Optional HTTP endpoint (loopback by default): /healthz, /readyz, /metrics (Prometheus text).
+"""Optional HTTP endpoint (loopback by default): /healthz, /readyz, /metrics (Prometheus text), and
+the board API + live page (`consumer.web`) when the daemon keeps live state.
 
 - `/healthz`: 200 when connected, or disconnected for less than `reconnect_grace` seconds (including
   the start-up period before the first connect); 503 otherwise. Docker's HEALTHCHECK uses it.
@@ -9,25 +10,43 @@
 Metric names (prefix `event_consumer_`): `messages_received_total{target}`,
 `messages_relayed_total{target}`, `reconnects_total{reason}`, `token_requests_total{outcome}`,
 `snapshots_total{outcome}`, `seconds_since_last_message`, `sink_queue_depth{sink}`,
-`sink_records_written_total{sink}`, `sink_write_errors_total{sink}`, `sink_blocked_total{sink}`,
+`sink_queue_bytes{sink}`, `sink_records_written_total{sink}`, `sink_write_errors_total{sink}`,
+`sink_blocked_total{sink}`,
 `dropped_records_total{sink,reason}`, `connection_state{state}` (1 for the current state),
 `connected`, `contract_extra_slots_total{type}` (RedMist objects with more slots than the contract:
-kept as `key<n>`), `contract_unexpected_values_total{type}` (values passed through as received).
+kept as `key<n>`), `contract_unexpected_values_total{type}` (values passed through as received),
+`buffer_bytes{buffer}` / `buffer_limit_bytes{buffer}` (memory the hub connection holds:
+`dispatch` = decoded, not yet relayed invocations, `replay` = the stateful-reconnect buffer),
+`dispatch_queue_invocations` / `dispatch_queue_limit_invocations`, `hub_connections_total` (handshakes),
+`hub_short_lived_connections_total` (lost before `healthy_after_seconds`), `hub_flapping` (1 while flapping).
+
+Cardinality: every label value comes from a bounded set — targets are the known ones or `other` (see
+consumer.relay.relay), reasons are exception class names, contract types and sinks come from the code
+and the configuration — so the body stays small whatever target names a hub sends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from consumer.relay.contract import STATS as CONTRACT_STATS
 from consumer.relay.stats import CONNECTION_STATES, RelayStats
+from consumer.signalr.connection import BufferUsage
 from consumer.sinks import SinkWorker
+from consumer.web import (
+    BoardService,
+    HttpServer,
+    Request,
+    Response,
+    Router,
+    Stream,
+    add_page_routes,
+    json_response,
+)
 
 PREFIX = "event_consumer_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -39,10 +58,12 @@ class DaemonCollector(Collector):
         stats: RelayStats,
         workers: Sequence[SinkWorker],
         token_counts: Callable[[], Mapping[str, int]] | None = None,
+        hub_counts: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
         self.stats = stats
         self.workers = workers
         self.token_counts = token_counts
+        self.hub_counts = hub_counts
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -63,6 +84,8 @@ class DaemonCollector(Collector):
         )
         g.add_metric([], -1.0 if since is None else since)
         yield g
+        if s.buffer_usage is not None:
+            yield from _buffer_metrics(s.buffer_usage())
         state = GaugeMetricFamily(PREFIX + "connection_state", "1 for the current state", labels=["state"])
         for name in CONNECTION_STATES:
             state.add_metric([name], 1.0 if s.connection_state == name else 0.0)
@@ -70,8 +93,21 @@ class DaemonCollector(Collector):
         conn = GaugeMetricFamily(PREFIX + "connected", "1 while connected to the hub")
         conn.add_metric([], 1.0 if s.connection_state == "connected" else 0.0)
         yield conn
+        hub = dict(self.hub_counts()) if self.hub_counts else {}
+        opened = CounterMetricFamily(PREFIX + "hub_connections", "Hub handshakes completed")
+        opened.add_metric([], float(hub.get("connections", 0)))
+        short = CounterMetricFamily(
+            PREFIX + "hub_short_lived_connections", "Hub connections lost before they were healthy"
+        )
+        short.add_metric([], float(hub.get("short_lived", 0)))
+        flapping = GaugeMetricFamily(PREFIX + "hub_flapping", "1 while hub connections keep dropping early")
+        flapping.add_metric([], float(hub.get("flapping", 0)))
+        yield from (opened, short, flapping)
         depth = GaugeMetricFamily(
             PREFIX + "sink_queue_depth", "Lines queued or held for retry", labels=["sink"]
+        )
+        depth_bytes = GaugeMetricFamily(
+            PREFIX + "sink_queue_bytes", "Bytes of the lines queued or held for retry", labels=["sink"]
         )
         written = CounterMetricFamily(PREFIX + "sink_records_written", "Lines stored", labels=["sink"])
         errors = CounterMetricFamily(PREFIX + "sink_write_errors", "Failed write attempts", labels=["sink"])
@@ -83,12 +119,13 @@ class DaemonCollector(Collector):
         )
         for w in self.workers:
             depth.add_metric([w.name], float(w.depth))
+            depth_bytes.add_metric([w.name], float(w.depth_bytes))
             written.add_metric([w.name], float(w.stats.written))
             errors.add_metric([w.name], float(w.stats.errors))
             blocked.add_metric([w.name], float(w.stats.blocked))
             for reason, n in w.stats.dropped.items():
                 dropped.add_metric([w.name, reason], float(n))
-        yield from (depth, written, errors, blocked, dropped)
+        yield from (depth, depth_bytes, written, errors, blocked, dropped)
         yield _counter(
             "contract_extra_slots",
             "RedMist objects with more slots than the contract knows (kept as key<n>), by type",
@@ -110,6 +147,28 @@ def _counter(name: str, doc: str, labels: list[str], values: Mapping[str, int]) 
     return fam
 
 
+def _buffer_metrics(usage: BufferUsage) -> Iterator[Metric]:
+    in_use = GaugeMetricFamily(
+        PREFIX + "buffer_bytes", "Bytes held by the hub connection, by buffer", labels=["buffer"]
+    )
+    in_use.add_metric(["dispatch"], float(usage.dispatch_bytes))
+    in_use.add_metric(["replay"], float(usage.replay_bytes))
+    limit = GaugeMetricFamily(
+        PREFIX + "buffer_limit_bytes", "Byte bound of each hub connection buffer", labels=["buffer"]
+    )
+    limit.add_metric(["dispatch"], float(usage.dispatch_limit_bytes))
+    limit.add_metric(["replay"], float(usage.replay_limit_bytes))
+    count = GaugeMetricFamily(
+        PREFIX + "dispatch_queue_invocations", "Invocations decoded and not yet relayed"
+    )
+    count.add_metric([], float(usage.dispatch_invocations))
+    count_limit = GaugeMetricFamily(
+        PREFIX + "dispatch_queue_limit_invocations", "Bound on invocations decoded and not yet relayed"
+    )
+    count_limit.add_metric([], float(usage.dispatch_limit_invocations))
+    yield from (in_use, limit, count, count_limit)
+
+
 def build_registry(collector: DaemonCollector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
@@ -123,6 +182,9 @@ def healthy(stats: RelayStats, reconnect_grace: float) -> bool:
 
 
 class ObservabilityServer:
+    """The daemon's HTTP endpoint (consumer.web): health, metrics and, with a `board`, the board
+    API and the live page at `/`. CORS is off unless `cors_origins` lists origins (or "*")."""
+
     def __init__(
         self,
         stats: RelayStats,
@@ -131,53 +193,83 @@ class ObservabilityServer:
         host: str = "127.0.0.1",
         port: int = 9464,
         reconnect_grace: float = 60.0,
+        board: BoardService | None = None,
+        cors_origins: Sequence[str] = (),
+        max_connections: int = 1100,
     ) -> None:
         self.stats = stats
         self.registry = registry
         self.host = host
         self.port = port
         self.reconnect_grace = reconnect_grace
-        self._runner: web.AppRunner | None = None
+        self.board = board
+        self.cors_origins = frozenset(cors_origins)
+        self.router = Router()
+        self.router.add("/healthz", self._healthz)
+        self.router.add("/readyz", self._readyz)
+        self.router.add("/metrics", self._metrics)
+        if board is not None:
+            board.add_routes(self.router)
+            add_page_routes(self.router)
+        self._server: HttpServer | None = None
+        self._max_connections = max_connections
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
-        return app
+    async def _handle(self, request: Request) -> Response | Stream:
+        if request.method == "OPTIONS" and self.cors_origins:
+            return Response(
+                204,
+                headers=[
+                    ("access-control-allow-methods", "GET, HEAD"),
+                    ("access-control-allow-headers", "Last-Event-ID, If-None-Match"),
+                    ("access-control-max-age", "600"),
+                ],
+            )
+        return await self.router(request)
+
+    def _cors(self, request: Request) -> list[tuple[str, str]]:
+        origin = request.headers.get("origin")
+        if not self.cors_origins or origin is None:
+            return []
+        if "*" in self.cors_origins:
+            return [("access-control-allow-origin", "*")]
+        if origin in self.cors_origins:
+            return [("access-control-allow-origin", origin), ("vary", "Origin")]
+        return []
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        if self.port == 0:
-            addr: Any = self._runner.addresses[0]
-            self.port = int(addr[1])
+        self._server = HttpServer(
+            self._handle,
+            host=self.host,
+            port=self.port,
+            max_connections=self._max_connections,
+            extra_headers=self._cors,
+        )
+        await self._server.start()
+        self.port = self._server.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
-    async def _healthz(self, _request: web.Request) -> web.Response:
+    async def _healthz(self, _request: Request) -> Response:
         ok = healthy(self.stats, self.reconnect_grace)
-        return web.json_response(
+        return json_response(
             {"status": "ok" if ok else "unhealthy", "state": self.stats.connection_state},
             status=200 if ok else 503,
         )
 
-    async def _readyz(self, _request: web.Request) -> web.Response:
+    async def _readyz(self, _request: Request) -> Response:
         ok = self.stats.connection_state == "connected"
-        return web.json_response(
+        return json_response(
             {"status": "ready" if ok else "not ready", "state": self.stats.connection_state},
             status=200 if ok else 503,
         )
 
-    async def _metrics(self, _request: web.Request) -> web.Response:
-        body = generate_latest(self.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    async def _metrics(self, _request: Request) -> Response:
+        return Response(200, generate_latest(self.registry), CONTENT_TYPE)

@@ -7,6 +7,7 @@ import random
 from collections.abc import Callable, Mapping
 
 import httpx
+import msgspec
 
 from consumer.auth.base import NoneTokenProvider, StaticTokenProvider, TokenProvider, TokenStats
 from consumer.auth.clock import SYSTEM_CLOCK, Clock
@@ -23,6 +24,7 @@ def _validate_numbers(cfg: AuthConfig, source: str) -> None:
         ("refresh_at_fraction", 0 < cfg.refresh_at_fraction <= 1, "must be in (0, 1]"),
         ("default_expires_in_seconds", cfg.default_expires_in_seconds > 0, "must be > 0"),
         ("timeout_seconds", cfg.timeout_seconds > 0, "must be > 0"),
+        ("max_response_bytes", cfg.max_response_bytes > 0, "must be > 0"),
         ("backoff_cap_seconds", cfg.backoff_cap_seconds > 0, "must be > 0"),
     )
     for key, ok, msg in checks:
@@ -67,6 +69,7 @@ def build_token_provider(
     subject_provider: TokenProvider | None = None,
     on_request: Callable[[str], None] | None = None,
     rng: random.Random | None = None,
+    strict: bool = False,
 ) -> TokenProvider:
     """Build the provider for `cfg` (raises ConfigError, exit 78, naming `source` and the key).
 
@@ -75,13 +78,16 @@ def build_token_provider(
     source: the config file path (`Config.source`): used in errors, for the permission check of an
         inline client_secret, and to resolve a relative client_secret_file.
     env: environment for *_env secrets and $CREDENTIALS_DIRECTORY (default os.environ).
-    subject_provider: for token_exchange, the provider whose token is the subject token
-        (otherwise subject_token_env).
+    subject_provider: for token_exchange, the provider whose token is the subject token (otherwise
+        subject_token[_env|_file], or with subject_token_source = "client_credentials" a provider
+        for the same client's client_credentials grant, built and closed here).
     on_request: called with each token request's outcome ("ok", "rejected", "rate_limited", ...).
+    strict: the preflight's rule: a world-readable secret file (or config file holding an inline
+        secret) is a ConfigError instead of a warning.
     """
     env = os.environ if env is None else env
     _validate_numbers(cfg, source)
-    creds = load_credentials(cfg, source=source, env=env)
+    creds = load_credentials(cfg, source=source, env=env, strict=strict)
     stats = TokenStats(on_request=on_request)
     if cfg.grant == "none":
         provider: TokenProvider = NoneTokenProvider()
@@ -94,15 +100,38 @@ def build_token_provider(
         static = StaticTokenProvider(creds.static_token, header_name=cfg.static_header, wall=clock.time)
         static.stats.on_request = on_request
         return static
-    if cfg.grant == "token_exchange" and creds.subject_token is None and subject_provider is None:
+    own_subject = cfg.grant == "token_exchange" and cfg.subject_token_source == "client_credentials"
+    if (
+        cfg.grant == "token_exchange"
+        and not own_subject
+        and creds.subject_token is None
+        and subject_provider is None
+    ):
         raise ConfigError(
-            "grant token_exchange needs subject_token_env (or a subject provider)",
+            "grant token_exchange needs subject_token, subject_token_env or subject_token_file "
+            '(or subject_token_source = "client_credentials")',
             file=source,
-            key="auth.subject_token_env",
+            key="auth.subject_token",
         )
     endpoint = resolve_endpoint(cfg, source=source)
     owns = http is None
     client = http or httpx.AsyncClient(timeout=cfg.timeout_seconds, follow_redirects=False)
+    owns_subject = False
+    if own_subject and subject_provider is None:
+        # The service's own client_credentials token (same client, endpoint and client auth; no
+        # scope/audience, those are for the exchanged token), cached and refreshed as it expires.
+        own_cfg = msgspec.structs.replace(cfg, grant="client_credentials", scope=None, audience=None)
+        subject_provider = OAuthTokenProvider(
+            own_cfg,
+            endpoint=endpoint,
+            http=client,
+            owns_http=False,
+            clock=clock,
+            client_secret=creds.client_secret,
+            rng=rng,
+            stats=stats,
+        )
+        owns_subject = True
     return OAuthTokenProvider(
         cfg,
         endpoint=endpoint,
@@ -114,6 +143,7 @@ def build_token_provider(
         refresh_token=creds.refresh_token,
         subject_token=creds.subject_token,
         subject_provider=subject_provider,
+        owns_subject_provider=owns_subject,
         rng=rng,
         stats=stats,
     )

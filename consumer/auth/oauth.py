@@ -32,11 +32,19 @@ import httpx
 import msgspec
 
 from consumer.auth.base import AUTHORIZATION, Outcome, TokenInfo, TokenProvider, TokenStats
+from consumer.auth.bounded import (
+    BoundedResponse,
+    DeadlineExceeded,
+    ResponseTooLarge,
+    UnsupportedEncoding,
+    bounded_request,
+)
 from consumer.auth.clock import Clock
 from consumer.auth.errors import TRANSIENT_OAUTH_ERRORS, TokenRequestRejected, TokenUnavailable
 from consumer.auth.jwtinfo import decode_unverified
 from consumer.auth.settings import AuthConfig
 from consumer.auth.urls import check_url_security, discovery_url
+from consumer.errors import describe_error
 from consumer.logs import get_logger, register_secret, scrub
 from consumer.secret import Secret, fingerprint
 
@@ -112,18 +120,29 @@ class TokenEndpoint:
         if self._issuer is not None:
             self._url = None
 
-    async def resolve(self, http: httpx.AsyncClient, request_timeout: float) -> str:
+    async def resolve(self, http: httpx.AsyncClient, request_timeout: float, max_bytes: int) -> str:
         if self._url is not None:
             return self._url
         assert self._issuer is not None
         url = discovery_url(self._issuer)
         try:
-            resp = await http.get(url, timeout=request_timeout, headers={"Accept": "application/json"})
-        except httpx.TimeoutException:
-            raise TransientFailure("network_error", f"discovery timed out: {url}") from None
+            resp = await bounded_request(
+                http,
+                "GET",
+                url,
+                max_bytes=max_bytes,
+                deadline=request_timeout,
+                headers={"Accept": "application/json"},
+            )
+        except (httpx.TimeoutException, DeadlineExceeded):
+            raise TransientFailure(
+                "network_error", f"discovery {url}: no complete answer within {request_timeout:g} s"
+            ) from None
+        except (ResponseTooLarge, UnsupportedEncoding) as err:
+            raise TransientFailure("malformed", f"discovery {url}: {err}") from None
         except httpx.HTTPError as err:
             raise TransientFailure(
-                "network_error", f"discovery failed: {url}: {type(err).__name__}"
+                "network_error", f"discovery failed: {url}: {describe_error(err)}"
             ) from None
         if resp.status_code >= 500 or resp.status_code in (408, 429):
             raise TransientFailure("server_error", f"discovery {url} answered HTTP {resp.status_code}")
@@ -164,6 +183,7 @@ class OAuthTokenProvider:
         refresh_token: Secret | None = None,
         subject_token: Secret | None = None,
         subject_provider: TokenProvider | None = None,
+        owns_subject_provider: bool = False,
         rng: random.Random | None = None,
         min_request_interval: float = 1.0,
         backoff_base: float = 0.5,
@@ -182,6 +202,8 @@ class OAuthTokenProvider:
         self._refresh_expires_at: float | None = None
         self._subject_token = subject_token
         self._subject_provider = subject_provider
+        self._owns_subject = owns_subject_provider
+        self._last_subject: str | None = None
         self._rng = rng or random.Random()
         self._min_interval = max(1.0, min_request_interval)
         self._backoff_base = backoff_base
@@ -239,6 +261,8 @@ class OAuthTokenProvider:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.wait([task])  # never raises; the result is no longer wanted
+        if self._owns_subject and self._subject_provider is not None:
+            await self._subject_provider.aclose()
         if self._owns_http:
             await self._http.aclose()
 
@@ -268,7 +292,7 @@ class OAuthTokenProvider:
                 )
         elif exc is not None:
             # Waiters (if any) get the exception; say it once here for background refreshes.
-            log.error("token fetch failed", error=type(exc).__name__, detail=str(exc))
+            log.error("token fetch failed", error=type(exc).__name__, detail=describe_error(exc))
 
     async def _wait(self, task: asyncio.Task[_Cached], max_wait: float | None) -> _Cached:
         if max_wait is None:
@@ -286,6 +310,7 @@ class OAuthTokenProvider:
     # -- the fetch loop -----------------------------------------------------------------------------
 
     async def _fetch_loop(self) -> _Cached:
+        subject_retried = False
         while True:
             delay = self._not_before - self._clock.monotonic()
             if delay > 0:
@@ -298,6 +323,18 @@ class OAuthTokenProvider:
                     # the configured grant instead (still subject to the rate floor).
                     log.info("refresh token rejected; re-authenticating", grant=self._grant)
                     self._refresh = None
+                    continue
+                if (
+                    err.error in ("invalid_token", "invalid_grant")
+                    and self._subject_provider is not None
+                    and self._last_subject is not None
+                    and not subject_retried
+                ):
+                    # The IdP refused the subject token (expired or revoked before our schedule
+                    # said so): drop it at its provider and exchange a fresh one, once.
+                    subject_retried = True
+                    log.info("subject token rejected; exchanging a fresh one", error=err.error)
+                    self._subject_provider.invalidate(self._last_subject)
                     continue
                 self._rejected = err
                 raise
@@ -349,6 +386,7 @@ class OAuthTokenProvider:
     async def _form(self) -> tuple[str, dict[str, str]]:
         cfg = self._cfg
         form: dict[str, str] = {}
+        self._last_subject = None
         now = self._clock.monotonic()
         if self._refresh_expires_at is not None and now >= self._refresh_expires_at:
             self._refresh = self._configured_refresh
@@ -368,6 +406,7 @@ class OAuthTokenProvider:
             if self._subject_provider is not None:
                 subject = await self._subject_provider.get_token()
                 register_secret(subject)
+                self._last_subject = subject
             elif self._subject_token is not None:
                 subject = self._subject_token.reveal()
             else:
@@ -402,23 +441,40 @@ class OAuthTokenProvider:
         return headers
 
     async def _request_once(self) -> _Cached:
-        url = await self._endpoint.resolve(self._http, self._cfg.timeout_seconds)
+        url = await self._endpoint.resolve(
+            self._http, self._cfg.timeout_seconds, self._cfg.max_response_bytes
+        )
         grant, form = await self._form()
         headers = self._client_auth(form)
         # The rate floor counts from the moment a token request is sent.
         sent = self._clock.monotonic()
         sent_wall = self._clock.time()
         self._not_before = sent + self._min_interval
+        timeout = self._cfg.timeout_seconds
         try:
-            resp = await self._http.post(url, data=form, headers=headers, timeout=self._cfg.timeout_seconds)
-        except httpx.TimeoutException:
+            resp = await bounded_request(
+                self._http,
+                "POST",
+                url,
+                max_bytes=self._cfg.max_response_bytes,
+                deadline=timeout,
+                data=form,
+                headers=headers,
+            )
+        except (httpx.TimeoutException, DeadlineExceeded):
             self.stats.count("network_error")
             raise TransientFailure(
-                "network_error", f"timed out after {self._cfg.timeout_seconds:g} s"
+                "network_error", f"no complete answer from {url} within {timeout:g} s (timeout_seconds)"
+            ) from None
+        except (ResponseTooLarge, UnsupportedEncoding) as err:
+            self.stats.count("malformed")
+            raise TransientFailure(
+                "malformed",
+                f"token response from {url} refused for client_id={self._cfg.client_id!r}: {err}",
             ) from None
         except httpx.HTTPError as err:
             self.stats.count("network_error")
-            raise TransientFailure("network_error", f"{type(err).__name__}: {err}") from None
+            raise TransientFailure("network_error", describe_error(err)) from None
         try:
             cached = self._parse(resp, url, grant, sent, sent_wall)
         except TokenRequestRejected:
@@ -430,7 +486,7 @@ class OAuthTokenProvider:
         self.stats.count("ok")
         return cached
 
-    def _parse(self, resp: httpx.Response, url: str, grant: str, sent: float, sent_wall: float) -> _Cached:
+    def _parse(self, resp: BoundedResponse, url: str, grant: str, sent: float, sent_wall: float) -> _Cached:
         status = resp.status_code
         if status == 429:
             retry = parse_retry_after(resp.headers.get("Retry-After"), self._clock.time())
@@ -463,7 +519,7 @@ class OAuthTokenProvider:
         return self._accept(body, url, grant, sent, sent_wall)
 
     @staticmethod
-    def _json(resp: httpx.Response) -> object:
+    def _json(resp: BoundedResponse) -> object:
         try:
             return msgspec.json.decode(resp.content)
         except msgspec.DecodeError:

@@ -6,8 +6,11 @@ demo client's secret reaches the daemon only through `client_secret_env` (an env
 given to the daemon, never printed or logged). The hub requires a bearer token, so the whole auth
 path is exercised.
 
-Output: the daemon's stdout sink — the compact human view on a TTY, JSON lines otherwise (or with
-`--json`): connection markers, snapshots, car and session patches. Logs (WARNING and up unless
+Output on a TTY: a live leaderboard (top cars per event, flag, time to go) redrawn in place
+(`consumer.commands.board_view`); `--log` keeps the scrolling view of the daemon's stdout sink (one
+line per record: connection markers, snapshots, car and session patches), `--json` (or stdout not a
+TTY) the JSON lines. The daemon also serves the board API and the live page on loopback; the page's
+URL is printed at start (`--http-port`, default a free port). Logs (WARNING and up unless
 `--log-level`) go to stderr. Ctrl-C or SIGTERM: the daemon drains and stops (within its 3 s
 shutdown grace), then the simulator; exit 0.
 """
@@ -19,6 +22,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import stat
 import sys
 from collections.abc import Callable
@@ -45,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--events", type=int, default=None, help="number of events (default: the replays)")
     parser.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    parser.add_argument("--log", action="store_true", help="the scrolling record view instead of the board")
+    parser.add_argument(
+        "--http-port", type=int, default=0, help="port of the live page and board API (default: a free one)"
+    )
+    parser.add_argument("--top", type=int, default=None, help="cars per event on the terminal board")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     parser.add_argument(
         "--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="WARNING", help="stderr logs"
@@ -70,6 +79,7 @@ def demo_config(sim: Simulator, args: argparse.Namespace) -> Config:
         },
         "redmist": {"events": sim.event_ids, "snapshot_min_interval_seconds": 1.0},
         "sinks": [{"type": "stdout", "pretty": not args.json}],
+        "http": {"enabled": True, "host": "127.0.0.1", "port": args.http_port},
         "logging": {"level": args.log_level},
         "service": {"shutdown_grace_seconds": 3.0},
     }
@@ -107,17 +117,42 @@ async def run_demo(args: argparse.Namespace) -> int:
         try:
             if stopping:
                 return 0
-            daemon = Daemon(demo_config(sim, args), env={SECRET_ENV: sim.client_secret})
+            board_view = _wants_board(args)
+            # The terminal board replaces the stdout sink (the daemon still relays to no sink at all).
+            daemon = Daemon(
+                demo_config(sim, args),
+                env={SECRET_ENV: sim.client_secret},
+                workers=[] if board_view else None,
+            )
             events = ", ".join(str(e) for e in sim.event_ids)
+            page = f"http://127.0.0.1:{args.http_port}/"
             print(
                 f"demo: simulator at {sim.base_url} (events {events}, {args.speed:g}x); "
-                f"daemon over {args.protocol}; Ctrl-C to stop",
+                f"daemon over {args.protocol}; live page {page}; Ctrl-C to stop",
                 file=sys.stderr,
                 flush=True,
             )
             if args.duration is not None:
                 loop.call_later(args.duration, daemon.stop)
-            return await daemon.run()
+            if not board_view:
+                return await daemon.run()
+            from consumer.commands.board_view import TerminalBoard
+
+            view = TerminalBoard(
+                lambda: daemon.state if daemon is not None else None,
+                [str(e) for e in sim.event_ids],
+                title=f"event-consumer demo · {page} · Ctrl-C to stop",
+                hub=lambda: daemon.stats.connection_state if daemon is not None else "starting",
+                out=sys.stdout,
+                top=args.top,
+            )
+            drawing = asyncio.create_task(view.run(), name="terminal-board")
+            try:
+                return await daemon.run()
+            finally:
+                drawing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await drawing
         finally:
             await sim.close()
     finally:
@@ -125,6 +160,17 @@ async def run_demo(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(sig)
         if watching_stdout:
             loop.remove_reader(STDOUT_FD)
+
+
+def _wants_board(args: argparse.Namespace) -> bool:
+    return not (args.json or args.log) and sys.stdout.isatty()
+
+
+def _free_port() -> int:
+    """A free loopback port for the page, so its URL can be printed before the daemon starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _watch_pipe_reader(loop: asyncio.AbstractEventLoop, on_gone: Callable[[], None]) -> bool:
@@ -154,6 +200,12 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--speed must be positive")
     if args.events is not None and args.events < 1:
         raise ConfigError("--events must be at least 1")
+    if not 0 <= args.http_port <= 65535:
+        raise ConfigError("--http-port must be in 0..65535")
+    if args.top is not None and args.top < 1:
+        raise ConfigError("--top must be at least 1")
+    if args.http_port == 0:
+        args.http_port = _free_port()
     setup_logging(args.log_level)
     code = asyncio.run(run_demo(args))
     with contextlib.suppress(BrokenPipeError, ValueError):  # the reader went away (e.g. `| head`)

@@ -17,7 +17,7 @@ import msgspec
 
 from consumer.auth import check_url_security
 from consumer.config import load_config
-from consumer.errors import ServiceUnavailable
+from consumer.errors import ServiceUnavailable, describe_error
 from consumer.relay.redmist import default_rest_url
 
 HELP = "list RedMist live events (LoadLiveEvents)"
@@ -35,7 +35,7 @@ async def fetch_live_events(rest_url: str, *, http_timeout: float = 10.0) -> byt
         async with httpx.AsyncClient(timeout=http_timeout) as http:
             resp = await http.get(url, headers={"Accept": "application/json"})
     except httpx.HTTPError as err:
-        raise ServiceUnavailable(f"LoadLiveEvents failed: {type(err).__name__}: {err}") from None
+        raise ServiceUnavailable(f"LoadLiveEvents failed: {describe_error(err)}") from None
     if resp.status_code != 200:
         raise ServiceUnavailable(f"LoadLiveEvents answered HTTP {resp.status_code}")
     return resp.content

@@ -1,8 +1,11 @@
 """`event-consumer run --config PATH`: the daemon.
 
 Signals: SIGTERM / SIGINT → graceful shutdown (stop receiving, drain, fsync, close; exit 0 within
-`[service] shutdown_grace_seconds`); a second SIGINT/SIGTERM exits at once (130). SIGHUP → reopen
-file sinks (logrotate). Exit 77 on rejected credentials and 78 on configuration errors, each with one
+`[service] shutdown_grace_seconds`, whatever the sinks do); a second SIGINT/SIGTERM logs the `stopped`
+accounting line (everything unwritten counted as abandoned) and exits at once (130). SIGHUP → reopen
+file sinks (logrotate). When a sink's thread is still stuck in the kernel after the shutdown (a stdout
+reader that stopped reading), the process leaves with `os._exit` once everything is logged: nothing
+may wait for that thread. Exit 77 on rejected credentials and 78 on configuration errors, each with one
 line on stderr (printed by consumer.cli).
 """
 
@@ -10,11 +13,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import signal
+import sys
 
 from consumer.config import load_config
 from consumer.daemon import Daemon
 from consumer.logs import get_logger, setup_logging
+from consumer.sinks import stuck_threads
 
 HELP = "run the daemon: relay the hub's live events to the configured sinks"
 
@@ -38,7 +45,8 @@ async def run_daemon(daemon: Daemon) -> int:
             daemon.stop()
         else:
             log.warning("second signal; exiting now", signal=signame)
-            raise SystemExit(130)
+            daemon.abort(signame)
+            _exit_now(130)
 
     installed: list[signal.Signals] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -60,4 +68,14 @@ def main(args: argparse.Namespace) -> int:
             if sink.type == "stdout":
                 sink.pretty = True
     setup_logging(cfg.logging.level, fmt=cfg.logging.format)
-    return asyncio.run(run_daemon(Daemon(cfg)))
+    code = asyncio.run(run_daemon(Daemon(cfg)))
+    if stuck_threads():
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """Leave without waiting for anything (threads, buffers): the accounting is already logged."""
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    os._exit(code)

@@ -10,6 +10,7 @@ Line shape (JSON Schema: docs/envelope.schema.json)::
 - `kind`: `invocation` (a hub → client call), `snapshot` (a session state fetched over REST; target
   is the REST action, e.g. `GetCurrentSessionStateJson`), `connection` (target is one of
   `connected`, `reconnecting`, `reconnected`, `closed`; arguments is `[]` or `[error text]`).
+- `kind` `ha` (hot-standby pair, NATS stream only): target `failover` or `gap`, arguments `[info]`.
 - `event_id`: present only where the profile knows it (RedMist: from the payload).
 - `arguments`: the invocation's argument array. On the JSON protocol hot path these are the raw bytes
   received from the hub (a `msgspec.Raw`) spliced into the line without decoding. A MessagePack value
@@ -26,7 +27,7 @@ from typing import Any, Literal
 
 import msgspec
 
-Kind = Literal["invocation", "snapshot", "connection"]
+Kind = Literal["invocation", "snapshot", "connection", "ha"]
 CONNECTION_TARGETS = ("connected", "reconnecting", "reconnected", "closed")
 
 

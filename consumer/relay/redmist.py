@@ -41,6 +41,7 @@ import msgspec
 
 from consumer.auth import parse_retry_after
 from consumer.config import RedMistConfig
+from consumer.errors import describe_error
 from consumer.logs import get_logger
 from consumer.relay import contract
 from consumer.relay.relay import Relay
@@ -290,7 +291,7 @@ class RedMistProfile:
                     log.error(
                         "snapshot failed; retrying with backoff (logged once until a snapshot succeeds)",
                         event_id=ev,
-                        error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+                        error=describe_error(exc),
                     )
                 self._pending.setdefault(ev, None)
                 self._next_call = max(self._next_call, self._clock() + delay * (0.5 + random.random() / 2))

@@ -17,22 +17,33 @@ in `wake_events` calls `on_event_message(event_id)` (the profile lifts a "not li
 
 Filters (`include` / `exclude` per sink) apply to invocation targets. Snapshot and connection records
 go to every sink: they are what makes the stream interpretable (gaps, fresh baselines).
+
+Cardinality: target names come from the hub, so nothing keyed by them grows without bound. Every
+invocation is relayed whatever its target, but the per-target counters (`stats.received`,
+`stats.relayed`, hence the metric labels) name only known targets — RedMist's client methods, the
+`known_targets` given (`[hub] known_targets`), the sinks' include/exclude lists and watched targets —
+and count every other target as `other`. The route cache holds at most `MAX_ROUTES` targets of at most
+`MAX_TARGET_LENGTH` characters (longer ones are routed, never cached) and starts over when full.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from typing import Any, Literal
 
 import msgspec
 
 from consumer.relay import contract
 from consumer.relay.envelope import EnvelopeEncoder, peek_json_event_id
-from consumer.relay.stats import RelayStats
+from consumer.relay.stats import OTHER_TARGET, RelayStats
+from consumer.signalr.connection import MAX_TARGET_LENGTH
 from consumer.sinks import SinkWorker
 
 Watcher = Callable[[list[Any], "int | str | None"], None]
+_Cached = tuple[tuple[SinkWorker, ...], str]  # the sink workers a target goes to, its counter key
+
+MAX_ROUTES = 1024  # route cache entries; the cache starts over when full
 
 
 def normalise_event_id(value: Any) -> int | str | None:
@@ -67,17 +78,21 @@ class Relay:
         hub: str,
         protocol: Literal["json", "messagepack"] = "json",
         stats: RelayStats | None = None,
+        known_targets: Iterable[str] = (),
         encoder: EnvelopeEncoder | None = None,
         peek_event_id: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.workers = tuple(workers)
+        self.known_targets: set[str] = {*contract.CLIENT_METHOD_ARGS, *known_targets}
+        for worker in self.workers:
+            self.known_targets.update(worker.include, worker.exclude)
         self.protocol = protocol
         self.stats = stats or RelayStats(clock=clock)
         self.encoder = encoder or EnvelopeEncoder(hub)
         self.peek_event_id = peek_event_id
         self._clock = clock
-        self._routes: dict[str, tuple[SinkWorker, ...]] = {}
+        self._routes: dict[str, _Cached] = {}
         self._watch: dict[str, list[Watcher]] = {}
         self._json = protocol == "json"
         self.track_events: Container[int | str] = frozenset()
@@ -94,13 +109,19 @@ class Relay:
     def watch(self, target: str, callback: Watcher) -> None:
         """Call `callback(decoded_args, event_id)` for every invocation of `target` (after relaying)."""
         self._watch.setdefault(target, []).append(callback)
+        self.known_targets.add(target)
+        self._routes.clear()
 
-    def _route(self, target: str) -> tuple[SinkWorker, ...]:
-        route = self._routes.get(target)
-        if route is None:
+    def _route(self, target: str) -> _Cached:
+        cached = self._routes.get(target)
+        if cached is None:
             route = tuple(w for w in self.workers if w.accepts(target))
-            self._routes[target] = route
-        return route
+            cached = (route, target if target in self.known_targets else OTHER_TARGET)
+            if len(target) <= MAX_TARGET_LENGTH:
+                if len(self._routes) >= MAX_ROUTES:
+                    self._routes.clear()
+                self._routes[target] = cached
+        return cached
 
     # -- hot path ------------------------------------------------------------------------------
 
@@ -108,11 +129,12 @@ class Relay:
         """`HubConnection.on_raw` handler: `raw` is a msgspec.Raw of the arguments array."""
         stats = self.stats
         stats.last_message = now = self._clock()
+        cached = self._routes.get(target)
+        if cached is None:
+            cached = self._route(target)
+        route, key = cached
         received = stats.received
-        received[target] = received.get(target, 0) + 1
-        route = self._routes.get(target)
-        if route is None:
-            route = self._route(target)
+        received[key] = received.get(key, 0) + 1
         watchers = self._watch.get(target)
         if not route and not watchers:
             return
@@ -135,7 +157,7 @@ class Relay:
                 if not worker.offer(line):
                     await worker.put(line)
             relayed = stats.relayed
-            relayed[target] = relayed.get(target, 0) + 1
+            relayed[key] = relayed.get(key, 0) + 1
         if watchers:
             if decoded is None:
                 decoded = list(msgspec.json.decode(raw))
@@ -146,16 +168,16 @@ class Relay:
         """Decoded-arguments entry point (an `on()` handler); output identical to `on_raw`."""
         stats = self.stats
         stats.last_message = now = self._clock()
-        stats.received[target] = stats.received.get(target, 0) + 1
+        route, key = self._route(target)
+        stats.received[key] = stats.received.get(key, 0) + 1
         decoded = list(args)
         event_id = event_id_of(decoded) if self.peek_event_id else None
         if event_id in self.track_events:
             self._seen(event_id, now)  # type: ignore[arg-type]
-        route = self._route(target)
         if route:
             line = self.encoder.invocation(target, decoded, event_id)
             await self._fan_out(line, route)
-            stats.relayed[target] = stats.relayed.get(target, 0) + 1
+            stats.relayed[key] = stats.relayed.get(key, 0) + 1
         for watcher in self._watch.get(target, ()):
             watcher(decoded, event_id)
 
@@ -169,6 +191,10 @@ class Relay:
     async def emit_snapshot(self, target: str, state: Any, event_id: int | str | None) -> None:
         """A session snapshot (`state` may be a msgspec.Raw of the REST body: spliced as is)."""
         await self._fan_out(self.encoder.snapshot(target, state, event_id), self.workers)
+
+    async def emit_ha(self, target: str, info: dict[str, Any], event_id: int | str | None = None) -> None:
+        """A hot-standby pair marker (`failover`) to every sink."""
+        await self._fan_out(self.encoder.encode("ha", target, [info], event_id), self.workers)
 
     async def emit_connection(self, state: str, error: str | None = None) -> None:
         """A connection marker (connected / reconnecting / reconnected / closed)."""

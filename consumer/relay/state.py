@@ -22,6 +22,12 @@ Keeping the board right (RedMist's UI does the same):
 - `event_status` is what the profile learned from the snapshot endpoint: "live", "not_live" (a 404:
   no timing processor for the event) or "unknown".
 
+Bounded whatever the hub sends (event ids, car numbers and field names come from the hub): with
+`events` given (the daemon passes `[redmist] events`), messages for any other event are counted
+(`foreign_event_messages`) and kept out of the board; an event holds at most `max_cars` rows and a row
+at most `max_fields` fields — what does not fit is counted (`over_limit`) and skipped here, never in the
+relayed lines.
+
 Read API (the board HTTP API, SSE and the NATS KV board read this): `events()`, `event_state(id)`,
 `epoch(id)`, `event_status(id)`, `last_message_at(id)`, `await wait_changed(version)`, `version`,
 `board()`. Event ids are strings (the file's keys).
@@ -38,7 +44,7 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +85,16 @@ class LiveState:
         *,
         min_interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        events: Collection[int | str] | None = None,
+        max_cars: int = 1000,
+        max_fields: int = 256,
     ) -> None:
         self.path = Path(path) if path is not None else None
+        self._followed = frozenset(str(e) for e in events) if events is not None else None
+        self.max_cars = max_cars
+        self.max_fields = max_fields
+        self.foreign_event_messages = 0  # messages for events not followed (kept out of the board)
+        self.over_limit = 0  # car rows / fields beyond max_cars / max_fields (skipped here)
         self.min_interval = min_interval
         self._clock = clock
         self._names = _patch_to_row_names()
@@ -186,6 +200,12 @@ class LiveState:
         if self.on_resync is not None:
             self.on_resync(key)
 
+    def _foreign(self, key: str) -> bool:
+        if self._followed is None or key in self._followed:
+            return False
+        self.foreign_event_messages += 1
+        return True
+
     def _set_entries(self, key: str, entries: Any) -> None:
         numbers = _entry_numbers(entries)
         if numbers is None:
@@ -202,12 +222,18 @@ class LiveState:
         for r in rows if isinstance(rows, list) else ():
             if isinstance(r, dict):
                 number = str(r.get("n"))
-                if entered is None or number in entered:
-                    out[number] = dict(r)
+                if entered is not None and number not in entered:
+                    continue
+                if len(out) >= self.max_cars or len(r) > self.max_fields:
+                    self.over_limit += 1
+                    continue
+                out[number] = dict(r)
         return out
 
     def on_snapshot(self, state: dict[str, Any], event_id: int | str | None) -> None:
         key = _key(event_id, state.get("eventId"))
+        if self._foreign(key):
+            return
         sid = state.get("sessionId")
         current = self._session_ids.get(key)
         if sid is not None and current is not None and str(sid) != current:
@@ -216,7 +242,9 @@ class LiveState:
         self.entries.pop(key, None)
         if sid is not None:
             self._session_ids[key] = str(sid)
-        self.sessions[key] = {k: v for k, v in state.items() if k != "carPositions"}
+        self.sessions[key] = {
+            k: v for i, (k, v) in enumerate(state.items()) if k != "carPositions" and i < self.max_fields
+        }
         self._set_entries(key, state.get("eventEntries"))
         self.cars[key] = self._rows(key, state.get("carPositions"))
         self._status[key] = "live"
@@ -227,6 +255,8 @@ class LiveState:
             return
         patch = args[0]
         key = _key(event_id, patch.get("eventId"))
+        if self._foreign(key):
+            return
         self._last_message[key] = self._clock()
         self._check_session(key, patch.get("sessionId"))
         session = self.sessions.setdefault(key, {})
@@ -235,6 +265,9 @@ class LiveState:
                 continue
             if name == "carPositions":
                 continue  # applied after the entry list (which may arrive in the same patch)
+            if name not in session and len(session) >= self.max_fields:
+                self.over_limit += 1
+                continue
             session[name] = value
         if patch.get("eventEntries") is not None:
             self._set_entries(key, patch["eventEntries"])
@@ -251,6 +284,8 @@ class LiveState:
             if not isinstance(patch, dict) or patch.get("number") is None:
                 continue
             key = _key(event_id, patch.get("eventId"))
+            if self._foreign(key):
+                continue
             self._last_message[key] = now
             self._check_session(key, patch.get("sessionId"))
             number = str(patch["number"])
@@ -259,10 +294,20 @@ class LiveState:
                 self.unknown_car_patches += 1
                 continue
             cars = self.cars.setdefault(key, {})
-            row = cars.setdefault(number, {})
+            row = cars.get(number)
+            if row is None:
+                if len(cars) >= self.max_cars:
+                    self.over_limit += 1
+                    continue
+                row = cars[number] = {}
             for name, value in patch.items():
-                if value is not None:
-                    row[names.get(name) or str(name)] = value
+                if value is None:
+                    continue
+                field = names.get(name) or str(name)
+                if field not in row and len(row) >= self.max_fields:
+                    self.over_limit += 1
+                    continue
+                row[field] = value
         self._touch()
 
     def reset(self) -> None:

@@ -2,19 +2,23 @@
 
 Incrementing a dict entry costs a fraction of a prometheus-client labelled counter, so the hot path
 never touches prometheus objects. Labels are hub targets, reconnect reasons and sink names only — never
-payload values, URLs or credentials.
+payload values, URLs or credentials. Target labels are bounded: known targets by name, every other
+target as `other` (`OTHER_TARGET`; the relay decides, see consumer.relay.relay).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 CONNECTION_STATES = ("disconnected", "connecting", "connected", "reconnecting", "closed")
+OTHER_TARGET = "other"  # the counter key / metric label of every target the daemon does not know
 
 
 class RelayStats:
     __slots__ = (
+        "buffer_usage",
         "clock",
         "connected_once",
         "connection_state",
@@ -40,6 +44,8 @@ class RelayStats:
         self.started = clock()
         self.state_since = self.started
         self.connected_once = False
+        # The hub connection's `buffer_usage()` (a consumer.signalr.connection.BufferUsage), once built.
+        self.buffer_usage: Callable[[], Any] | None = None
 
     def set_state(self, state: str) -> None:
         if state != self.connection_state:

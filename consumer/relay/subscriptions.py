@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from consumer.errors import describe_error
 from consumer.logs import get_logger
 from consumer.relay.stats import RelayStats
 
@@ -87,7 +88,7 @@ class Subscriber:
                 try:
                     await self._round(generation)
                 except Exception as exc:  # connection lost mid-round: the next connected() redoes it
-                    log.warning("subscription round aborted", error=f"{type(exc).__name__}: {exc}")
+                    log.warning("subscription round aborted", error=describe_error(exc))
                     continue
                 if generation == self.generation:
                     self.rounds_completed += 1

@@ -19,10 +19,13 @@ MessageBuffer.js) and goes past it where a daemon needs it:
 - `on(target, handler)` (sync or async, target case-insensitive like the official client); handlers
   run one at a time, in arrival order, in a dispatcher task. The receive loop hands each WebSocket
   frame's invocations over as one batch (one queue operation per frame, not per message) on a queue
-  bounded in invocations (`dispatch_queue_size`): while that many are handed over and not yet
-  dispatched, the receive loop stops reading. A frame's batch is never split, so at most
-  `dispatch_queue_size - 1` + two frames' invocations are decoded and not yet dispatched (one
-  admitted over the bound, one waiting for room). A handler exception is logged and never stops the
+  bounded in invocations (`dispatch_queue_size`) and in bytes (`max_dispatch_bytes`, the frames'
+  wire size, which the undecoded arguments point into): while either bound is reached, the receive
+  loop stops reading (backpressure: TCP then slows the hub; nothing is dropped). A frame's batch is
+  never split, so at most `dispatch_queue_size - 1` + two frames' invocations, or
+  `max_dispatch_bytes` + two frames' bytes, are decoded and not yet dispatched (one admitted over
+  the bound, one waiting for room). `buffer_usage()` reports bytes and invocations in use and the
+  limits. A handler exception is logged and never stops the
   connection. A server invocation that expects a result gets
   a Completion with the handler's return value, or an error Completion ("Client didn't provide a
   result." when nothing handled it).
@@ -48,6 +51,23 @@ MessageBuffer.js) and goes past it where a daemon needs it:
 - Automatic reconnect with a `RetryPolicy` (default `DaemonRetryPolicy`: never gives up). With
   `retry_initial_start=True` (default) a failed first start is retried with the same policy.
   Close(allowReconnect=false) stops; Close(allowReconnect=true) or transport loss reconnects.
+- Healthy before reset: a connection counts as healthy once it has stayed up `healthy_after`
+  seconds (default 10). Only the loss of a healthy connection restarts the policy at retry 0 (0 s
+  with the default policy); a connection lost sooner counts as one more failed attempt, so a hub
+  that accepts the handshake and then closes or breaks every connection gets the same backoff as
+  one that refuses them (no hot loop). Three short-lived connections in a row are "flapping": a
+  `signalr.flapping` warning (at most one a minute, with the count since the last one), `flapping`
+  and `stats.short_lived_connections` for metrics; `signalr.flapping_ended` once a connection is
+  healthy again. Time, not data, is the criterion: a hub that delivers a few messages and then drops
+  every connection is flapping just the same.
+- Text frames (JSON protocol) must be valid UTF-8 (RFC 6455 5.6, 8.1): a frame that is not is a
+  protocol error, never decoded or relayed; the WebSocket is closed with 1007 and the connection
+  recycled like any other protocol error.
+- Proxies: `proxy="env"` (default) follows HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY as httpx
+  does, for the negotiate request and the WebSocket (HTTP CONNECT); `"off"` connects directly; an
+  `http(s)://` URL is used for every hub connection. Proxy credentials are never logged.
+- Negotiate: one total deadline (`negotiate_timeout`) over connect, request and body, and a body
+  size limit (`max_negotiate_bytes`, 1 MiB); exceeding either is a clear NegotiateError.
 - Stateful reconnect (opt-in): negotiates `useStatefulReconnect`, handshake version 2, counts
   trackable messages (types 1-5) both ways, Acks about every `ack_interval`, keeps a byte-bounded
   replay buffer (sends wait when it is full), on a transport drop reconnects with the same
@@ -88,12 +108,22 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from consumer.auth.urls import check_url_security as shared_check_url_security
-from consumer.errors import ConfigError, CredentialsRejected
+from consumer.errors import ConfigError, CredentialsRejected, describe_error
 from consumer.logs import get_logger, register_secret
 from consumer.signalr import protocol as proto
+from consumer.signalr.proxies import (
+    PROXY_ENV,
+    PROXY_OFF,
+    httpx_proxy_options,
+    redact_proxy,
+    resolve_proxy,
+    validate_proxy,
+)
 from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy
 
 __all__ = [
+    "MAX_TARGET_LENGTH",
+    "BufferUsage",
     "ClientStats",
     "ConnectionLostError",
     "ConnectionState",
@@ -116,7 +146,14 @@ log = get_logger(__name__)
 
 MAX_REDIRECTS = 100
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+MAX_NEGOTIATE_BYTES = 1024 * 1024
+FLAPPING_AFTER = 3  # consecutive short-lived connections
+FLAPPING_LOG_INTERVAL = 60.0  # seconds between two `signalr.flapping` warnings
 NO_RESULT_ERROR = "Client didn't provide a result."
+DEFAULT_MAX_DISPATCH_BYTES = 16 * 1024 * 1024
+# Hub targets (method names) longer than this are still dispatched, but never kept as a key of a
+# long-lived structure (route caches, warned-once sets, per-target counters): a hub controls them.
+MAX_TARGET_LENGTH = 256
 _TRACKABLE = frozenset(
     {
         proto.MessageType.INVOCATION,
@@ -176,6 +213,10 @@ class ServerClosedError(HubConnectionError):
 
 class ServerTimeoutError(HubConnectionError):
     """Nothing was received from the server within the server timeout (half-open connection)."""
+
+
+class InvalidTextFrameError(proto.ProtocolError):
+    """A text frame that is not valid UTF-8 (RFC 6455: the connection must be failed with 1007)."""
 
 
 class _AuthRejected(Exception):
@@ -461,6 +502,24 @@ class ClientStats:
     invocations_decoded: int = 0  # server→client invocations decoded from the socket (replays excluded)
     invocations_dispatched: int = 0  # ... whose dispatch finished (handled, failed or unhandled)
     invocations_abandoned: int = 0  # ... decoded but never dispatched because a drain was cut short
+    connections_opened: int = 0  # handshakes completed (first connect and every reconnect)
+    short_lived_connections: int = 0  # ... lost before they had stayed up `healthy_after` seconds
+
+
+@dataclass(frozen=True, slots=True)
+class BufferUsage:
+    """What the connection holds in memory now, and its limits (for `/metrics`).
+
+    `dispatch_*`: invocations decoded and not yet dispatched (wire bytes of their frames);
+    `replay_*`: the stateful-reconnect buffer of sent, not yet acknowledged messages (0 without one).
+    """
+
+    dispatch_bytes: int
+    dispatch_invocations: int
+    dispatch_limit_bytes: int
+    dispatch_limit_invocations: int
+    replay_bytes: int
+    replay_limit_bytes: int
 
 
 @dataclass(slots=True)
@@ -480,19 +539,24 @@ class _DispatchQueue:
     """The receive loop → dispatcher FIFO. Items are whole batches (a frame's invocations) or
     `_Notify` markers, so the hand-off costs one put/get per frame, not per message.
 
-    Bounded in invocations, not in items: `size` counts the invocations handed over and not yet
-    finished by the dispatcher (queued ones and the batch it is working on; a `_Notify` counts 1)
-    until `task_done(item)`. `put()` waits while `size >= limit`, then adds the whole item: a batch
-    is never split, so `size` stays under `limit + one batch`. A cancelled `put()` has added
-    nothing. `join()` waits until every item put is done.
+    Bounded in invocations and in bytes, not in items: `size` counts the invocations handed over and
+    not yet finished by the dispatcher (queued ones and the batch it is working on; a `_Notify`
+    counts 1) until `task_done(item)`; `bytes` likewise counts the wire bytes given with each
+    `put(item, nbytes)`. `put()` waits while `size >= limit` or `bytes >= byte_limit`, then adds
+    the whole item: a batch is never split, so `size` stays under `limit + one batch` and `bytes`
+    under `byte_limit + one frame`. A cancelled `put()` has added nothing. `join()` waits until
+    every item put is done. One consumer: `task_done()` is called for the items taken, in order.
     """
 
-    __slots__ = ("_idle", "_items", "_limit", "_ready", "_room", "size")
+    __slots__ = ("_byte_limit", "_idle", "_items", "_limit", "_ready", "_room", "_taken", "bytes", "size")
 
-    def __init__(self, limit: int) -> None:
-        self._items: deque[_Queued] = deque()
+    def __init__(self, limit: int, byte_limit: int = DEFAULT_MAX_DISPATCH_BYTES) -> None:
+        self._items: deque[tuple[_Queued, int]] = deque()
+        self._taken: deque[int] = deque()  # bytes of the items taken by get(), not yet task_done()
         self._limit = max(1, limit)
+        self._byte_limit = max(1, byte_limit)
         self.size = 0
+        self.bytes = 0
         self._ready = asyncio.Event()  # set while items are queued
         self._room = asyncio.Event()  # set while size < limit
         self._room.set()
@@ -503,20 +567,21 @@ class _DispatchQueue:
         """Items (batches and markers) queued, not yet taken by the dispatcher."""
         return len(self._items)
 
-    def put_nowait(self, item: _Queued) -> bool:
-        """Add `item` and return True, or return False (nothing added) when the queue is full."""
-        if self.size >= self._limit:
+    def put_nowait(self, item: _Queued, nbytes: int = 0) -> bool:
+        """Add `item` (`nbytes` wire bytes) and return True, or return False (nothing added) when full."""
+        if self.size >= self._limit or self.bytes >= self._byte_limit:
             return False
-        self._items.append(item)
+        self._items.append((item, nbytes))
         self.size += len(item) if item.__class__ is list else 1
+        self.bytes += nbytes
         self._idle.clear()
         self._ready.set()
-        if self.size >= self._limit:
+        if self.size >= self._limit or self.bytes >= self._byte_limit:
             self._room.clear()
         return True
 
-    async def put(self, item: _Queued) -> None:
-        while not self.put_nowait(item):
+    async def put(self, item: _Queued, nbytes: int = 0) -> None:
+        while not self.put_nowait(item, nbytes):
             await self._room.wait()
 
     async def get(self) -> _Queued:
@@ -524,12 +589,15 @@ class _DispatchQueue:
         while not items:
             self._ready.clear()
             await self._ready.wait()
-        return items.popleft()
+        item, nbytes = items.popleft()
+        self._taken.append(nbytes)
+        return item
 
     def task_done(self, item: _Queued) -> None:
         """The dispatcher is done with `item` (taken by `get()`): its invocations stop counting."""
         self.size -= len(item) if item.__class__ is list else 1
-        if self.size < self._limit:
+        self.bytes -= self._taken.popleft() if self._taken else 0
+        if self.size < self._limit and self.bytes < self._byte_limit:
             self._room.set()
         if self.size <= 0:
             self._idle.set()
@@ -547,7 +615,7 @@ class _Route:
     raw_is_coroutine: bool  # raw is an `async def`: await its result without inspecting it
 
 
-_MAX_ROUTES = 1024  # distinct target spellings cached; the cache starts over past that
+_MAX_ROUTES = 1024  # distinct target spellings cached (each <= MAX_TARGET_LENGTH); starts over past that
 
 
 @dataclass(slots=True)
@@ -586,14 +654,21 @@ class HubConnection:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_size: int | None = None,
         dispatch_queue_size: int = 10_000,
+        max_dispatch_bytes: int = DEFAULT_MAX_DISPATCH_BYTES,
         drain_timeout: float = 5.0,
         stream_buffer_size: int = 1_000,
         allow_insecure_http: bool = False,
         raw_arguments: bool = False,
         http_client: httpx.AsyncClient | None = None,
         ssl: Any = None,
+        healthy_after: float = 10.0,
+        proxy: str = PROXY_ENV,
+        max_negotiate_bytes: int = MAX_NEGOTIATE_BYTES,
     ) -> None:
         check_url_security(url, allow_insecure_http)
+        problem = validate_proxy(proxy)
+        if problem is not None:
+            raise ConfigError(f"proxy must be {problem}, not {redact_proxy(proxy)!r}", key="proxy")
         if token_transport not in ("header", "query", "both"):
             raise ConfigError(f"token_transport must be header, query or both, not {token_transport!r}")
         if token_provider is not None:
@@ -625,11 +700,25 @@ class HubConnection:
         self._max_message_size = max_message_size
         self._max_frame_size = max_frame_size if max_frame_size is not None else 8 * max_message_size
         self._dispatch_queue_size = dispatch_queue_size
+        self._max_dispatch_bytes = max_dispatch_bytes
+        # Frames the WebSocket library may read ahead of the receive loop (it pauses the socket past
+        # that): as many of the largest frames as the dispatch byte bound holds, 1..16 (its default).
+        self._read_ahead = max(1, min(16, max_dispatch_bytes // self._max_frame_size))
         self._drain_timeout = drain_timeout
         self._stream_buffer_size = stream_buffer_size
         self._allow_insecure = allow_insecure_http
         self._http_client = http_client
         self._ssl = ssl
+        self._healthy_after = healthy_after
+        self._proxy = proxy
+        self._max_negotiate_bytes = max_negotiate_bytes
+        if proxy not in (PROXY_ENV, PROXY_OFF):
+            parts = urlsplit(proxy)
+            register_secret(parts.password)
+        self._connected_at: float | None = None  # loop time of the last completed handshake
+        self._short_streak = 0  # consecutive connections lost before they were healthy
+        self._flap_logged_at: float | None = None
+        self._flap_unlogged = 0
 
         self._state = ConnectionState.DISCONNECTED
         self._handlers: dict[str, list[Handler]] = {}
@@ -681,6 +770,17 @@ class HubConnection:
     def protocol_name(self) -> str:
         return self._protocol.name
 
+    @property
+    def flapping(self) -> bool:
+        """Three or more connections in a row were lost before `healthy_after` seconds, and the
+        current one (if any) has not yet stayed up that long."""
+        if self._short_streak < FLAPPING_AFTER:
+            return False
+        at = self._connected_at
+        if self._state == ConnectionState.CONNECTED and at is not None:
+            return time.monotonic() - at < self._healthy_after
+        return True
+
     def on(self, target: str, handler: Handler) -> None:
         """Register `handler(*args)` (sync or async) for a hub → client method; case-insensitive."""
         self._handlers.setdefault(target.lower(), []).append(handler)
@@ -725,6 +825,10 @@ class HubConnection:
         except asyncio.CancelledError:
             if not started.done():
                 await self._cancel_main()
+            if started.done() and not started.cancelled():
+                # Our caller was cancelled, so nobody else will read the "stopped during start" error
+                # _main set: retrieve it here (else asyncio logs "Future exception was never retrieved").
+                started.exception()
             raise
         except BaseException:
             await asyncio.wait([self._main_task])  # cleanup done, state is disconnected
@@ -778,6 +882,19 @@ class HubConnection:
     async def wait_closed(self) -> None:
         """Wait until the connection is closed for good (stop, policy gave up, Close without reconnect)."""
         await self._closed_event.wait()
+
+    def buffer_usage(self) -> BufferUsage:
+        """Bytes and invocations held for dispatch and for a stateful resume now, with their limits."""
+        queue = self._dispatch_queue
+        buffer = self._buffer
+        return BufferUsage(
+            dispatch_bytes=queue.bytes if queue is not None else 0,
+            dispatch_invocations=queue.size if queue is not None else 0,
+            dispatch_limit_bytes=self._max_dispatch_bytes,
+            dispatch_limit_invocations=self._dispatch_queue_size,
+            replay_bytes=buffer.buffered_bytes if buffer is not None else 0,
+            replay_limit_bytes=self._stateful_buffer_size,
+        )
 
     async def send(self, target: str, *args: Any) -> None:
         """Non-blocking invocation: no invocation id, no Completion."""
@@ -898,7 +1015,10 @@ class HubConnection:
         if self._http_client is not None:
             yield self._http_client
             return
-        async with httpx.AsyncClient(timeout=self._negotiate_timeout, follow_redirects=True) as client:
+        options = httpx_proxy_options(self._proxy)
+        async with httpx.AsyncClient(
+            timeout=self._negotiate_timeout, follow_redirects=True, **options
+        ) as client:
             yield client
 
     async def _negotiate_once(self, url: str, token: str | None) -> _Negotiated | _Redirect:
@@ -907,29 +1027,48 @@ class HubConnection:
         if query_token:
             negotiate_url = _with_query(negotiate_url, access_token=query_token)
         log.debug("signalr.negotiate", url=redact_url(negotiate_url))
+        limit = self._max_negotiate_bytes
         try:
-            async with self._http() as client:
-                response = await client.post(
+            async with (
+                asyncio.timeout(self._negotiate_timeout),
+                self._http() as client,
+                client.stream(
+                    "POST",
                     negotiate_url,
                     headers=self._auth_headers(token),
                     content=b"",
                     timeout=self._negotiate_timeout,
-                )
-        except httpx.HTTPError as exc:
+                ) as response,
+            ):
+                status = response.status_code
+                if status in (401, 403):
+                    raise _AuthRejected(status, token, "negotiate")
+                if status != 200:
+                    hint = " (not a SignalR endpoint, or a proxy is in the way)" if status == 404 else ""
+                    raise NegotiateError(f"Unexpected status code returned from negotiate '{status}'{hint}")
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise NegotiateError(
+                        f"negotiate response too large: {declared} bytes declared, limit {limit}"
+                    )
+                content = bytearray()
+                async for chunk in response.aiter_bytes():
+                    content += chunk
+                    if len(content) > limit:
+                        raise NegotiateError(f"negotiate response too large: over the {limit}-byte limit")
+        except TimeoutError:
             raise NegotiateError(
-                f"Failed to complete negotiation with the server at {redact_url(url)}: {type(exc).__name__}"
+                f"no complete negotiate response from {redact_url(url)} within {self._negotiate_timeout} s"
             ) from None
-        if response.status_code in (401, 403):
-            raise _AuthRejected(response.status_code, token, "negotiate")
-        if response.status_code != 200:
-            hint = (
-                " (not a SignalR endpoint, or a proxy is in the way)" if response.status_code == 404 else ""
-            )
+        except httpx.HTTPError as exc:
+            proxy = resolve_proxy(negotiate_url, self._proxy)
+            via = f" via proxy {redact_proxy(proxy)}" if proxy else ""
             raise NegotiateError(
-                f"Unexpected status code returned from negotiate '{response.status_code}'{hint}"
-            )
+                f"Failed to complete negotiation with the server at {redact_url(url)}{via}: "
+                f"{type(exc).__name__}"
+            ) from None
         try:
-            body = msgspec.json.decode(response.content)
+            body = msgspec.json.decode(content)
         except msgspec.DecodeError:
             raise NegotiateError("negotiate response is not JSON") from None
         if not isinstance(body, dict):
@@ -970,18 +1109,20 @@ class HubConnection:
     async def _open_ws(self, url: str, token: str | None) -> ClientConnection:
         ws_url = build_ws_url(url, access_token=self._token_query(token))
         check_url_security(ws_url, self._allow_insecure)
-        log.debug("signalr.websocket_connect", url=redact_url(ws_url))
+        proxy = resolve_proxy(ws_url, self._proxy)
+        log.debug("signalr.websocket_connect", url=redact_url(ws_url), proxy=redact_proxy(proxy))
         extra: dict[str, Any] = {"ssl": self._ssl} if self._ssl is not None else {}
         try:
             return await websockets.connect(
                 ws_url,
                 additional_headers=self._auth_headers(token),
                 max_size=self._max_frame_size,
+                max_queue=self._read_ahead,
                 open_timeout=self._handshake_timeout,
                 close_timeout=self._close_timeout,
                 ping_interval=None,
                 ping_timeout=None,
-                proxy=None,
+                proxy=proxy,
                 **extra,
             )
         except InvalidStatus as exc:
@@ -992,9 +1133,13 @@ class HubConnection:
                 f"WebSocket upgrade to {redact_url(ws_url)} refused with HTTP {status}"
             ) from None
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+            via = f" via proxy {redact_proxy(proxy)}" if proxy else ""
+            detail = str(exc)
+            if "access_token" in detail or (proxy and "@" in detail):
+                detail = "[redacted]"
             raise HubConnectionError(
-                f"WebSocket connect to {redact_url(ws_url)} failed: {type(exc).__name__}: "
-                f"{redact_url(str(exc)) if 'access_token' not in str(exc) else '[redacted]'}"
+                f"WebSocket connect to {redact_url(ws_url)}{via} failed: {type(exc).__name__}: "
+                f"{redact_url(detail)}"
             ) from None
 
     async def _establish(self) -> None:
@@ -1049,6 +1194,8 @@ class HubConnection:
             async with asyncio.timeout(self._handshake_timeout):
                 while True:
                     frame = await ws.recv(decode=False)
+                    if self._text and not frame.isascii():
+                        _check_utf8(frame)
                     received += frame
                     if len(received) > self._max_message_size:
                         raise HandshakeError("handshake response too large")
@@ -1061,6 +1208,8 @@ class HubConnection:
             raise HandshakeError(f"the server closed the WebSocket during the handshake ({exc})") from None
         except proto.ProtocolError as exc:
             raise HandshakeError(f"Error parsing handshake response: {exc}") from None
+        self._connected_at = time.monotonic()
+        self.stats.connections_opened += 1
         if response.error:
             raise HandshakeError(f"Server returned handshake error: {response.error}")
         self._reader = self._protocol.reader(max_message_size=self._max_message_size)
@@ -1087,19 +1236,24 @@ class HubConnection:
                     second.status,
                 ) from None
 
-    async def _abort(self, ws: ClientConnection) -> None:
+    async def _abort(self, ws: ClientConnection, code: int = 1000, reason: str = "") -> None:
         try:
             async with asyncio.timeout(self._close_timeout):
-                await ws.close()
+                await ws.close(code, reason)
         except Exception:
             ws.transport.abort()
 
-    async def _connect_with_policy(self, reason: BaseException | None, *, initial: bool) -> bool:
-        """Attempt until connected (True) or the policy gives up (False, or raises on initial start)."""
+    async def _connect_with_policy(
+        self, reason: BaseException | None, *, initial: bool, failures: int = 0
+    ) -> bool:
+        """Attempt until connected (True) or the policy gives up (False, or raises on initial start).
+
+        `failures`: short-lived connections lost in a row before this call; they count as failed
+        attempts, so the policy's delays continue from there instead of starting at retry 0."""
         started_at = time.monotonic()
-        attempts = 0
+        attempts = failures
         last: BaseException | None = reason
-        delay: float | None = 0.0 if initial else self._next_delay(0, 0.0, reason)
+        delay: float | None = 0.0 if initial else self._next_delay(attempts, 0.0, reason)
         if delay is None:
             return False
         if not initial:
@@ -1157,6 +1311,35 @@ class HubConnection:
             log.warning("signalr.dispatch_queue_stuck", queued=queue.size)
             self._spawn(queue.put(item))
 
+    def _note_connection_lost(self, error: BaseException | None) -> None:
+        """Healthy or short-lived? Count the streak and warn (rate-bounded) while flapping."""
+        now = time.monotonic()
+        at = self._connected_at
+        lived = now - at if at is not None else 0.0
+        if lived >= self._healthy_after:
+            if self._short_streak >= FLAPPING_AFTER:
+                log.info("signalr.flapping_ended", short_lived=self._short_streak, lived=round(lived, 3))
+            self._short_streak = 0
+            self._flap_unlogged = 0
+            return
+        self._short_streak += 1
+        self.stats.short_lived_connections += 1
+        if self._short_streak < FLAPPING_AFTER:
+            return
+        self._flap_unlogged += 1
+        last = self._flap_logged_at
+        if last is None or now - last >= FLAPPING_LOG_INTERVAL:
+            log.warning(
+                "signalr.flapping",
+                consecutive_short_lived=self._short_streak,
+                since_last_warning=self._flap_unlogged,
+                lived=round(lived, 3),
+                healthy_after=self._healthy_after,
+                error=_describe(error),
+            )
+            self._flap_logged_at = now
+            self._flap_unlogged = 0
+
     def _next_delay(self, count: int, elapsed: float, reason: BaseException | None) -> float | None:
         try:
             delay = self._retry_policy.next_delay(count, elapsed, reason)
@@ -1181,8 +1364,10 @@ class HubConnection:
         self._give_up_error = None
         self._closing = False
         self._abandoned = False
+        self._short_streak = 0
+        self._connected_at = None
         self._leftover.clear()
-        queue = _DispatchQueue(self._dispatch_queue_size)
+        queue = _DispatchQueue(self._dispatch_queue_size, self._max_dispatch_bytes)
         self._dispatch_queue = queue
         dispatcher = asyncio.create_task(self._dispatch_loop(queue), name="signalr:dispatcher")
         self._dispatcher = dispatcher
@@ -1199,14 +1384,23 @@ class HubConnection:
                     close_error = ended.error
                     log.warning("signalr.closed_by_server", error=_describe(ended.error), reconnect=False)
                     break
-                if ended.resumable and self._buffer is not None and await self._resume():
-                    continue
+                self._note_connection_lost(ended.error)
+                if ended.resumable and self._buffer is not None:
+                    if self._short_streak:  # a resume that drops at once must not spin either
+                        delay = self._next_delay(self._short_streak, 0.0, ended.error)
+                        if delay is None:
+                            close_error = ended.error
+                            break
+                        await asyncio.sleep(delay)
+                    if await self._resume():
+                        self._connected_at = time.monotonic()
+                        continue
                 self._fail_pending(
                     ConnectionLostError(
                         f"connection lost: {_describe(ended.error) or 'closed by the server'}"
                     )
                 )
-                if await self._connect_with_policy(ended.error, initial=False):
+                if await self._connect_with_policy(ended.error, initial=False, failures=self._short_streak):
                     self._state = ConnectionState.CONNECTED
                     log.info("signalr.reconnected", connection_id=self._connection_id)
                     # Queued ahead of everything the new transport will decode, and run by the
@@ -1293,6 +1487,8 @@ class HubConnection:
             self._ws = None
         if ended.error is None or isinstance(ended.error, ServerClosedError):
             await self._abort(ws)  # the server said goodbye: close the WebSocket politely
+        elif isinstance(ended.error, InvalidTextFrameError):
+            await self._abort(ws, code=1007, reason="invalid UTF-8")  # RFC 6455 7.4.1
         else:
             ws.transport.abort()  # dead, half-open or broken: do not wait for a close handshake
         if not self._stopping:
@@ -1309,6 +1505,7 @@ class HubConnection:
         feed = reader.feed
         server_timeout = self._server_timeout
         handle = self._handle_messages
+        text = self._text
         while True:
             try:
                 async with asyncio.timeout(server_timeout):  # only the wait on the socket is timed
@@ -1327,36 +1524,44 @@ class HubConnection:
                     ConnectionLostError(f"WebSocket closed ({exc})"), allow_reconnect=True, resumable=True
                 )
             try:
+                if text and not data.isascii():
+                    _check_utf8(data)
                 messages = feed(data)
             except proto.ProtocolError as exc:
                 return _Ended(exc, allow_reconnect=True, resumable=False)
             if messages:
-                ended = await handle(messages)
+                ended = await handle(messages, len(data))
                 if ended is not None:
                     return ended
 
-    async def _handle_messages(self, messages: list[proto.HubMessage]) -> _Ended | None:
-        """One frame's messages. Its invocations go to the dispatcher as one batch; the hot case
-        (no stateful buffer, nothing but invocations) costs one list comprehension and one put."""
+    async def _handle_messages(self, messages: list[proto.HubMessage], nbytes: int = 0) -> _Ended | None:
+        """One frame's messages (`nbytes` on the wire). Its invocations go to the dispatcher as one
+        batch; the hot case (no stateful buffer, nothing but invocations) costs one list
+        comprehension and one put."""
         if self._buffer is None:
             batch = cast(_Batch, [m for m in messages if m.__class__ is _INVOCATION])
             if len(batch) == len(messages):
                 self.stats.invocations_decoded += len(batch)
                 queue = self._dispatch_queue
                 assert queue is not None
-                if not queue.put_nowait(batch):
-                    await self._hand_over(queue, batch, messages, len(messages))
+                if not queue.put_nowait(batch, nbytes):
+                    await self._hand_over(queue, batch, messages, len(messages), nbytes)
                 return None
-        return await self._handle_mixed(messages)
+        return await self._handle_mixed(messages, nbytes)
 
     async def _hand_over(
-        self, queue: _DispatchQueue, batch: _Batch, messages: list[proto.HubMessage], resume_at: int
+        self,
+        queue: _DispatchQueue,
+        batch: _Batch,
+        messages: list[proto.HubMessage],
+        resume_at: int,
+        nbytes: int = 0,
     ) -> None:
         """Wait for room for `batch` (already counted as decoded). Cancelled (stop() came): nothing
         was queued, so the batch and the invocations of `messages[resume_at:]` are kept for the
         final drain, in order."""
         try:
-            await queue.put(batch)
+            await queue.put(batch, nbytes)
         except asyncio.CancelledError:
             self._leftover.append(batch)
             self._keep_rest(messages, resume_at)
@@ -1374,13 +1579,15 @@ class HubConnection:
             self.stats.invocations_decoded += len(rest)
             self._leftover.append(rest)
 
-    async def _handle_mixed(self, messages: list[proto.HubMessage]) -> _Ended | None:
+    async def _handle_mixed(self, messages: list[proto.HubMessage], nbytes: int = 0) -> _Ended | None:
         """The general case: stateful sequence tracking and non-invocation messages. Invocations
         collected so far are handed over before any message whose effect a handler could observe
-        (StreamItem, Completion, Close, Sequence), so the order of effects is the arrival order."""
+        (StreamItem, Completion, Close, Sequence), so the order of effects is the arrival order.
+        Each batch is charged its share of the frame's `nbytes` (by message count)."""
         buffer = self._buffer
         queue = self._dispatch_queue
         assert queue is not None
+        per_message = nbytes // len(messages) if messages else 0
         batch: _Batch = []
         for index, message in enumerate(messages):
             if buffer is not None and not buffer.should_process(message):
@@ -1396,8 +1603,9 @@ class HubConnection:
                 continue
             if batch:
                 self.stats.invocations_decoded += len(batch)
-                if not queue.put_nowait(batch):
-                    await self._hand_over(queue, batch, messages, index + 1)
+                cost = per_message * len(batch)
+                if not queue.put_nowait(batch, cost):
+                    await self._hand_over(queue, batch, messages, index + 1, cost)
                 batch = []
             try:
                 ended = await self._handle_other(message, buffer)
@@ -1408,8 +1616,9 @@ class HubConnection:
                 return ended
         if batch:
             self.stats.invocations_decoded += len(batch)
-            if not queue.put_nowait(batch):
-                await self._hand_over(queue, batch, messages, len(messages))
+            cost = per_message * len(batch)
+            if not queue.put_nowait(batch, cost):
+                await self._hand_over(queue, batch, messages, len(messages), cost)
         return None
 
     async def _handle_other(self, message: proto.HubMessage, buffer: _MessageBuffer | None) -> _Ended | None:
@@ -1555,12 +1764,20 @@ class HubConnection:
                                     if result is not None and inspect.isawaitable(result):
                                         await result
                             except Exception as exc:
-                                log.error("signalr.handler_failed", target=target, error=_describe(exc))
+                                log.error(
+                                    "signalr.handler_failed",
+                                    target=target[:MAX_TARGET_LENGTH],
+                                    error=_describe(exc),
+                                )
                         else:
                             try:
                                 await self._dispatch(message, route)
                             except Exception as exc:  # never let one invocation stop the dispatcher
-                                log.error("signalr.dispatch_failed", target=target, error=_describe(exc))
+                                log.error(
+                                    "signalr.dispatch_failed",
+                                    target=target[:MAX_TARGET_LENGTH],
+                                    error=_describe(exc),
+                                )
                         done += 1
                 finally:
                     stats.invocations_dispatched += done
@@ -1571,6 +1788,8 @@ class HubConnection:
         handlers = tuple(self._handlers.get(target.lower(), ()))
         raw = self._raw_handler if not handlers and self._raw_arguments else None
         route = _Route(handlers, raw, raw is not None and inspect.iscoroutinefunction(raw))
+        if len(target) > MAX_TARGET_LENGTH:
+            return route  # dispatched, never cached: the hub picks these names
         if len(self._routes) >= _MAX_ROUTES:
             self._routes.clear()
         self._routes[target] = route
@@ -1634,7 +1853,9 @@ class HubConnection:
             try:
                 raw_result = await _maybe_await(raw_handler(message.target, message.arguments))
             except Exception as exc:
-                log.error("signalr.handler_failed", target=message.target, error=_describe(exc))
+                log.error(
+                    "signalr.handler_failed", target=message.target[:MAX_TARGET_LENGTH], error=_describe(exc)
+                )
                 if expects:
                     await self._send_completion(message.invocation_id, error=str(exc))
                 return
@@ -1646,9 +1867,14 @@ class HubConnection:
             return
         handlers = route.handlers
         if not handlers:
-            if message.target.lower() not in self._warned_targets:
-                self._warned_targets.add(message.target.lower())
-                log.warning("signalr.no_handler", target=message.target)
+            key = message.target.lower()[:MAX_TARGET_LENGTH]
+            if key not in self._warned_targets and len(self._warned_targets) < _MAX_ROUTES:
+                self._warned_targets.add(key)  # warned once per name, for at most _MAX_ROUTES names
+                log.warning(
+                    "signalr.no_handler",
+                    target=message.target[:MAX_TARGET_LENGTH],
+                    target_length=len(message.target),
+                )
             if expects:
                 await self._send_completion(message.invocation_id, error=NO_RESULT_ERROR)
             return
@@ -1665,7 +1891,9 @@ class HubConnection:
                 error = None
             except Exception as exc:
                 error = exc
-                log.error("signalr.handler_failed", target=message.target, error=_describe(exc))
+                log.error(
+                    "signalr.handler_failed", target=message.target[:MAX_TARGET_LENGTH], error=_describe(exc)
+                )
         if not expects:
             return
         if multiple:
@@ -1710,7 +1938,14 @@ async def _maybe_await(value: Any) -> Any:
 
 
 def _describe(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return describe_error(error) if error is not None else None
+
+
+def _check_utf8(data: bytes) -> None:
+    """Raise InvalidTextFrameError unless `data` is valid UTF-8 (callers skip pure ASCII first)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidTextFrameError(
+            f"invalid UTF-8 in a text frame at byte {exc.start} of {len(data)}"
+        ) from None

@@ -5,8 +5,13 @@ the connection was lost (or since the first start attempt), and the error that c
 failure, how many seconds to wait before the next attempt — or `None` to give up.
 
 Presets:
-- `DaemonRetryPolicy()` (the default): 0 s, then exponential backoff with full jitter
-  (uniform in [0, min(cap, base * 2**(n-1))]) capped at 30 s; never gives up.
+- `DaemonRetryPolicy()` (the default): 0 s, then exponential backoff with jitter: uniform in
+  [jitter_floor * c, c] where c = min(cap, base * 2**(n-1)) ("equal jitter" with the default floor
+  0.5), capped at 5 s; never gives up. The cap is the recovery bound: once the hub is back, the
+  next attempt comes within `cap` seconds whatever the outage length. The floor is the rate bound:
+  at the cap there are at least `cap * jitter_floor` (2.5 s) between attempts, so a hub that fails
+  or drops every connection at once sees at most ~26 attempts a minute (full jitter, floor 0,
+  averages 24 a minute at a 5 s cap but exceeds 30 in a few percent of minutes).
 - `OFFICIAL` (`FixedDelaysRetryPolicy((0, 2, 10, 30))`): the @microsoft/signalr
   `withAutomaticReconnect()` default — four attempts, then stop.
 - `NEVER` (`NeverRetryPolicy()`): no automatic reconnect.
@@ -28,11 +33,12 @@ class RetryPolicy(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DaemonRetryPolicy:
-    """0 s first, then full-jitter exponential backoff capped at `cap` seconds, forever."""
+    """0 s first, then jittered exponential backoff in [jitter_floor * c, c], c capped at `cap`, forever."""
 
     first_delay: float = 0.0
     base: float = 1.0
-    cap: float = 30.0
+    cap: float = 5.0
+    jitter_floor: float = 0.5
     uniform: Callable[[float, float], float] = field(default=random.uniform, compare=False, repr=False)
 
     def next_delay(self, previous_retry_count: int, elapsed: float, reason: BaseException | None) -> float:
@@ -40,7 +46,8 @@ class DaemonRetryPolicy:
             return self.first_delay
         exponent = min(previous_retry_count - 1, 62)
         ceiling = min(self.cap, self.base * float(2**exponent))
-        return min(self.cap, max(0.0, self.uniform(0.0, ceiling)))
+        floor = ceiling * min(1.0, max(0.0, self.jitter_floor))
+        return min(self.cap, max(0.0, self.uniform(floor, ceiling)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -343,6 +343,7 @@ class HubServer:
         self._groups: dict[str, set[str]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._refuse: tuple[int, float] | None = None
+        self._flap: tuple[str, float] | None = None
         self._invocation_counter = 0
 
     # --- registration ----------------------------------------------------------------------------------
@@ -528,6 +529,30 @@ class HubServer:
 
     def accept_upgrades(self) -> None:
         self._refuse = None
+
+    FLAP_MODES = ("close", "malformed", "invalid_utf8")
+
+    def flap(self, mode: str, duration: float) -> None:
+        """For `duration` s, end every new connection right after its handshake: `close` sends
+        Close(allowReconnect=true), `malformed` an unparseable message, `invalid_utf8` a text frame
+        that is not UTF-8 (binary protocols get the malformed message instead)."""
+        if mode not in self.FLAP_MODES:
+            raise ValueError(f"mode must be one of {', '.join(self.FLAP_MODES)}")
+        self._flap = (mode, time.monotonic() + duration)
+
+    async def _flap_now(self, conn: _Connection) -> None:
+        if self._flap is None:
+            return
+        mode, until = self._flap
+        if time.monotonic() >= until:
+            self._flap = None
+            return
+        if mode == "close":
+            await conn.close(error="Server is flapping.", allow_reconnect=True)
+        elif mode == "invalid_utf8" and conn.protocol is not None and conn.protocol.name == "json":
+            conn.enqueue(b'{"type":1,"target":"Flap","arguments":["\xff\xfe"]}\x1e', trackable=False)
+        else:
+            self.send_malformed(conn.id)
 
     def send_malformed(self, connection_id: str | None = None) -> int:
         """Send bytes the connection's protocol cannot parse (bypassing sequence tracking)."""
@@ -765,6 +790,7 @@ class HubServer:
             if handshake is None:
                 return
             reader, rest = handshake
+            await self._flap_now(conn)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._writer(conn, t))

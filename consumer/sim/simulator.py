@@ -9,7 +9,9 @@ the same keyword arguments; loopback clients only):
   drop_all, close_all(allow_reconnect), half_open(seconds=None), end_half_open,
   refuse_upgrades(status=401|503, seconds), expire_tokens, idp_fail(status=429|503, seconds),
   idp_slow(delay, seconds), malformed, oversized(size), restart(down_seconds=0), reset_event(event_id)
-  (ReceiveReset), new_session(event_id) (the next session: new sessionId, no ReceiveReset), clear.
+  (ReceiveReset), new_session(event_id) (the next session: new sessionId, no ReceiveReset),
+  flap(mode=close|malformed|invalid_utf8, seconds) (every new connection ended right after its
+  handshake), clear.
 `GET /admin/state` returns counters and the connection list.
 """
 
@@ -147,6 +149,10 @@ class Faults:
     def malformed(self) -> int:
         return self._sim.hub.server.send_malformed()
 
+    def flap(self, mode: str = "close", seconds: float = 10.0) -> int:
+        self._sim.hub.server.flap(mode, seconds)
+        return 0
+
     def oversized(self, size: int = 2 * 1024 * 1024) -> int:
         return self._sim.hub.server.send_oversized(size)
 
@@ -172,6 +178,7 @@ class Faults:
         self._sim.idp.clear_faults()
         self._sim.hub.server.accept_upgrades()
         self._sim.hub.server.end_half_open()
+        self._sim.hub.server.flap("close", 0.0)  # a zero-length flap window ends one in progress
         return 0
 
 
@@ -186,6 +193,7 @@ _FAULTS = (
     "idp_slow",
     "malformed",
     "oversized",
+    "flap",
     "restart",
     "reset_event",
     "new_session",

@@ -2,31 +2,50 @@
 
 Public API:
 - `Sink` (protocol: open / write(lines) / flush / reopen / close), `PartialWrite`
-- `SinkWorker(sink, queue_size=, overflow=, max_pending=, include=, exclude=)`: bounded queue +
-  writer task; hot path `offer(line) -> bool` / `await put(line)`; `start()`, `close(timeout)`,
-  `request_reopen()`, `depth`, `stats`
+- `SinkWorker(sink, queue_size=, overflow=, max_pending=, max_queue_bytes=, max_buffered_bytes=,
+  include=, exclude=)`: queue bounded in lines and bytes + writer task; hot path `offer(line) -> bool`
+  / `await put(line)`; `start()`, `close(grace)`, `abandon()`, `request_reopen()`, `depth`,
+  `depth_bytes`, `stalled_seconds()`, `stats`
+- `SinkThread`, `stuck_threads()`: each sink's blocking calls run in its own daemon thread
 - `FileSink`, `StdoutSink`, `build_worker(cfg: SinkConfig) -> SinkWorker`
 - `FileSink.written_generation` / `.synced_generation`: completed writes vs writes known durable
   (the interval fsync runs beside writes; a write that lands during an fsync counts at the next one)
 
-A broker sink is one new module implementing `Sink` plus a branch in `build_worker`.
+A broker sink is one new module implementing `Sink` plus a branch in `build_worker`:
+- `NatsSink` (consumer.sinks.nats, needs the `nats` extra): JetStream publish with acks.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from consumer.sinks.base import PartialWrite, Sink, SinkStats, SinkWorker
 from consumer.sinks.file import FileSink
 from consumer.sinks.stdout import StdoutSink
+from consumer.sinks.threads import SinkThread, stuck_threads
 
 if TYPE_CHECKING:
-    from consumer.config import SinkConfig
+    from consumer.config import Config, SinkConfig
 
-__all__ = ["FileSink", "PartialWrite", "Sink", "SinkStats", "SinkWorker", "StdoutSink", "build_worker"]
+__all__ = [
+    "FileSink",
+    "PartialWrite",
+    "Sink",
+    "SinkStats",
+    "SinkThread",
+    "SinkWorker",
+    "StdoutSink",
+    "build_worker",
+    "stuck_threads",
+]
 
 
-def build_worker(cfg: SinkConfig) -> SinkWorker:
+def build_worker(
+    cfg: SinkConfig, *, config: Config | None = None, index: int = 0, env: Mapping[str, str] | None = None
+) -> SinkWorker:
+    """A worker for one `[[sinks]]` entry; a `nats` sink also needs the whole `config` ([nats])."""
     from consumer.config import sink_name
 
     sink: Sink
@@ -40,6 +59,24 @@ def build_worker(cfg: SinkConfig) -> SinkWorker:
             keep=cfg.keep,
             fsync=cfg.fsync,
             fsync_interval=cfg.fsync_interval_seconds,
+            create_dirs=cfg.create_dirs,
+        )
+    elif cfg.type == "nats":
+        from consumer.config import Config
+        from consumer.natsconn import connect_kwargs, require_nats
+
+        config = config or Config()
+        require_nats(config.source, f"sinks.{index}.type")
+        from consumer.sinks.nats import NatsSink
+
+        kwargs = connect_kwargs(config.nats, source=config.source, env=os.environ if env is None else env)
+        sink = NatsSink(
+            cfg.nats,
+            kwargs,
+            name=sink_name(cfg),
+            hub=config.hub.name,
+            source=config.source,
+            key=f"sinks.{index}.nats",
         )
     else:
         sink = StdoutSink(pretty=cfg.pretty, name=sink_name(cfg))
@@ -48,6 +85,8 @@ def build_worker(cfg: SinkConfig) -> SinkWorker:
         queue_size=cfg.queue_size,
         overflow=cfg.overflow,
         max_pending=cfg.max_buffered,
+        max_queue_bytes=cfg.max_queue_bytes,
+        max_buffered_bytes=cfg.max_buffered_bytes,
         include=cfg.include,
         exclude=cfg.exclude,
     )

@@ -14,6 +14,20 @@ therefore accept `flush()` running concurrently with `write()` (never with anoth
 
 Hot path contract (the relay): `worker.offer(line)` never awaits; it returns False only when the queue
 is full and the overflow policy is `block`, in which case the caller awaits `worker.put(line)`.
+
+Memory is bounded in bytes as well as in lines: the queue holds at most `max_queue_bytes` (and
+`queue_size` lines), the retry buffer `max_buffered_bytes` (and `max_pending` lines), a batch at most
+`max_batch_bytes` (and `max_batch` lines; a single longer line is its own batch). A sink's memory is
+therefore at most about `max_queue_bytes + max_buffered_bytes + max_batch_bytes` (the batch's joined
+copy), whatever the line sizes. `depth_bytes` reports queue + retry buffer bytes (/metrics).
+
+Progress: `stalled_seconds()` is how long lines have been waiting without any write call returning —
+a write hanging in the kernel (a pipe nobody reads, a dead NFS server); the systemd watchdog withholds
+WATCHDOG=1 past `[service] sink_stall_seconds`. A write that fails (ENOSPC, EIO) returns: the worker
+keeps the lines and retries, which a restart would not improve (it would lose the retry buffer), so a
+failing sink is reported by its logs and metrics, not by the watchdog. While a sink fails, the
+first failure is logged at once and then a `sink still failing` line at most every
+`failing_log_interval` seconds, until it recovers.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
+from consumer.errors import describe_error
 from consumer.logs import get_logger
 
 log = get_logger("consumer.sinks")
@@ -86,25 +101,33 @@ class SinkStats:
         self.dropped: dict[str, int] = {"overflow": 0, "sink_error": 0, "shutdown": 0}
 
 
+MiB = 1024 * 1024
+DEFAULT_QUEUE_BYTES = 16 * MiB
+DEFAULT_BUFFERED_BYTES = 32 * MiB
+DEFAULT_BATCH_BYTES = 4 * MiB
+CLOSE_TIMEOUT = 2.0
+
+
 def _describe(err: BaseException) -> str:
     if isinstance(err, PartialWrite):
         err = err.cause
     if isinstance(err, OSError) and err.errno is not None:
         name = errno.errorcode.get(err.errno, str(err.errno))
         return f"{name}: {err.strerror or err}"
-    return f"{type(err).__name__}: {err}"
+    return describe_error(err)
 
 
 class SinkWorker:
     """Bounded queue + writer task for one sink.
 
-    - `queue_size` bounds the lines waiting to be written; `overflow` decides what happens when it is
-      full: `block` makes the producer wait (counted in `stats.blocked`), `drop_oldest` discards the
-      oldest queued line (counted in `stats.dropped["overflow"]`).
+    - `queue_size` lines and `max_queue_bytes` bytes bound the lines waiting to be written; `overflow`
+      decides what happens when it is full: `block` makes the producer wait (counted in
+      `stats.blocked`), `drop_oldest` discards the oldest queued lines (`stats.dropped["overflow"]`).
     - While the sink fails (ENOSPC, EIO, ...), the failed batch and newly queued lines are kept in a
-      retry buffer of at most `max_pending` lines and retried with capped exponential backoff; beyond
-      that the oldest are dropped (`stats.dropped["sink_error"]`). The producer is therefore never
-      blocked for longer than the queue takes to move into the retry buffer.
+      retry buffer of at most `max_pending` lines and `max_buffered_bytes` bytes and retried with capped
+      exponential backoff; beyond that the oldest are dropped (`stats.dropped["sink_error"]`). The
+      producer is therefore never blocked for longer than the queue takes to move into the retry
+      buffer.
     """
 
     def __init__(
@@ -115,19 +138,27 @@ class SinkWorker:
         overflow: Overflow = "block",
         max_pending: int = 100_000,
         max_batch: int = 4096,
+        max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        max_buffered_bytes: int = DEFAULT_BUFFERED_BYTES,
+        max_batch_bytes: int = DEFAULT_BATCH_BYTES,
         retry_initial: float = 0.25,
         retry_max: float = 10.0,
+        failing_log_interval: float = 30.0,
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
     ) -> None:
-        if queue_size < 1 or max_pending < 1 or max_batch < 1:
-            raise ValueError("queue_size, max_pending and max_batch must be >= 1")
+        if min(queue_size, max_pending, max_batch, max_queue_bytes, max_buffered_bytes, max_batch_bytes) < 1:
+            raise ValueError("queue and buffer sizes (lines and bytes) must be >= 1")
         self.sink = sink
         self.name = sink.name
         self.queue_size = queue_size
         self.overflow = overflow
         self.max_pending = max(max_pending, max_batch)
         self.max_batch = max_batch
+        self.max_queue_bytes = max_queue_bytes
+        self.max_buffered_bytes = max_buffered_bytes
+        self.max_batch_bytes = min(max_batch_bytes, max_buffered_bytes)  # a batch is in the buffer
+        self.failing_log_interval = failing_log_interval
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.include = frozenset(include)
@@ -136,6 +167,11 @@ class SinkWorker:
         self.failing = False
         self._queue: deque[bytes] = deque()
         self._pending: deque[bytes] = deque()
+        self._queue_bytes = 0
+        self._pending_bytes = 0
+        self._progress_at = time.monotonic()  # last write call returned, or last wake-up from idle
+        self._failing_since = 0.0
+        self._failing_logged = 0.0
         self._items = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
@@ -155,30 +191,62 @@ class SinkWorker:
 
     def offer(self, line: bytes) -> bool:
         q = self._queue
-        if len(q) >= self.queue_size:
-            if self.overflow == "block":
-                return False
-            q.popleft()
-            self.stats.dropped["overflow"] += 1
+        size = self._queue_bytes + len(line)
+        if size > self.max_queue_bytes or len(q) >= self.queue_size:
+            return self._offer_full(line)
         q.append(line)
+        self._queue_bytes = size
         self._items.set()
         return True
+
+    def _offer_full(self, line: bytes) -> bool:
+        """`offer` when a bound is reached (a line longer than the byte bound is taken when alone)."""
+        q = self._queue
+        n = len(line)
+        if q and self.overflow == "block":
+            return False
+        dropped = 0
+        while q and (len(q) >= self.queue_size or self._queue_bytes + n > self.max_queue_bytes):
+            self._queue_bytes -= len(q.popleft())
+            dropped += 1
+        self.stats.dropped["overflow"] += dropped
+        q.append(line)
+        self._queue_bytes += n
+        self._items.set()
+        return True
+
+    def _full(self, n: int) -> bool:
+        q = self._queue
+        return len(q) >= self.queue_size or (bool(q) and self._queue_bytes + n > self.max_queue_bytes)
 
     async def put(self, line: bytes) -> None:
         """Queue a line, waiting for space when the policy is `block`."""
         if self.offer(line):
             return
         self.stats.blocked += 1
-        while len(self._queue) >= self.queue_size:
+        n = len(line)
+        while self._full(n):
             self._space.clear()
             await self._space.wait()
         self._queue.append(line)
+        self._queue_bytes += n
         self._items.set()
 
     @property
     def depth(self) -> int:
         """Lines queued plus lines held for retry."""
         return len(self._queue) + len(self._pending)
+
+    @property
+    def depth_bytes(self) -> int:
+        """Bytes of the lines queued plus those held for retry (the batch being written included)."""
+        return self._queue_bytes + self._pending_bytes
+
+    def stalled_seconds(self, now: float | None = None) -> float:
+        """Seconds lines have waited with no write call returning (0 while nothing waits)."""
+        if not self.depth:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - self._progress_at)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -190,7 +258,7 @@ class SinkWorker:
         await self.sink.open()
         self._task = asyncio.create_task(self._run(), name=f"sink:{self.name}")
 
-    async def close(self, grace: float | None = None, *, close_timeout: float = 2.0) -> None:
+    async def close(self, grace: float | None = None, *, close_timeout: float = CLOSE_TIMEOUT) -> None:
         """Stop accepting work, write what is queued (within `grace` seconds), flush, close the sink.
 
         Flush and close get `close_timeout` seconds more: a sink whose fsync or pipe write hangs (a dead
@@ -204,10 +272,9 @@ class SinkWorker:
                     await asyncio.shield(self._task)
             except TimeoutError:
                 self._task.cancel()
-                lost = self.depth
-                self.stats.dropped["shutdown"] += lost
-                log.error("sink drain timed out", sink=self.name, lost_records=lost)
                 await asyncio.gather(self._task, return_exceptions=True)
+                lost = self.abandon()
+                log.error("sink drain timed out", sink=self.name, lost_records=lost)
         try:
             async with asyncio.timeout(close_timeout):
                 await self._flush_settled()  # an interval flush still in flight finishes first
@@ -221,6 +288,15 @@ class SinkWorker:
             if self._flush_task is not None:
                 self._flush_task.cancel()  # its thread may still block; the task must not outlive us
 
+    def abandon(self) -> int:
+        """Give up on everything not yet written (shutdown): count it as dropped, return how many."""
+        lost = self.depth
+        self.stats.dropped["shutdown"] += lost
+        self._queue.clear()
+        self._pending.clear()
+        self._queue_bytes = self._pending_bytes = 0
+        return lost
+
     async def wait_idle(self) -> None:
         """Until everything queued so far has been written (tests, `flush` on demand)."""
         while self.depth:
@@ -232,21 +308,57 @@ class SinkWorker:
     def _take(self) -> list[bytes]:
         """Move queued lines into the retry buffer (bounded) and return the next batch."""
         q, pend = self._queue, self._pending
-        if not pend and not self.failing and len(q) <= self.max_batch:
+        if (
+            not pend
+            and not self.failing
+            and len(q) <= self.max_batch
+            and self._queue_bytes <= self.max_batch_bytes
+        ):
             # The common case: the whole queue is the next batch. Swap the two deques (O(1)) instead
             # of moving line by line; `offer()` reads `self._queue` afresh on every call.
             self._queue, self._pending = pend, q
+            self._queue_bytes, self._pending_bytes = 0, self._queue_bytes
             self._space.set()
             return list(q)
-        while q and (len(pend) < self.max_batch or self.failing):
-            pend.append(q.popleft())
-            if len(pend) > self.max_pending:
-                pend.popleft()
-                self.stats.dropped["sink_error"] += 1
+        dropped = 0
+        while q and (
+            self.failing or (len(pend) < self.max_batch and self._pending_bytes < self.max_batch_bytes)
+        ):
+            line = q.popleft()
+            n = len(line)
+            self._queue_bytes -= n
+            pend.append(line)
+            self._pending_bytes += n
+            while len(pend) > self.max_pending or (
+                self._pending_bytes > self.max_buffered_bytes and len(pend) > 1
+            ):
+                self._pending_bytes -= len(pend.popleft())
+                dropped += 1
+        self.stats.dropped["sink_error"] += dropped
         if len(q) < self.queue_size:
             self._space.set()
-        n = min(len(pend), self.max_batch)
-        return [pend[i] for i in range(n)]
+        batch: list[bytes] = []
+        size = 0
+        for line in pend:
+            if batch and (len(batch) >= self.max_batch or size + len(line) > self.max_batch_bytes):
+                break
+            batch.append(line)
+            size += len(line)
+        return batch
+
+    def _written(self, n: int) -> None:
+        """The first `n` lines of the retry buffer were stored."""
+        pend = self._pending
+        n = min(n, len(pend))  # abandon() may have emptied it meanwhile
+        if n == len(pend):
+            pend.clear()
+            self._pending_bytes = 0
+        else:
+            for _ in range(n):
+                self._pending_bytes -= len(pend.popleft())
+        self.stats.written += n
+        if n:
+            self._progress_at = time.monotonic()
 
     async def _run(self) -> None:
         delay = self.retry_initial
@@ -265,43 +377,59 @@ class SinkWorker:
                 if self._closing.is_set() and not self._queue:
                     return
                 await self._idle_wait()
+                self._progress_at = time.monotonic()  # lines that arrive now start a fresh wait
                 continue
             try:
                 await self.sink.write(batch)
             except (OSError, PartialWrite) as err:
-                done = err.done if isinstance(err, PartialWrite) else 0
-                for _ in range(done):
-                    self._pending.popleft()
-                self.stats.written += done
+                self._progress_at = time.monotonic()  # not hung: failing (kept and retried)
+                self._written(err.done if isinstance(err, PartialWrite) else 0)
                 self.stats.errors += 1
-                if not self.failing:
-                    self.failing = True
-                    log.error(
-                        "sink write failed; keeping records and retrying",
-                        sink=self.name,
-                        error=_describe(err),
-                        buffered=self.depth,
-                        max_buffered=self.max_pending,
-                    )
+                self._log_failure(err)
                 await self._backoff(delay)
                 delay = min(self.retry_max, delay * 2)
                 continue
-            pend = self._pending
-            if len(batch) == len(pend):
-                pend.clear()
-            else:
-                for _ in range(len(batch)):
-                    pend.popleft()
-            self.stats.written += len(batch)
+            self._written(len(batch))
             if self._dirty_since is None:
                 self._dirty_since = time.monotonic()
             if self.failing:
                 self.failing = False
                 delay = self.retry_initial
                 log.warning(
-                    "sink recovered", sink=self.name, dropped_while_failing=self.stats.dropped["sink_error"]
+                    "sink recovered",
+                    sink=self.name,
+                    dropped_while_failing=self.stats.dropped["sink_error"],
+                    failed_seconds=round(time.monotonic() - self._failing_since, 3),
                 )
             await self._sync_if_dirty()
+
+    def _log_failure(self, err: BaseException) -> None:
+        """The first failure at once, then at most one line per `failing_log_interval` while failing."""
+        now = time.monotonic()
+        if not self.failing:
+            self.failing = True
+            self._failing_since = self._failing_logged = now
+            log.error(
+                "sink write failed; keeping records and retrying",
+                sink=self.name,
+                error=_describe(err),
+                buffered=self.depth,
+                buffered_bytes=self.depth_bytes,
+                max_buffered=self.max_pending,
+                max_buffered_bytes=self.max_buffered_bytes,
+            )
+        elif now - self._failing_logged >= self.failing_log_interval:
+            self._failing_logged = now
+            log.error(
+                "sink still failing",
+                sink=self.name,
+                error=_describe(err),
+                failing_seconds=round(now - self._failing_since, 3),
+                written=self.stats.written,
+                buffered=self.depth,
+                buffered_bytes=self.depth_bytes,
+                dropped=self.stats.dropped["sink_error"],
+            )
 
     async def _sync_if_dirty(self, force: bool = False) -> None:
         """Start an interval flush in the background when due; `force`: flush now and wait for it.

@@ -1,12 +1,23 @@
 """Append JSON lines to a file: whole lines only, rotation, fsync policy, reopen on SIGHUP.
 
 Guarantees and choices:
-- **Whole lines or nothing.** A batch is written with `os.write` calls on an `O_APPEND` descriptor
-  that we alone write to. We track the last good offset (end of the last complete batch). If a write
-  fails part-way (ENOSPC, EIO), the torn tail is truncated back to that offset and the batch is kept
-  by the worker for a retry. If even the truncate fails, the next attempt truncates first (the file's
-  size is compared with the good offset before every write), so a torn line never stays followed by
-  more data. If the file shrank under us (logrotate `copytruncate`), the new size is accepted.
+- **Whole lines only.** A batch is written with `os.write` calls on an `O_APPEND` descriptor that we
+  alone write to. We track the last good offset (end of the last complete line). If a write fails
+  part-way (ENOSPC, EIO), the whole lines that made it stay (the worker counts them written and keeps
+  the rest for a retry) and the torn tail after the last of them is truncated away: with little free
+  space the sink makes progress with partial batches instead of retrying all-or-nothing. If even the
+  truncate fails, the next attempt truncates first (the file's size is compared with the good offset
+  before every write), so a torn line never stays followed by more data. If the file shrank under us
+  (logrotate `copytruncate`), the new size is accepted.
+- **Torn tail repaired on open.** A crash (SIGKILL, power loss) in the middle of a write can leave a
+  partial last line. Opening an existing file that does not end with a newline truncates it after its
+  last newline and logs `torn tail repaired` with the bytes dropped, so the next line starts on a line
+  of its own and every line of the file parses.
+- **Unlinked file / vanished directory.** Before every batch (one `stat` call) the path is compared
+  with the open descriptor: if the file was deleted, renamed away or replaced (another inode at PATH),
+  or its directory removed, the sink logs `sink file missing or replaced; reopening` and opens PATH
+  again, recreating the directory (mode 0750) when `create_dirs` is set; otherwise the writes fail
+  (ENOENT, records kept and retried by the worker) until the directory is back.
 - **Mode 0640** for files we create (set explicitly, whatever the umask).
 - **Rotation** by size (`rotate_bytes`: the file is rotated before a line would take it past the
   limit) and/or daily (the first write on a new UTC date rotates). Rotated files are `PATH.1` (newest)
@@ -24,15 +35,17 @@ Guarantees and choices:
   `synced_generation` to it, so a write that lands during an fsync stays unsynced until the next
   flush or the close.
 
-Blocking file calls run in a worker thread (`asyncio.to_thread`), one batch per call.
+Blocking file calls run in the sink's own daemon threads (`SinkThread`: one for open/write/reopen/close,
+one for the interval fsync), one batch per call; a thread stuck in the kernel cannot keep the process
+alive at exit.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +54,7 @@ from typing import Literal
 
 from consumer.logs import get_logger
 from consumer.sinks.base import PartialWrite
+from consumer.sinks.threads import SinkThread
 
 log = get_logger("consumer.sinks.file")
 
@@ -49,6 +63,8 @@ Syncer = Callable[[int], None]
 FsyncPolicy = Literal["never", "interval", "always"]
 
 FILE_MODE = 0o640
+DIR_MODE = 0o750
+_TAIL_CHUNK = 64 * 1024
 
 
 def _utc_day(t: float | None = None) -> str:
@@ -69,6 +85,7 @@ class FileSink:
         writer: Writer = os.write,
         syncer: Syncer | None = None,
         clock: Callable[[], float] = time.time,
+        create_dirs: bool = False,
     ) -> None:
         """`writer`/`syncer` replace `os.write`/`os.fsync` (tests: faults, gates); `clock` the UTC time."""
         self.path = Path(path)
@@ -81,7 +98,9 @@ class FileSink:
         self._writer = writer
         self._syncer = syncer
         self._clock = clock
+        self.create_dirs = create_dirs
         self._fd: int | None = None
+        self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the open regular file
         self._good = 0  # offset just after the last complete line
         self._day = ""
         # Held by fsync and by whatever closes or replaces `_fd`; never by a plain append.
@@ -89,6 +108,8 @@ class FileSink:
         self._written_gen = 0  # completed writes (batches or rotation chunks), ever
         self._synced_gen = 0  # writes up to this generation are known durable
         self._fsync_unsupported = False
+        self._io = SinkThread(f"sink:{self.name}")
+        self._sync_thread = SinkThread(f"sink-fsync:{self.name}")
 
     @property
     def written_generation(self) -> int:
@@ -103,34 +124,101 @@ class FileSink:
     # -- async interface (one thread hop per call) ---------------------------------------------
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._open)
+        await self._io.run(self._open)
 
     async def write(self, lines: Sequence[bytes]) -> None:
-        await asyncio.to_thread(self._write_batch, lines)
+        await self._io.run(self._write_batch, lines)
 
     async def flush(self) -> None:
-        await asyncio.to_thread(self._sync)
+        await self._sync_thread.run(self._sync)
 
     async def reopen(self) -> None:
-        await asyncio.to_thread(self._reopen)
+        await self._io.run(self._reopen)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._close)
+        try:
+            await self._io.run(self._close)
+        finally:
+            self._io.stop()
+            self._sync_thread.stop()
 
     # -- blocking implementation ---------------------------------------------------------------
 
     def _open(self) -> None:
+        try:
+            fd = self._open_fd()
+        except FileNotFoundError:
+            if not self.create_dirs:
+                raise
+            os.makedirs(self.path.parent, mode=DIR_MODE, exist_ok=True)
+            log.warning("sink directory created", sink=self.name, directory=str(self.path.parent))
+            fd = self._open_fd()
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                self._ident = (st.st_dev, st.st_ino)
+                size = self._repair_tail(fd, st.st_size)
+            else:  # /dev/null, a FIFO, a terminal: nothing to repair or watch
+                self._ident = None
+                size = st.st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        self._good = size
+        self._day = _utc_day(st.st_mtime) if self._good else _utc_day(self._clock())
+        with self._fd_lock:
+            self._fd = fd
+
+    def _open_fd(self) -> int:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         try:
             fd = os.open(self.path, flags | os.O_EXCL, FILE_MODE)
             os.fchmod(fd, FILE_MODE)
         except FileExistsError:
             fd = os.open(self.path, flags, FILE_MODE)
-        st = os.fstat(fd)
-        self._good = st.st_size
-        self._day = _utc_day(st.st_mtime) if self._good else _utc_day(self._clock())
-        with self._fd_lock:
-            self._fd = fd
+        return fd
+
+    def _repair_tail(self, fd: int, size: int) -> int:
+        """Truncate a partial last line (a crash mid-write); return the file's size afterwards."""
+        if size == 0:
+            return 0
+        try:
+            rfd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except PermissionError:  # a write-only file: we cannot look, so we append as before
+            log.warning("cannot read the sink file to check for a torn tail", sink=self.name)
+            return size
+        try:
+            if os.pread(rfd, 1, size - 1) == b"\n":
+                return size
+            end = size
+            cut = 0
+            while end > 0:  # search backwards for the last newline, a chunk at a time
+                start = max(0, end - _TAIL_CHUNK)
+                at = os.pread(rfd, end - start, start).rfind(b"\n")
+                if at >= 0:
+                    cut = start + at + 1
+                    break
+                end = start
+        finally:
+            os.close(rfd)
+        os.ftruncate(fd, cut)
+        log.warning("torn tail repaired", sink=self.name, bytes_dropped=size - cut, size=cut)
+        return cut
+
+    def _check_path(self, st: os.stat_result) -> None:
+        """Reopen when PATH no longer names the open file (deleted, renamed away, replaced, dir gone)."""
+        if self._ident is None:
+            return
+        try:
+            now = os.stat(self.path)
+            if st.st_nlink > 0 and (now.st_dev, now.st_ino) == self._ident:
+                return
+            reason = "replaced" if st.st_nlink > 0 else "unlinked"
+        except FileNotFoundError:
+            reason = "unlinked" if self.path.parent.is_dir() else "directory_missing"
+        log.warning("sink file missing or replaced; reopening", sink=self.name, reason=reason)
+        self._close()
+        self._open()
 
     def _close(self) -> None:
         """Sync and close the descriptor; waits for an fsync in flight (the lock), never races it."""
@@ -196,6 +284,8 @@ class FileSink:
     def _write_batch(self, lines: Sequence[bytes]) -> None:
         if self._fd is None:
             self._open()
+        else:
+            self._check_path(os.fstat(self._fd))
         done = 0
         try:
             for chunk in self._chunks(lines):
@@ -204,6 +294,8 @@ class FileSink:
                     self._rotate()
                 self._write_all(data)
                 done += len(chunk)
+        except PartialWrite as err:
+            raise PartialWrite(done + err.done, err.cause) from err.cause
         except OSError as err:
             if done:
                 raise PartialWrite(done, err) from err
@@ -226,6 +318,7 @@ class FileSink:
         return chunks
 
     def _write_all(self, data: bytes) -> None:
+        """Append `data` (whole lines); on failure keep the whole lines written (PartialWrite)."""
         fd = self._fd
         assert fd is not None
         size = os.fstat(fd).st_size
@@ -241,11 +334,17 @@ class FileSink:
                 if n <= 0:
                     raise OSError(errno.EIO, "write returned 0")
                 off += n
-        except OSError:
-            if off:
-                with contextlib.suppress(OSError):  # else retried before the next write (size check)
-                    os.ftruncate(fd, self._good)
-            raise
+        except OSError as err:
+            if not off:
+                raise
+            keep = data.rfind(b"\n", 0, off) + 1  # the whole lines that made it
+            self._good += keep
+            with contextlib.suppress(OSError):  # else retried before the next write (size check)
+                os.ftruncate(fd, self._good)
+            if not keep:
+                raise
+            self._written_gen += 1
+            raise PartialWrite(data.count(b"\n", 0, keep), err) from err
         self._good += len(view)
         self._written_gen += 1
         if self.fsync == "always":

@@ -4,16 +4,23 @@ The human view is one line per record: time, target, event, and for car patches 
 their positions (`#42 P3`), for session patches the flag and time to go. It is for people watching a
 terminal; anything consuming stdout programmatically gets the JSON lines (pretty is ignored when
 stdout is not a TTY).
+
+The real stdout is written with `os.write` on file descriptor 1 from the sink's own daemon thread, not
+through `sys.stdout.buffer`: a reader that stops reading blocks only that thread (never the event loop,
+never a buffer lock the interpreter needs at exit), and the process still exits at the end of its
+shutdown grace; what the thread was writing is counted as dropped at shutdown.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sys
+import errno
+import os
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 import msgspec
+
+from consumer.sinks.threads import SinkThread
 
 FLAGS = {
     0: "unknown",
@@ -87,31 +94,48 @@ def human_line(line: bytes) -> str:
 class StdoutSink:
     sync_interval: float | None = None
 
-    def __init__(self, *, pretty: bool = False, stream: BinaryIO | None = None, name: str = "stdout") -> None:
+    def __init__(
+        self, *, pretty: bool = False, stream: BinaryIO | None = None, name: str = "stdout", fd: int = 1
+    ) -> None:
+        """`stream`: write to this binary stream instead of file descriptor `fd` (tests)."""
         self.name = name
-        self._stream = stream if stream is not None else sys.stdout.buffer
-        isatty = getattr(self._stream, "isatty", lambda: False)
+        self._stream = stream
+        self._fd = fd
+        isatty = getattr(stream, "isatty", lambda: False) if stream is not None else lambda: os.isatty(fd)
         self.pretty = pretty and bool(isatty())
+        self._io = SinkThread(f"sink:{name}")
 
     async def open(self) -> None:
         return None
 
     async def write(self, lines: Sequence[bytes]) -> None:
-        await asyncio.to_thread(self._write, lines)
+        await self._io.run(self._write, lines)
 
     def _write(self, lines: Sequence[bytes]) -> None:
         if self.pretty:
             data = "".join(human_line(line) + "\n" for line in lines).encode()
         else:
             data = b"\n".join([*lines, b""])  # one copy: the lines, each with its newline
-        self._stream.write(data)
-        self._stream.flush()
+        if self._stream is not None:
+            self._stream.write(data)
+            self._stream.flush()
+            return
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            if n <= 0:
+                raise OSError(errno.EIO, "write returned 0")
+            view = view[n:]
 
     async def flush(self) -> None:
-        await asyncio.to_thread(self._stream.flush)
+        if self._stream is not None:
+            await self._io.run(self._stream.flush)
 
     async def reopen(self) -> None:
         return None
 
     async def close(self) -> None:
-        await self.flush()
+        try:
+            await self.flush()
+        finally:
+            self._io.stop()

@@ -151,6 +151,16 @@ OIDC_CLIENTS: list[dict[str, Any]] = [
         ("svc-schedule", "client_secret_basic"),
         ("svc-bearer", "client_secret_basic"),
     )
+] + [
+    {
+        "client_id": "svc-exchange",
+        "client_secret": OIDC_SECRET,
+        "grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"],
+        "redirect_uris": [],
+        "response_types": [],
+        "token_endpoint_auth_method": "client_secret_basic",
+        "scope": "api:read",
+    }
 ]
 OIDC_TTL = 5
 

@@ -201,3 +201,41 @@ def test_cli_config_error_exits_78(tmp_path: Path) -> None:
     assert res.returncode == 78
     assert "auth.token_url" in res.stderr and "abcdefgh" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+async def test_token_exchange_with_own_client_credentials_token(oidc_idp: NodeIdP) -> None:
+    """subject_token_source = "client_credentials" against oidc-provider (its RFC 8693 grant is
+    registered by the test IdP script through registerGrantType: oidc-provider has none built in).
+    Tokens live OIDC_TTL (5) seconds: the exchanged token is refreshed with a fresh subject."""
+    c = cfg(
+        oidc_idp,
+        "svc-exchange",
+        grant="token_exchange",
+        subject_token_source="client_credentials",
+        requested_subject="someone",
+    )
+    provider = build_token_provider(c, env={})
+    try:
+        first = await provider.get_token()
+        reqs = oidc_idp.wait_requests(2, "svc-exchange")
+        assert [(r["grant"], r["status"], r["auth"]) for r in reqs] == [
+            ("client_credentials", 200, "basic"),
+            ("urn:ietf:params:oauth:grant-type:token-exchange", 200, "basic"),
+        ]
+        assert reqs[1]["exchange"] == {"subject_valid": True, "requested_subject": "someone"}
+        # Past the refresh point (0.8 x 5 s) the provider exchanges again, with a fresh subject once
+        # the first one has expired on the IdP's clock.
+        deadline = time.monotonic() + 4 * OIDC_TTL
+        second = first
+        while second == first:
+            assert time.monotonic() < deadline, "the exchanged token was never refreshed"
+            second = await provider.get_token()
+            await asyncio.sleep(0.05)
+        later = await provider.get_token(max_wait=10)
+        assert later
+    finally:
+        await provider.aclose()
+    exchanges = [r for r in oidc_idp.requests("svc-exchange") if r["grant"].endswith("token-exchange")]
+    assert len(exchanges) >= 2 and all(
+        r["status"] == 200 and r["exchange"]["subject_valid"] for r in exchanges
+    )

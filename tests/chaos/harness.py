@@ -190,7 +190,7 @@ def daemon_toml(sim: Simulator, out: Path, *, secret_env: str, stateful: bool = 
         f"client_secret_env = {value(secret_env)}",
         "timeout_seconds = 2",
         "[hub]",
-        *(f"{k} = {value(v)}" for k, v in hub_values.items()),
+        *(f"{k} = {value(v)}" for k, v in hub_values.items() if v is not None),  # None: the default
         "[redmist]",
         f"events = [{sim.event_ids[0]}]",
         "snapshot_min_interval_seconds = 0.05",
@@ -230,12 +230,20 @@ async def simulator(
 
 
 async def start_daemon(
-    sim: Simulator, tmp: Path, *, secret: str | None = None, stateful: bool = False, **hub: Any
+    sim: Simulator,
+    tmp: Path,
+    *,
+    secret: str | None = None,
+    stateful: bool = False,
+    extra_toml: str = "",
+    **hub: Any,
 ) -> DaemonProc:
     out = tmp / "sink.jsonl"
     log = tmp / "daemon.log"
     cfg = tmp / "daemon.toml"
-    cfg.write_text(daemon_toml(sim, out, secret_env="CHAOS_CLIENT_SECRET", stateful=stateful, **hub))
+    cfg.write_text(
+        daemon_toml(sim, out, secret_env="CHAOS_CLIENT_SECRET", stateful=stateful, **hub) + extra_toml
+    )
     env = {**os.environ, "CHAOS_CLIENT_SECRET": secret if secret is not None else sim.client_secret}
     with log.open("wb") as log_file:
         proc = await asyncio.create_subprocess_exec(

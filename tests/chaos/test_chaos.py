@@ -7,12 +7,15 @@ appends its row (sent, relayed, lost, dup, time to recover) to the summary table
 from __future__ import annotations
 
 import asyncio
+import socket
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .harness import DaemonProc, Traffic, settle, simulator, sink_records, start_daemon, until, wait_relaying
 
@@ -342,3 +345,110 @@ async def test_half_open_hub_long_form(tmp_path: Path, chaos_long: bool, chaos_s
     chaos_summary.append(tally.row("hub half-open 45 s", gap, "server timeout detected"))
     assert code == 0 and tally.dup == 0
     assert gap <= 10  # server_timeout 3 s + reconnect
+
+
+@pytest.mark.parametrize("mode", ["close", "malformed", "invalid_utf8"])
+async def test_hub_ending_every_connection_after_the_handshake(
+    tmp_path: Path, chaos_long: bool, chaos_summary: list[Any], mode: str
+) -> None:
+    """Issue 10 #1: a hub that accepts the handshake and at once sends Close(allowReconnect=true), an
+    unparseable message or a non-UTF-8 text frame. Long form: 60 s -> at most 30 connections (the
+    policy's worst case, every draw at the bottom of [cap/2, cap] with cap 5 s, is 26). Quick form:
+    10 s -> at most 6 (the same worst case over the ramp 0.5, 1, 2, 2.5 s ...). Recovery <= 5 s after."""
+    window, bound = (60.0, 30) if chaos_long else (10.0, 6)
+    async with simulator() as sim:
+        traffic = Traffic(sim, sim.event_ids[0])
+        traffic.start()
+        port = free_port()
+        daemon = await start_daemon(
+            sim,
+            tmp_path,
+            reconnect_max_delay_seconds=None,  # the default, 5 s
+            extra_toml=f"[http]\nenabled = true\nport = {port}\n",
+        )
+        try:
+            await wait_relaying(daemon, traffic)
+            stats = sim.hub.server.stats
+            before = stats.connections_total
+            sim.faults.flap(mode, window)
+            await sim.faults.close_all(allow_reconnect=True)  # the current connection goes too
+            await asyncio.sleep(window - 1.0)  # the fault schedule (the hub flaps this long)
+            metrics = await scrape(port)  # while it still flaps
+            await asyncio.sleep(1.0)
+            connections = stats.connections_total - before
+            old = group_ids(sim)
+            recover = await hub_resubscribed(sim, old, 15)
+            await wait_relaying(daemon, traffic)
+            await settle(daemon, traffic)
+            tally = daemon.tally(traffic)
+        finally:
+            code = await daemon.terminate()
+    flapping = [r for r in daemon.logs() if r.get("event") == "signalr.flapping"]
+    chaos_summary.append(
+        tally.row(
+            f"hub ends every connection after handshake ({mode}) {window:.0f} s",
+            recover,
+            f"{connections} connections (bound {bound})",
+        )
+    )
+    assert code == 0 and tally.dup == 0
+    assert connections <= bound, connections  # the old client made ~160 a second
+    assert 1 <= len(flapping) <= 2  # warned, at most once a minute
+    assert markers(daemon, "reconnecting") <= connections + 2  # no marker storm in the sink
+    assert not any(r.get("target") == "Flap" for r in sink_records(daemon.out))  # never relayed
+    assert recover <= 5.0
+    assert metrics["event_consumer_hub_flapping"] == 1.0
+    assert metrics["event_consumer_hub_short_lived_connections_total"] >= 3
+    assert metrics["event_consumer_hub_connections_total"] >= 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def scrape(port: int) -> dict[str, float]:
+    """The daemon's /metrics, unlabelled samples only."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    return {
+        s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples if not s.labels
+    }
+
+
+async def test_recovery_within_5s_after_an_outage(
+    tmp_path: Path, chaos_long: bool, chaos_summary: list[Any]
+) -> None:
+    """Issue 10 #9: back within reconnect_max_delay_seconds (5 s) after an outage of any length (the
+    old 30 s cap gave 18 s after 90 s), and reconnect attempts fetch no tokens (cached)."""
+    down, rounds = (90.0, 3) if chaos_long else (12.0, 2)
+    async with simulator(token_lifetime=3600.0) as sim:
+        traffic = Traffic(sim, sim.event_ids[0])
+        traffic.start()
+        daemon = await start_daemon(sim, tmp_path, reconnect_max_delay_seconds=None)  # default 5 s
+        try:
+            await wait_relaying(daemon, traffic)
+            recoveries: list[float] = []
+            token_requests: list[int] = []
+            for _ in range(rounds):
+                old = group_ids(sim)
+                tokens_before = sim.idp.stats["token_requests"]
+                await sim.faults.restart(down_seconds=down)  # refused connections for `down` s
+                recoveries.append(await hub_resubscribed(sim, old, 15))
+                token_requests.append(sim.idp.stats["token_requests"] - tokens_before)
+                await wait_relaying(daemon, traffic)
+            await settle(daemon, traffic)
+            tally = daemon.tally(traffic)
+        finally:
+            code = await daemon.terminate()
+    chaos_summary.append(
+        tally.row(
+            f"hub down {down:.0f} s x{rounds}, back within 5 s",
+            max(recoveries),
+            "recoveries " + ", ".join(f"{r:.2f}" for r in recoveries),
+        )
+    )
+    assert code == 0 and tally.dup == 0
+    assert max(recoveries) <= 5.0, recoveries
+    assert token_requests == [0] * rounds  # attempts use the cached token

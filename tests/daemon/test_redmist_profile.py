@@ -521,3 +521,21 @@ async def test_snapshot_read_has_a_total_deadline() -> None:
     errors = [e for e in logs if e["log_level"] == "error"]
     assert len(errors) == 1 and "snapshot_timeout_seconds = 0.2" in errors[0]["error"]
     assert relay.stats.snapshots == {"error": 1, "ok": 1}
+
+
+def test_live_state_is_bounded_whatever_ids_numbers_and_names_the_hub_sends() -> None:
+    state = LiveState(None, events=[7], max_cars=3, max_fields=5)
+    state.on_car_patches([[{"number": str(n), "eventId": 9, "lastLapTime": "1:00"} for n in range(50)]], 9)
+    state.on_session_patch([{"eventId": 9, "sessionId": 1, "currentFlag": 1}], 9)
+    state.on_snapshot({"eventId": 9, "sessionId": 1, "carPositions": [{"n": "1"}]}, 9)
+    assert state.events() == [] and state.foreign_event_messages == 52  # 50 patches + patch + snapshot
+
+    state.on_car_patches([[{"number": str(n), "lastLapTime": "1:00"} for n in range(50)]], 7)
+    assert sorted(state.cars["7"]) == ["0", "1", "2"] and state.over_limit == 47
+    state.on_car_patches([[{"number": "0", **{f"extra{i}": i for i in range(20)}}]], 7)
+    row = state.cars["7"]["0"]
+    assert len(row) == 5 and state.over_limit == 47 + 17  # n, ltm + 3 of the 20 extras; 17 refused
+    state.on_session_patch([{f"field{i}": i for i in range(20)}], 7)
+    assert len(state.sessions["7"]) == 5
+    state.on_snapshot({"sessionId": 1, "carPositions": [{"n": str(n)} for n in range(10)]}, 7)
+    assert len(state.cars["7"]) == 3  # a snapshot is bounded too

@@ -112,7 +112,9 @@ async def test_sigterm_drains_and_exits_0_with_notify_in_order(
     assert proc.returncode == 0, err.decode()[-2000:]
     msgs = drain(sock)
     kinds = [m.split("\n")[0].split("=")[0] for m in msgs]
-    assert kinds[0] == "READY"
+    # WATCHDOG=1 may come before READY=1 (systemd's watchdog runs from the start; a slow first connect
+    # on a loaded machine takes longer than the 100 ms ping interval); nothing else may.
+    assert next(k for k in kinds if k != "WATCHDOG") == "READY"
     assert "WATCHDOG" in kinds
     assert kinds[-1] == "STOPPING"
     assert any(m.startswith("STATUS=connected") or "\nSTATUS=connected" in m for m in msgs)

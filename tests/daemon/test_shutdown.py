@@ -59,13 +59,13 @@ class StalledSink:
 
 
 class RecordingWorker(SinkWorker):
-    """A real SinkWorker that records the grace the daemon gives its close()."""
+    """A real SinkWorker that records the grace (drain + flush/close) the daemon gives its close()."""
 
     close_graces: list[float | None]
 
-    async def close(self, grace: float | None = None) -> None:
-        self.close_graces.append(grace)
-        await super().close(grace)
+    async def close(self, grace: float | None = None, *, close_timeout: float = 2.0) -> None:
+        self.close_graces.append(None if grace is None else grace + close_timeout)
+        await super().close(grace, close_timeout=close_timeout)
 
 
 class RecordingConnection(HubConnection):

@@ -175,7 +175,7 @@ async def test_sighup_reopen_after_logrotate_rename_loses_and_duplicates_nothing
     for i, line in enumerate(lines(3000)):
         w.offer(line)
         if i == 1500:
-            await asyncio.sleep(0)  # let some batches land in the old file
+            await w.wait_idle()  # the first 1501 lines are in the old file
             path.rename(rotated)  # logrotate: rename, then signal
             w.request_reopen()
     await w.close(grace=5)

@@ -21,7 +21,7 @@ from consumer.signalr.retry import (
 )
 
 
-def test_daemon_policy_zero_then_full_jitter_capped_never_none() -> None:
+def test_daemon_policy_zero_then_jitter_capped_at_5s_never_none() -> None:
     calls: list[tuple[float, float]] = []
 
     def upper(lo: float, hi: float) -> float:
@@ -31,18 +31,34 @@ def test_daemon_policy_zero_then_full_jitter_capped_never_none() -> None:
     policy = DaemonRetryPolicy(uniform=upper)
     assert policy.next_delay(0, 0.0, None) == 0.0
     delays = [policy.next_delay(n, 1.0, RuntimeError("x")) for n in range(1, 12)]
-    assert delays[:6] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
-    assert all(d == 30.0 for d in delays[5:])
-    assert all(lo == 0.0 for lo, _ in calls)
+    assert delays[:4] == [1.0, 2.0, 4.0, 5.0]  # the 5 s cap is the recovery bound
+    assert all(d == 5.0 for d in delays[3:])
+    assert all(lo == hi / 2 for lo, hi in calls)  # jitter in [c/2, c]: the rate bound
     # huge attempt counts neither overflow nor give up
-    assert policy.next_delay(10_000, 1e9, None) == 30.0
+    assert policy.next_delay(10_000, 1e9, None) == 5.0
 
 
 def test_daemon_policy_default_jitter_stays_in_window() -> None:
     policy = DaemonRetryPolicy()
     for n in range(1, 50):
         delay = policy.next_delay(n, 0.0, None)
-        assert delay is not None and 0.0 <= delay <= min(30.0, 2 ** (n - 1))
+        ceiling = min(5.0, 2 ** (n - 1))
+        assert delay is not None and ceiling / 2 <= delay <= ceiling
+    full = DaemonRetryPolicy(cap=30.0, jitter_floor=0.0)
+    assert all(0.0 <= (full.next_delay(n, 0.0, None) or 0.0) <= 30.0 for n in range(1, 50))
+
+
+def test_daemon_policy_attempts_per_minute_bounded_at_the_cap() -> None:
+    """Worst case (every draw at the bottom of its window): at most 30 attempts in 60 s."""
+    lowest = DaemonRetryPolicy(uniform=lambda lo, hi: lo)
+    t, attempts, n = 0.0, 1, 1
+    while True:
+        t += lowest.next_delay(n, t, None) or 0.0
+        if t > 60.0:
+            break
+        attempts += 1
+        n += 1
+    assert attempts <= 30, attempts
 
 
 def test_official_and_never_presets() -> None:

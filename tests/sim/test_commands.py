@@ -126,13 +126,13 @@ async def test_demo_runs_the_daemon_live_car_patches_then_exits_0_on_signal(
     assert _demo_secret().encode() not in err + rest
 
 
-def test_demo_on_a_terminal_shows_the_pretty_view_and_exits_0_on_ctrl_c(tmp_path: Path) -> None:
-    """Under a pseudo-terminal: the compact human view (car lines), not JSON."""
+def test_demo_log_on_a_terminal_shows_the_pretty_view_and_exits_0_on_ctrl_c(tmp_path: Path) -> None:
+    """Under a pseudo-terminal with --log: the compact human view (car lines), not JSON."""
     master, slave = pty.openpty()
     err_path = tmp_path / "stderr.txt"
     with err_path.open("wb") as err_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "consumer", "demo", "--speed", "600"],
+            [sys.executable, "-m", "consumer", "demo", "--speed", "600", "--log"],
             stdin=subprocess.DEVNULL,
             stdout=slave,
             stderr=err_file,

@@ -1,0 +1,609 @@
+"""`type = "nats"`: every envelope line published to a JetStream stream, acknowledged (at-least-once).
+
+Per line: subject from the template (default `{hub}.{event_id}.{target}`, every value one sanitised
+token), payload = the line as written by the file sink (byte for byte), headers `Nats-Msg-Id` (the
+BLAKE2b-128 of the line: the same line always gets the same id, so a publish retried after a lost
+ack or a server restart is dropped by the stream's duplicate window), `Event-Consumer-Seq` (the
+envelope `seq`) and `Content-Type: application/json`.
+
+A batch from the `SinkWorker` is published pipelined: up to `max_in_flight` publishes awaiting their
+ack at once (each with its own reply subject under one inbox subscription), then the acks are
+collected in order. The first line whose ack
+did not come (connection lost, `ack_timeout_seconds`, a stream error) ends the write: the lines
+before it are reported stored (`PartialWrite`), the rest stay in the worker's bounded retry buffer
+and are retried with its backoff; beyond `max_buffered` the oldest are dropped and counted, as for
+every sink. Lines after the failed one that were stored anyway come back as duplicates on the retry
+and the stream drops them (`duplicates` counts those acks).
+
+Connection: one attempt at `open()` — rejected credentials exit 77 naming the server, an unreachable
+server exits 69, a missing stream exits 78 naming the stream and the key (unless `create_stream`).
+Later losses are not fatal: the next write reconnects (one attempt per write, so the worker's capped
+exponential backoff paces the reconnects). The stream is created or updated at `open()` with
+`create_stream = true` (subjects, max age, max bytes, duplicate window, file storage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from consumer.errors import ConfigError, CredentialsRejected, ServiceUnavailable
+from consumer.logs import get_logger
+from consumer.natsconn import NatsUnavailable, SubjectTemplate, connect, server_label
+from consumer.sinks.base import PartialWrite
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+    from nats.js import JetStreamContext
+
+    from consumer.config import NatsSinkConfig
+
+__all__ = ["NatsSink", "msg_id"]
+
+log = get_logger("consumer.sinks.nats")
+
+CONTENT_TYPE = "application/json"
+_CONTENT_TYPE = CONTENT_TYPE.encode()
+FLUSH_BYTES = 256 * 1024  # hand the buffered commands to the flusher every this many bytes
+# nats-py 2.x internals the fast path writes to (its outgoing command buffer); else `publish()`.
+_FAST = True  # tests turn it off to cover the public path
+
+
+class _Head(msgspec.Struct):
+    """The envelope fields the subject and headers need (the rest of the line is skipped)."""
+
+    seq: int = 0
+    hub: str = ""
+    kind: str = ""
+    target: str = ""
+    event_id: int | str | None = None
+
+
+_decode_head = msgspec.json.Decoder(_Head).decode
+
+
+def _no_marker(target: str, info: dict[str, Any], event_id: int | str | None) -> bytes:
+    raise RuntimeError("enable_ha() first")
+
+
+def msg_id(line: bytes) -> str:
+    """`Nats-Msg-Id` of a line: deterministic from its bytes (hex BLAKE2b-128)."""
+    return hashlib.blake2b(line, digest_size=16).hexdigest()
+
+
+class NatsSink:
+    """A `Sink` publishing to JetStream. `sync_interval` is None: an ack means stored."""
+
+    sync_interval: float | None = None
+
+    def __init__(
+        self,
+        cfg: NatsSinkConfig,
+        connect_kwargs: Mapping[str, Any],
+        *,
+        name: str | None = None,
+        hub: str | None = None,
+        source: str = "<config>",
+        key: str = "sinks.0.nats",
+    ) -> None:
+        self.cfg = cfg
+        self.name = name or f"nats:{cfg.stream}"
+        self._kwargs = dict(connect_kwargs)
+        self._servers = server_label(list(connect_kwargs["servers"]))
+        self._source = source
+        self._hub = hub
+        self._key = key
+        self._subject = SubjectTemplate(cfg.subject)
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._lost: asyncio.Future[None] | None = None
+        self._closing = False
+        # Counters (read by tests and the benchmark).
+        self.published = 0  # acks received
+        self.duplicates = 0  # acks saying the stream already had the message
+        self.connects = 0
+        # Hot-standby pair (enable_ha): "leader" publishes; "standby" keeps a bounded buffer;
+        # "takeover" publishes what the stream lacks when the failover marker comes through.
+        self.role: str = "leader"
+        self._buffer: deque[bytes] | None = None
+        self._backlog: deque[bytes] = deque()
+        self._make_marker: Callable[[str, dict[str, Any], int | str | None], bytes] = _no_marker
+        self._on_gap: Callable[[list[int | str]], None] = lambda _events: None
+        self._node = ""
+        self.takeovers: list[dict[str, Any]] = []
+        self._inbox = ""
+        self._token = 0
+        self._batch: _Batch | None = None
+
+    # -- connection ----------------------------------------------------------------------------
+
+    async def _connect(self) -> JetStreamContext:
+        # One `lost` future per connection: a late callback of an old one cannot mark a new one.
+        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_disconnect() -> None:
+            if not lost.done():
+                lost.set_result(None)
+
+        nc = await connect(self._kwargs, on_disconnect=on_disconnect)
+        self._lost = lost
+        self._nc = nc
+        self._js = nc.jetstream(timeout=self.cfg.ack_timeout_seconds)
+        # Publish acks come back on <inbox>.<token>: one subscription, no future per message.
+        self._inbox = nc.new_inbox() + "."
+        await nc.subscribe(self._inbox + "*", cb=self._on_ack)
+        self.connects += 1
+        if self.connects > 1:
+            log.info("NATS reconnected", sink=self.name, servers=self._servers)
+        return self._js
+
+    async def _drop_connection(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None and not nc.is_closed:
+            try:
+                await asyncio.wait_for(nc.close(), timeout=self.cfg.ack_timeout_seconds)
+            except Exception as err:  # closing a broken connection: nothing left to save
+                log.debug("NATS close failed", sink=self.name, error=type(err).__name__)
+
+    async def open(self) -> None:
+        try:
+            js = await self._connect()
+        except NatsUnavailable as err:
+            raise ServiceUnavailable(str(err)) from None
+        try:
+            await self._check_stream(js)
+        except BaseException:
+            await self._drop_connection()
+            raise
+
+    async def _check_stream(self, js: JetStreamContext) -> None:
+        import nats.errors
+        import nats.js.api
+        import nats.js.errors
+
+        cfg = self.cfg
+        subjects = cfg.stream_subjects or [self._subject.wildcard(self._hub)]
+        try:
+            if cfg.create_stream:
+                config = nats.js.api.StreamConfig(
+                    name=cfg.stream,
+                    subjects=subjects,
+                    max_age=cfg.stream_max_age_seconds or None,
+                    max_bytes=cfg.stream_max_bytes,
+                    duplicate_window=cfg.duplicate_window_seconds,
+                    storage=nats.js.api.StorageType.FILE,
+                )
+                try:
+                    await js.stream_info(cfg.stream)
+                except nats.js.errors.NotFoundError:
+                    await js.add_stream(config)
+                    log.info("JetStream stream created", stream=cfg.stream, subjects=subjects)
+                else:
+                    await js.update_stream(config)
+            else:
+                await js.stream_info(cfg.stream)
+        except nats.js.errors.NotFoundError:
+            raise ConfigError(
+                f"JetStream stream {cfg.stream!r} does not exist on NATS server {self._servers}; "
+                "create it or set create_stream = true",
+                file=self._source,
+                key=f"{self._key}.stream",
+            ) from None
+        except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError):
+            raise ConfigError(
+                f"JetStream is not enabled on NATS server {self._servers}",
+                file=self._source,
+                key=f"{self._key}.stream",
+            ) from None
+        except nats.js.errors.APIError as err:
+            raise ConfigError(
+                f"JetStream refused stream {cfg.stream!r} on {self._servers}: {err.description or err}",
+                file=self._source,
+                key=f"{self._key}.stream",
+            ) from None
+        except nats.errors.Error as err:
+            raise ServiceUnavailable(f"NATS server {self._servers}: {err}") from None
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def _headers(self, line: bytes) -> tuple[str, dict[str, str]]:
+        try:
+            head = _decode_head(line)
+        except msgspec.DecodeError:  # not an envelope (never from the relay): still published
+            head = _Head()
+        subject = self._subject.render(head.hub, head.event_id, head.target, head.kind)
+        return subject, {
+            "Nats-Msg-Id": msg_id(line),
+            "Event-Consumer-Seq": str(head.seq),
+            "Content-Type": CONTENT_TYPE,
+        }
+
+    def _hpub(self, line: bytes, reply: bytes) -> bytes:
+        """The protocol command publishing `line` with our headers (built once, no per-header checks:
+        the subject's tokens are sanitised and the header values are hex digits and an int)."""
+        try:
+            head = _decode_head(line)
+        except msgspec.DecodeError:
+            head = _Head()
+        subject = self._subject.render(head.hub, head.event_id, head.target, head.kind)
+        hdr = b"NATS/1.0\r\nNats-Msg-Id: %s\r\nEvent-Consumer-Seq: %d\r\nContent-Type: %s\r\n\r\n" % (
+            msg_id(line).encode(),
+            head.seq,
+            _CONTENT_TYPE,
+        )
+        return b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
+            subject.encode(),
+            reply,
+            len(hdr),
+            len(hdr) + len(line),
+            hdr,
+            line,
+        )
+
+    async def _ensure(self) -> JetStreamContext:
+        js = self._js
+        if js is None or self._nc is None or self._nc.is_closed:
+            await self._drop_connection()
+            try:
+                js = await self._connect()
+            except CredentialsRejected as err:  # rotated credentials: keep the records, keep trying
+                raise NatsUnavailable(str(err)) from None
+        return js
+
+    async def write(self, lines: Sequence[bytes]) -> None:
+        if self.role == "leader":
+            await self._leader_write(lines)
+            if self._buffer is not None:  # HA: keep the recent history for a later re-takeover
+                self._buffer.extend(lines)
+        elif self.role == "standby":
+            assert self._buffer is not None
+            self._buffer.extend(lines)  # only the leader publishes; the standby remembers
+        else:
+            await self._takeover_write(lines)
+
+    async def _leader_write(self, lines: Sequence[bytes]) -> None:
+        backlog = self._backlog
+        if backlog:  # what a takeover found missing in the stream goes first
+            try:
+                await self._publish(list(backlog))
+            except PartialWrite as err:
+                for _ in range(err.done):
+                    backlog.popleft()
+                raise err.cause from None
+            backlog.clear()
+        await self._publish(lines)
+
+    async def _on_ack(self, msg: Msg) -> None:
+        batch = self._batch
+        if batch is None:
+            return
+        try:
+            i = int(msg.subject[len(self._inbox) :]) - batch.base
+        except ValueError:
+            return
+        if not 0 <= i < len(batch.state) or batch.state[i]:
+            return  # a late ack of an earlier batch (already counted as failed) or a repeat
+        try:
+            if msg.data:
+                ack = _decode_ack(msg.data)
+            elif msg.headers and msg.headers.get("Status") == "503":
+                ack = _Ack(error=_ApiError(503, "no stream takes this subject (no responders)"))
+            else:
+                ack = _Ack(error=_ApiError(description="empty ack"))
+        except msgspec.DecodeError:
+            ack = _Ack(error=_ApiError(description="undecodable ack"))
+        if ack.error is not None:
+            batch.state[i] = -1
+            batch.error = batch.error or f"JetStream error {ack.error.code}: {ack.error.description}"
+            batch.done.set()
+        else:
+            batch.state[i] = 2 if ack.duplicate else 1
+        batch.acked += 1
+        if batch.acked == len(batch.state):
+            batch.done.set()
+        batch.progress.set()
+
+    async def _publish(self, lines: Sequence[bytes]) -> None:
+        """Publish `lines` pipelined (at most `max_in_flight` awaiting an ack); PartialWrite on failure.
+
+        No await between two publishes unless the in-flight bound is reached, so a batch leaves in
+        a few socket writes, not one per line (nats-py's `publish_async` yields on every call).
+        """
+        import nats.errors
+
+        if not lines:
+            return
+        await self._ensure()
+        nc, lost = self._nc, self._lost
+        assert nc is not None and lost is not None
+        batch = _Batch(self._token, len(lines))
+        self._token += len(lines)
+        self._batch = batch
+        inbox, limit = self._inbox, self.cfg.max_in_flight
+        inbox_b = inbox.encode()
+        fast = _FAST and nc.is_connected and isinstance(getattr(nc, "_pending", None), list)
+        error: BaseException | str | None = None
+        try:
+            async with asyncio.timeout(self.cfg.ack_timeout_seconds * (1 + len(lines) // limit)):
+                for i, line in enumerate(lines):
+                    if i - batch.acked >= limit:  # full: wait until half the window is acked
+                        if fast and nc._pending:
+                            await nc._flush_pending()  # what is buffered must leave to be acked
+                        while i - batch.acked > limit // 2 and not batch.done.is_set() and not lost.done():
+                            batch.progress.clear()
+                            await _first(batch.progress, lost)
+                    if batch.done.is_set() or lost.done():
+                        break
+                    if fast:  # straight into the client's outgoing buffer (see _hpub)
+                        cmd = self._hpub(line, b"%s%d" % (inbox_b, batch.base + i))
+                        nc._pending.append(cmd)
+                        nc._pending_data_size += len(cmd)
+                        if nc._pending_data_size > FLUSH_BYTES:
+                            await nc._flush_pending()
+                    else:
+                        subject, headers = self._headers(line)
+                        await nc.publish(subject, line, reply=f"{inbox}{batch.base + i}", headers=headers)
+                if fast:
+                    await nc._flush_pending()
+                if not batch.done.is_set() and not lost.done():
+                    await _first(batch.done, lost)
+        except (nats.errors.Error, OSError) as err:  # TimeoutError is an OSError
+            error = err
+        finally:
+            self._batch = None
+        state = batch.state
+        done = 0
+        for st in state:
+            if st <= 0:
+                break
+            done += 1
+        self.duplicates += sum(1 for st in state[:done] if st == 2)
+        self.published += done
+        if done == len(lines):
+            return
+        error = error or batch.error or ("connection lost" if lost.done() else "no ack in time")
+        if batch.error is None:
+            await self._drop_connection()  # transport trouble: reconnect on the next write
+        text = _describe(error) if isinstance(error, BaseException) else error
+        cause = NatsUnavailable(f"NATS server {self._servers}, stream {self.cfg.stream!r}: {text}")
+        if done:
+            raise PartialWrite(done, cause)
+        raise cause
+
+    # -- hot-standby pair ----------------------------------------------------------------------
+
+    def enable_ha(
+        self,
+        *,
+        buffer_records: int,
+        make_marker: Callable[[str, dict[str, Any], int | str | None], bytes],
+        on_gap: Callable[[list[int | str]], None] = lambda _events: None,
+        node: str = "",
+    ) -> None:
+        """Start as the standby: lines are kept (the last `buffer_records`), not published."""
+        self.role = "standby"
+        self._buffer = deque(maxlen=buffer_records)
+        self._make_marker = make_marker
+        self._on_gap = on_gap
+        self._node = node
+
+    def demote(self) -> None:
+        """Lost the lease: stop publishing at once; keep remembering."""
+        if self._buffer is None:
+            return
+        self.role = "standby"
+        self._backlog.clear()  # the buffer keeps the recent history (published or not)
+
+    def begin_takeover(self) -> None:
+        """Won the lease: the next `failover` marker line ends the standby part (see module doc)."""
+        if self.role == "standby":
+            self.role = "takeover"
+
+    async def _takeover_write(self, lines: Sequence[bytes]) -> None:
+        assert self._buffer is not None
+        cut = next((i for i, line in enumerate(lines) if _is_failover(line)), None)
+        if cut is None:
+            self._buffer.extend(lines)
+            return
+        plan, report = await self._reconcile([*self._buffer, *lines[:cut]])  # may raise: nothing changed
+        self._buffer.clear()
+        self._backlog.extend(plan)
+        self.role = "leader"
+        self.takeovers.append(report)
+        log.warning("took over publishing", sink=self.name, **report)
+        try:
+            await self._leader_write(lines[cut:])
+        except PartialWrite as err:
+            raise PartialWrite(cut + err.done, err.cause) from None
+        except OSError as err:
+            if cut:
+                raise PartialWrite(cut, err) from None
+            raise
+
+    async def _reconcile(self, pre: list[bytes]) -> tuple[list[bytes], dict[str, Any]]:
+        """What of `pre` (the standby's lines) the stream lacks, with `gap` markers where unproven."""
+        js = await self._ensure()
+        records: list[tuple[bytes, _Record]] = []
+        for line in pre:
+            try:
+                rec = _decode_record(line)
+            except msgspec.DecodeError:
+                continue
+            if rec.kind == "invocation":
+                records.append((line, rec))
+        by_event: dict[int | str | None, list[int]] = {}
+        for i, (_line, rec) in enumerate(records):
+            by_event.setdefault(rec.event_id, []).append(i)
+        send: set[int] = set()
+        gaps: list[int | str | None] = []
+        outcome: dict[str, str] = {}
+        for ev, idxs in by_event.items():
+            tail = await self._stream_tail(js, ev)
+            content = [_content(records[i][1]) for i in idxs]
+            if not tail:
+                send.update(idxs)
+                outcome[str(ev)] = "new"
+                continue
+            k = len(tail)
+            matches = [p for p in range(k - 1, len(content)) if content[p - k + 1 : p + 1] == tail]
+            if len(matches) == 1:
+                send.update(idxs[matches[0] + 1 :])
+                outcome[str(ev)] = "continuous"
+            elif matches:  # ambiguous: continue after the latest occurrence, and say so (gap + snapshot)
+                send.update(idxs[matches[-1] + 1 :])
+                gaps.append(ev)
+                outcome[str(ev)] = "gap"
+            else:  # the buffer does not reach back to the leader's last record: all of it, with a gap
+                send.update(idxs)
+                gaps.append(ev)
+                outcome[str(ev)] = "gap"
+        plan: list[bytes] = []
+        marked: set[int | str | None] = set()
+        for i, (line, rec) in enumerate(records):
+            if i not in send:
+                continue
+            if rec.event_id in gaps and rec.event_id not in marked:
+                marked.add(rec.event_id)
+                plan.append(
+                    self._make_marker("gap", {"node": self._node, "reason": "no continuity"}, rec.event_id)
+                )
+            plan.append(line)
+        if gaps:
+            self._on_gap([g for g in gaps if g is not None])
+        report = {
+            "buffered": len(pre),
+            "republished": len(send),
+            "gap_events": [str(g) for g in gaps],
+            "events": outcome,
+        }
+        return plan, report
+
+    async def _stream_tail(self, js: JetStreamContext, event_id: int | str | None) -> list[tuple[Any, ...]]:
+        """Content of the stream's last (up to TAIL) invocations of `event_id`, oldest first."""
+        import nats.js.api
+        import nats.js.errors
+
+        subject = self._subject.filter(self._hub, event_id)
+        try:
+            last = await js.get_last_msg(self.cfg.stream, subject)
+        except nats.js.errors.NotFoundError:
+            return []
+        last_seq = last.seq or 0
+        window = 256
+        while True:
+            start = max(1, last_seq - window)
+            sub = await js.pull_subscribe(
+                subject,
+                stream=self.cfg.stream,
+                config=nats.js.api.ConsumerConfig(
+                    ack_policy=nats.js.api.AckPolicy.NONE,
+                    deliver_policy=nats.js.api.DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=start,
+                    inactive_threshold=30.0,
+                ),
+            )
+            tail: list[tuple[Any, ...]] = []
+            try:
+                seq = 0
+                while seq < last_seq:
+                    for msg in await sub.fetch(1000, timeout=self.cfg.ack_timeout_seconds):
+                        seq = msg.metadata.sequence.stream
+                        try:
+                            rec = _decode_record(msg.data)
+                        except msgspec.DecodeError:
+                            continue
+                        if rec.kind == "invocation" and rec.event_id == event_id:
+                            tail.append(_content(rec))
+                            del tail[:-TAIL]
+            finally:
+                await sub.unsubscribe()
+            if len(tail) >= TAIL or start == 1:
+                return tail
+            window *= 8
+
+    async def flush(self) -> None:
+        """Nothing to do: a write returns only once the stream acknowledged every line."""
+
+    async def reopen(self) -> None:
+        """Nothing to reopen (SIGHUP is for files)."""
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._drop_connection()
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    description: str = ""
+
+
+class _Ack(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: _ApiError | None = None
+
+
+_decode_ack = msgspec.json.Decoder(_Ack).decode
+
+
+class _Batch:
+    """Ack state of the batch being published: per line 0 pending, 1 stored, 2 duplicate, -1 error."""
+
+    __slots__ = ("acked", "base", "done", "error", "progress", "state")
+
+    def __init__(self, base: int, n: int) -> None:
+        self.base = base
+        self.state = [0] * n
+        self.acked = 0
+        self.error: str | None = None
+        self.done = asyncio.Event()
+        self.progress = asyncio.Event()
+
+
+async def _first(event: asyncio.Event, lost: asyncio.Future[None]) -> None:
+    """Until `event` is set or the connection is lost."""
+    waiter = asyncio.ensure_future(event.wait())
+    both: set[asyncio.Future[Any]] = {waiter, lost}
+    try:
+        await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+
+
+class _Record(msgspec.Struct):
+    kind: str = ""
+    target: str = ""
+    event_id: int | str | None = None
+    arguments: msgspec.Raw = msgspec.Raw(b"[]")
+
+
+_decode_record = msgspec.json.Decoder(_Record).decode
+TAIL = 8  # stream messages matched as one run: enough context that a repeated payload is not mistaken
+
+
+def _content(rec: _Record) -> tuple[Any, ...]:
+    """What two daemons receiving the same invocation agree on (not seq, not received_at)."""
+    return (rec.target, rec.event_id, bytes(rec.arguments))
+
+
+def _is_failover(line: bytes) -> bool:
+    if b'"kind":"ha"' not in line[:200]:
+        return False
+    try:
+        rec = _decode_record(line)
+    except msgspec.DecodeError:
+        return False
+    return rec.kind == "ha" and rec.target == "failover"
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err)
+    name = type(err).__name__
+    return f"{name}: {text}" if text and text != name else name

@@ -1,0 +1,29 @@
+"""bench/nats_sink.py runs end to end (tiny form): nats-server, both cells, results file, table.
+Speed is not asserted (figures belong to bench/)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_nats_bench_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "nats.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/nats_sink.py", "--messages", "500", "--runs", "1", "--out", str(out)],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert set(doc["cells"]) == {"file", "file + nats"} and doc["messages"] == 500
+    for cell in doc["cells"].values():
+        assert cell["msgs_per_s"] > 0 and cell["cpu_per_100k"] > 0
+    assert "| file + nats |" in proc.stdout
