@@ -22,7 +22,7 @@ from consumer.signalr import connection as connection_module
 from consumer.signalr import protocol as proto
 from consumer.signalr.connection import MAX_TARGET_LENGTH, HubConnection
 from consumer.signalr.retry import DaemonRetryPolicy
-from consumer.signalr.server import HubCallContext, HubServer
+from consumer.sim.hubhost import HubCallContext, HubServer
 
 PROTOCOLS = ("json", "messagepack")
 FAST = DaemonRetryPolicy(base=0.05, cap=0.2)
