@@ -53,6 +53,7 @@ __all__ = [
     "State",
     "StateError",
     "Trigger",
+    "tracked",
 ]
 
 
@@ -166,7 +167,13 @@ _TRACKABLE: Final = frozenset(
         proto.CancelInvocation,
     }
 )
-_INVOCATION: Final = proto.Invocation
+
+
+def tracked(message: proto.HubMessage) -> bool:
+    """Whether stateful reconnect numbers, buffers and replays this message (types 1-5)."""
+    return message.__class__ in _TRACKABLE
+
+
 _MAX_HANDSHAKE_VERSION: Final = 2
 SEQUENCE_TOO_FAR: Final = "Sequence ID greater than amount of messages we've received."
 SERVER_TIMEOUT_TEXT: Final = "Server timeout elapsed without receiving a message from the client."
@@ -228,6 +235,7 @@ class HubCore:
         self._ack_due: float | None = None
         self._detached_at = 0.0
         self.pings_sent = 0
+        self.messages_received = 0  # every hub message decoded, Pings and Acks included
         if role is Role.CLIENT:
             if protocol is None:
                 raise ValueError("a client core needs the protocol to request")
@@ -260,6 +268,7 @@ class HubCore:
             except proto.ProtocolError as exc:
                 self._violation(str(exc))
                 return
+            self.messages_received += len(messages)
             if not self.stateful:
                 for message in messages:
                     if message.__class__ not in _TRACKABLE:
@@ -282,6 +291,11 @@ class HubCore:
     def data_to_send(self) -> list[bytes]:
         out, self._out = self._out, []
         return out
+
+    @property
+    def pending_messages(self) -> int:
+        """Messages queued by `send`/timers and not yet taken by `data_to_send` (for outbound bounds)."""
+        return len(self._out)
 
     # --- sending ----------------------------------------------------------------------------------
 
