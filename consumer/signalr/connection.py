@@ -119,6 +119,7 @@ from consumer.signalr.core import (
     HubCore,
     ProtocolViolation,
     Role,
+    StateError,
 )
 from consumer.signalr.core import State as CoreState
 from consumer.signalr.proxies import (
@@ -885,10 +886,13 @@ class HubConnection:
         message whose write fails stays buffered and is replayed after the resume; a sender waits
         while the replay buffer is at its byte limit and its message unacknowledged."""
         core = self._core
-        if core is None or core.state is not CoreState.OPEN:
+        if core is None or core.state not in (CoreState.OPEN, CoreState.DETACHED):
             raise ConnectionLostError("the connection has no transport")
         async with self._send_lock:
-            seq = core.send(message, asyncio.get_running_loop().time())
+            try:  # detached (resuming): a trackable message is kept for the replay
+                seq = core.send(message, asyncio.get_running_loop().time())
+            except StateError:
+                raise ConnectionLostError("the connection has no transport") from None
             await self._flush_core(core, lost_ok=seq > 0)
         while seq > 0 and core.send_blocked(seq):
             if self._core is not core or core.state in (CoreState.CLOSING, CoreState.CLOSED):
@@ -1642,12 +1646,12 @@ class HubConnection:
                 replayed = core.resume(asyncio.get_running_loop().time())
                 for chunk in core.data_to_send():
                     await self._ws_send(ws, chunk)
+                self._ws = ws  # under the lock: no send may find the core open and no transport
         except HubConnectionError as exc:
             log.warning("signalr.resume_failed", error=_describe(exc))
             core.connection_lost(asyncio.get_running_loop().time(), resumable=False)
             await self._abort(ws)
             return False
-        self._ws = ws
         log.info("signalr.resumed", replayed=replayed)
         return True
 
