@@ -97,9 +97,8 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal, Protocol, TypeAlias, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -107,7 +106,6 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from consumer.auth.urls import check_url_security as shared_check_url_security
 from consumer.errors import ConfigError, CredentialsRejected, describe_error
 from consumer.logs import get_logger, register_secret
 from consumer.signalr import protocol as proto
@@ -122,6 +120,19 @@ from consumer.signalr.core import (
     StateError,
 )
 from consumer.signalr.core import State as CoreState
+from consumer.signalr.dispatch import DEFAULT_MAX_DISPATCH_BYTES, Batch, DispatchQueue, Notify
+from consumer.signalr.errors import (
+    ConnectionLostError,
+    HandshakeError,
+    HubAuthError,
+    HubConnectionError,
+    HubError,
+    InvalidTextFrameError,
+    NegotiateError,
+    ServerClosedError,
+    ServerTimeoutError,
+    _AuthRejected,
+)
 from consumer.signalr.proxies import (
     PROXY_ENV,
     PROXY_OFF,
@@ -131,6 +142,14 @@ from consumer.signalr.proxies import (
     validate_proxy,
 )
 from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy
+from consumer.signalr.streams import _END, HubStream
+from consumer.signalr.urls import (
+    _with_query,
+    build_negotiate_url,
+    build_ws_url,
+    check_url_security,
+    redact_url,
+)
 
 __all__ = [
     "MAX_TARGET_LENGTH",
@@ -161,7 +180,6 @@ MAX_NEGOTIATE_BYTES = 1024 * 1024
 FLAPPING_AFTER = 3  # consecutive short-lived connections
 FLAPPING_LOG_INTERVAL = 60.0  # seconds between two `signalr.flapping` warnings
 NO_RESULT_ERROR = "Client didn't provide a result."
-DEFAULT_MAX_DISPATCH_BYTES = 16 * 1024 * 1024
 # Hub targets (method names) longer than this are still dispatched, but never kept as a key of a
 # long-lived structure (route caches, warned-once sets, per-target counters): a hub controls them.
 MAX_TARGET_LENGTH = 256
@@ -176,114 +194,6 @@ class TokenProviderLike(Protocol):
     async def get_token(self) -> str: ...
 
     def invalidate(self, token: str) -> None: ...
-
-
-# --- errors -----------------------------------------------------------------------------------------
-
-
-class HubConnectionError(Exception):
-    """Base class of every error this client raises (besides ConfigError at construction)."""
-
-
-class HubError(HubConnectionError):
-    """The hub completed an invocation with an error; the message is the hub's."""
-
-
-class ConnectionLostError(HubConnectionError):
-    """The connection was lost or stopped while an invocation or stream was pending."""
-
-
-class NegotiateError(HubConnectionError):
-    """The negotiate request failed or its response cannot be used."""
-
-
-class HandshakeError(HubConnectionError):
-    """The hub refused the handshake, answered garbage, or did not answer within the timeout."""
-
-
-class HubAuthError(HubConnectionError):
-    """The bearer was rejected (401/403) twice in a row: once with the cached and once with a fresh token."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class ServerClosedError(HubConnectionError):
-    """The server sent a Close message with an error."""
-
-
-class ServerTimeoutError(HubConnectionError):
-    """Nothing was received from the server within the server timeout (half-open connection)."""
-
-
-class InvalidTextFrameError(proto.ProtocolError):
-    """A text frame that is not valid UTF-8 (RFC 6455: the connection must be failed with 1007)."""
-
-
-class _AuthRejected(Exception):
-    def __init__(self, status: int, token: str | None, where: str) -> None:
-        super().__init__(f"{where} rejected the bearer with HTTP {status}")
-        self.status = status
-        self.token = token
-        self.where = where
-
-
-# --- URLs -------------------------------------------------------------------------------------------
-
-_REDACT_PARAMS = frozenset({"access_token", "id"})
-
-
-def redact_url(url: str) -> str:
-    """The URL with `access_token` and the connection token (`id`) query values masked, for logging."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if not parts.query:
-        return url
-    query = [(k, "[redacted]" if k in _REDACT_PARAMS else v) for k, v in parse_qsl(parts.query, True)]
-    return urlunsplit(parts._replace(query=urlencode(query, safe="[]")))
-
-
-def check_url_security(url: str, allow_insecure_http: bool = False) -> None:
-    """Refuse plain http/ws unless the host is loopback or insecure transport was explicitly allowed.
-
-    The project's one rule (`consumer.auth.urls.check_url_security`), applied to the redacted URL so
-    that an error message can never carry a token.
-    """
-    shared_check_url_security(redact_url(url), allow_insecure_http, "hub URL", key="url")
-
-
-def _with_query(url: str, **params: str) -> str:
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    names = {k for k, _ in query}
-    query.extend((k, v) for k, v in params.items() if k not in names)
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def build_negotiate_url(url: str, *, stateful_reconnect: bool = False, negotiate_version: int = 1) -> str:
-    """`{url}/negotiate?negotiateVersion=1[&useStatefulReconnect=true]`, keeping the URL's own query."""
-    parts = urlsplit(url)
-    path = parts.path + ("negotiate" if parts.path.endswith("/") else "/negotiate")
-    extra = {"negotiateVersion": str(negotiate_version)}
-    if stateful_reconnect:
-        extra["useStatefulReconnect"] = "true"
-    return _with_query(urlunsplit(parts._replace(path=path)), **extra)
-
-
-def build_ws_url(url: str, connection_token: str | None = None, access_token: str | None = None) -> str:
-    """http(s)→ws(s), plus `id=<connectionToken>` and `access_token=` query parameters when given."""
-    parts = urlsplit(url)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme.lower(), parts.scheme.lower())
-    out = urlunsplit(parts._replace(scheme=scheme))
-    params: dict[str, str] = {}
-    if connection_token:
-        params["id"] = connection_token
-    if access_token:
-        params["access_token"] = access_token
-    return _with_query(out, **params) if params else out
 
 
 # --- negotiate --------------------------------------------------------------------------------------
@@ -301,94 +211,6 @@ class _Negotiated:
 class _Redirect:
     url: str
     access_token: str | None
-
-
-# --- streams ----------------------------------------------------------------------------------------
-
-_WAKE = object()
-_END = object()
-
-
-class HubStream(AsyncIterator[Any]):
-    """A server-to-client stream. Iterate it; `aclose()` (or `async with`) cancels it on the server."""
-
-    def __init__(self, connection: HubConnection, target: str, args: tuple[Any, ...], buffer: int) -> None:
-        self._connection = connection
-        self._target = target
-        self._args = args
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=buffer)
-        self._terminal: Any = None  # _END or an exception
-        self._invocation_id: str | None = None
-        self._finished = False
-
-    @property
-    def invocation_id(self) -> str | None:
-        return self._invocation_id
-
-    def __aiter__(self) -> HubStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        if self._finished:
-            raise StopAsyncIteration
-        if self._invocation_id is None:
-            await self._connection._start_stream(self)
-        while True:
-            if not self._queue.empty():
-                item = self._queue.get_nowait()
-            elif self._terminal is not None:
-                return self._finish()
-            else:
-                try:
-                    item = await self._queue.get()
-                except asyncio.CancelledError:
-                    self._cancel_in_background()
-                    raise
-            if item is not _WAKE:
-                return item
-
-    def _finish(self) -> Any:
-        self._finished = True
-        self._connection._streams.pop(self._invocation_id or "", None)
-        terminal = self._terminal
-        if terminal is _END:
-            raise StopAsyncIteration
-        raise terminal
-
-    # called by the connection's receive loop
-    async def _put(self, item: Any) -> None:
-        if not self._finished:
-            await self._queue.put(item)
-
-    def _complete(self, terminal: Any) -> None:
-        if self._terminal is None:
-            self._terminal = terminal
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait(_WAKE)
-
-    def _cancel_in_background(self) -> None:
-        if self._finished or self._invocation_id is None:
-            return
-        self._finished = True
-        self._connection._streams.pop(self._invocation_id, None)
-        self._connection._spawn(self._connection._send_cancel(self._invocation_id))
-
-    async def aclose(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        if self._invocation_id is not None:
-            self._connection._streams.pop(self._invocation_id, None)
-            if self._terminal is None:
-                await self._connection._send_cancel(self._invocation_id)
-
-    async def __aenter__(self) -> HubStream:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
 
 # --- the connection ---------------------------------------------------------------------------------
@@ -434,88 +256,7 @@ class BufferUsage:
     replay_limit_bytes: int
 
 
-@dataclass(slots=True)
-class _Notify:
-    """Connection callbacks queued behind the invocations decoded before them (dispatch order)."""
-
-    callbacks: list[Callback]
-    args: tuple[Any, ...]
-
-
 _INVOCATION = proto.Invocation
-_Batch: TypeAlias = list[proto.Invocation]  # the invocations one frame brought, in order
-_Queued: TypeAlias = _Batch | _Notify
-
-
-class _DispatchQueue:
-    """The receive loop → dispatcher FIFO. Items are whole batches (a frame's invocations) or
-    `_Notify` markers, so the hand-off costs one put/get per frame, not per message.
-
-    Bounded in invocations and in bytes, not in items: `size` counts the invocations handed over and
-    not yet finished by the dispatcher (queued ones and the batch it is working on; a `_Notify`
-    counts 1) until `task_done(item)`; `bytes` likewise counts the wire bytes given with each
-    `put(item, nbytes)`. `put()` waits while `size >= limit` or `bytes >= byte_limit`, then adds
-    the whole item: a batch is never split, so `size` stays under `limit + one batch` and `bytes`
-    under `byte_limit + one frame`. A cancelled `put()` has added nothing. `join()` waits until
-    every item put is done. One consumer: `task_done()` is called for the items taken, in order.
-    """
-
-    __slots__ = ("_byte_limit", "_idle", "_items", "_limit", "_ready", "_room", "_taken", "bytes", "size")
-
-    def __init__(self, limit: int, byte_limit: int = DEFAULT_MAX_DISPATCH_BYTES) -> None:
-        self._items: deque[tuple[_Queued, int]] = deque()
-        self._taken: deque[int] = deque()  # bytes of the items taken by get(), not yet task_done()
-        self._limit = max(1, limit)
-        self._byte_limit = max(1, byte_limit)
-        self.size = 0
-        self.bytes = 0
-        self._ready = asyncio.Event()  # set while items are queued
-        self._room = asyncio.Event()  # set while size < limit
-        self._room.set()
-        self._idle = asyncio.Event()  # set while size == 0 (everything put is done)
-        self._idle.set()
-
-    def __len__(self) -> int:
-        """Items (batches and markers) queued, not yet taken by the dispatcher."""
-        return len(self._items)
-
-    def put_nowait(self, item: _Queued, nbytes: int = 0) -> bool:
-        """Add `item` (`nbytes` wire bytes) and return True, or return False (nothing added) when full."""
-        if self.size >= self._limit or self.bytes >= self._byte_limit:
-            return False
-        self._items.append((item, nbytes))
-        self.size += len(item) if item.__class__ is list else 1
-        self.bytes += nbytes
-        self._idle.clear()
-        self._ready.set()
-        if self.size >= self._limit or self.bytes >= self._byte_limit:
-            self._room.clear()
-        return True
-
-    async def put(self, item: _Queued, nbytes: int = 0) -> None:
-        while not self.put_nowait(item, nbytes):
-            await self._room.wait()
-
-    async def get(self) -> _Queued:
-        items = self._items
-        while not items:
-            self._ready.clear()
-            await self._ready.wait()
-        item, nbytes = items.popleft()
-        self._taken.append(nbytes)
-        return item
-
-    def task_done(self, item: _Queued) -> None:
-        """The dispatcher is done with `item` (taken by `get()`): its invocations stop counting."""
-        self.size -= len(item) if item.__class__ is list else 1
-        self.bytes -= self._taken.popleft() if self._taken else 0
-        if self.size < self._limit and self.bytes < self._byte_limit:
-            self._room.set()
-        if self.size <= 0:
-            self._idle.set()
-
-    async def join(self) -> None:
-        await self._idle.wait()
 
 
 @dataclass(slots=True, frozen=True)
@@ -654,9 +395,9 @@ class HubConnection:
         self._resume_url: str | None = None
         self._connection_id: str | None = None
         self._send_lock = asyncio.Lock()
-        self._dispatch_queue: _DispatchQueue | None = None
+        self._dispatch_queue: DispatchQueue | None = None
         self._dispatcher: asyncio.Task[None] | None = None
-        self._leftover: deque[_Batch] = deque()  # decoded, not yet queued when stop() came
+        self._leftover: deque[Batch] = deque()  # decoded, not yet queued when stop() came
         self._routes: dict[str, _Route] = {}
         self._main_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -1248,7 +989,7 @@ class HubConnection:
         handler is stuck), the put goes on in the background and ordering becomes best effort."""
         queue = self._dispatch_queue
         assert queue is not None
-        item = _Notify(callbacks, args)
+        item = Notify(callbacks, args)
         if queue.put_nowait(item):
             return
         try:
@@ -1314,7 +1055,7 @@ class HubConnection:
         self._short_streak = 0
         self._connected_at = None
         self._leftover.clear()
-        queue = _DispatchQueue(self._dispatch_queue_size, self._max_dispatch_bytes)
+        queue = DispatchQueue(self._dispatch_queue_size, self._max_dispatch_bytes)
         self._dispatch_queue = queue
         dispatcher = asyncio.create_task(self._dispatch_loop(queue), name="signalr:dispatcher")
         self._dispatcher = dispatcher
@@ -1494,7 +1235,7 @@ class HubConnection:
         """One frame's messages (`nbytes` on the wire). Its invocations go to the dispatcher as one
         batch; the hot case (no stateful buffer, nothing but invocations) costs one list
         comprehension and one put."""
-        batch = cast(_Batch, [m for m in messages if m.__class__ is _INVOCATION])
+        batch = cast(Batch, [m for m in messages if m.__class__ is _INVOCATION])
         if len(batch) == len(messages):
             self.stats.invocations_decoded += len(batch)
             queue = self._dispatch_queue
@@ -1506,8 +1247,8 @@ class HubConnection:
 
     async def _hand_over(
         self,
-        queue: _DispatchQueue,
-        batch: _Batch,
+        queue: DispatchQueue,
+        batch: Batch,
         messages: list[Any],
         resume_at: int,
         nbytes: int = 0,
@@ -1523,7 +1264,7 @@ class HubConnection:
             raise
 
     def _keep_rest(self, messages: list[Any], resume_at: int) -> None:
-        rest: _Batch = []
+        rest: Batch = []
         for message in messages[resume_at:]:
             if isinstance(message, proto.Invocation):
                 rest.append(message)
@@ -1540,7 +1281,7 @@ class HubConnection:
         queue = self._dispatch_queue
         assert queue is not None
         per_message = nbytes // len(messages) if messages else 0
-        batch: _Batch = []
+        batch: Batch = []
         for index, message in enumerate(messages):
             if isinstance(message, proto.Invocation):
                 batch.append(message)
@@ -1669,13 +1410,13 @@ class HubConnection:
 
     # --- internals: dispatching ----------------------------------------------------------------
 
-    async def _dispatch_loop(self, queue: _DispatchQueue) -> None:
+    async def _dispatch_loop(self, queue: DispatchQueue) -> None:
         stats = self.stats
         routes = self._routes  # cleared in place by on()/off()/on_raw(), never replaced
         while True:
             item = await queue.get()
             try:
-                if isinstance(item, _Notify):
+                if isinstance(item, Notify):
                     await self._fire(item.callbacks, *item.args)
                     continue
                 done = 0
@@ -1727,7 +1468,7 @@ class HubConnection:
         self._routes[target] = route
         return route
 
-    async def _drain(self, queue: _DispatchQueue, dispatcher: asyncio.Task[None], deadline: float) -> None:
+    async def _drain(self, queue: DispatchQueue, dispatcher: asyncio.Task[None], deadline: float) -> None:
         """Closing: until the dispatcher has run everything queued (then `_leftover`) or `deadline`;
         then the dispatcher stops and whatever it did not reach is counted as abandoned."""
 

@@ -21,6 +21,7 @@ import test_client_hub as hubs  # the demo hub of the client tests (stateful rec
 from consumer.signalr import connection as connection_module
 from consumer.signalr import protocol as proto
 from consumer.signalr.connection import MAX_TARGET_LENGTH, HubConnection
+from consumer.signalr.dispatch import DispatchQueue, Notify
 from consumer.signalr.retry import DaemonRetryPolicy
 from consumer.sim.hubhost import HubCallContext, HubServer
 
@@ -67,14 +68,14 @@ def invocation(i: int) -> proto.Invocation:
 
 
 async def test_queue_is_bounded_in_bytes_admits_one_item_over_and_frees_on_task_done() -> None:
-    queue = connection_module._DispatchQueue(1000, byte_limit=100)
+    queue = DispatchQueue(1000, byte_limit=100)
     assert queue.put_nowait([invocation(0)], 60)
     assert queue.bytes == 60
     # under the byte bound: the next frame is admitted whole, even though it takes the queue over
     assert queue.put_nowait([invocation(1), invocation(2)], 70)
     assert queue.bytes == 130 and queue.size == 3
     assert not queue.put_nowait([invocation(3)], 1)  # at the bound: nothing, however small
-    assert not queue.put_nowait(connection_module._Notify([], ()))  # not even a marker
+    assert not queue.put_nowait(Notify([], ()))  # not even a marker
     blocked = asyncio.create_task(queue.put([invocation(3)], 10))
     await asyncio.sleep(0)  # one loop pass: the task runs up to its wait for room
     first = await queue.get()
