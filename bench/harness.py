@@ -23,12 +23,13 @@ PY = sys.executable
 
 
 class Hub:
-    """The hub process (bench/hub.py); its stdout lines (ready line, one per finished stream) arrive on
-    a queue. `hubs` > 1 serves that many independent HubServers (`urls`)."""
+    """The hub process (bench/hub.py, or `script`: bench/wirehub.py); its stdout lines (ready line, one
+    per finished stream) arrive on a queue. `hubs` > 1 serves that many independent HubServers (`urls`)."""
 
-    def __init__(self, hubs: int = 1) -> None:
+    def __init__(self, hubs: int = 1, script: str = "hub.py") -> None:
+        args = ["--hubs", str(hubs)] if script == "hub.py" else []
         self.proc = subprocess.Popen(
-            [PY, str(HERE / "hub.py"), "--hubs", str(hubs)],
+            [PY, str(HERE / script), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

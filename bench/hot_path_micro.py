@@ -1,7 +1,8 @@
 """Micro-benchmark of the relay hot path, in process: `python bench/hot_path_micro.py [--patches N]`.
 
 Real `ReceiveCarPatches` payloads (bench/payloads.py: consecutive car patches of the packaged replays,
-10-60 per message), cycled until at least N car patches (default 100,000) are covered. Each stage is
+10-60 per message; with `--redmist`: 12 per message with every key present, as the side-by-side
+section's hub sends them), cycled until at least N car patches (default 100,000) are covered. Each stage is
 timed over the whole set, `--repeats` times (default 5); the median and the best are reported as µs
 per message and per car patch. Stages:
 
@@ -9,7 +10,9 @@ per message and per car patch. Stages:
 - `msgpack -> names (dicts)`: decode + `contract.arguments_from_msgpack` (the dict form watchers get).
 - `msgpack -> names (encodable)`: decode + `contract.encodable_arguments_from_msgpack` (the relay's
   form for the envelope), when the contract module has it.
-- `msgpack envelope line`: the relay's whole MessagePack per-message work up to the line bytes.
+- `msgpack envelope line`: the reference MessagePack per-message work up to the line bytes.
+- `msgpack -> names (fastpack)` / `msgpack envelope line (fastpack)`: the same through
+  `consumer.relay.fastpack` (the relay's path since issue 15; the reference is its fallback).
 - `json envelope line`: `peek_json_event_id` + `EnvelopeEncoder.invocation` with the raw JSON spliced.
 - `relay -> file, json|messagepack`: `Relay.on_raw` for every message with a real `SinkWorker` +
   `FileSink` (fsync never, temp file) running in the same event loop, until every line is written.
@@ -39,9 +42,9 @@ import msgspec
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from payloads import TARGET, build_pool  # noqa: E402
+from payloads import TARGET, build_full_pool, build_pool  # noqa: E402
 
-from consumer.relay import contract  # noqa: E402
+from consumer.relay import contract, fastpack  # noqa: E402
 from consumer.relay.envelope import EnvelopeEncoder, peek_json_event_id  # noqa: E402
 from consumer.relay.relay import Relay, event_id_of  # noqa: E402
 from consumer.sinks import FileSink, SinkWorker  # noqa: E402
@@ -112,9 +115,10 @@ def main() -> None:
     parser.add_argument("--patches", type=int, default=100_000, help="car patches covered (default 100,000)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, help="also write the figures as JSON to this file")
+    parser.add_argument("--redmist", action="store_true", help="12-car frames, every patch key present")
     args = parser.parse_args()
 
-    pool = build_pool()
+    pool: list[Any] = build_full_pool() if args.redmist else build_pool()
     msgs = messages_for(pool, args.patches)
     patches = sum(p.cars for p in msgs)
     mp = [p.msgpack_args for p in msgs]
@@ -151,6 +155,16 @@ def main() -> None:
                 enc.invocation(TARGET, a, event_id_of(a))
 
     rep.add("msgpack envelope line", timed(r, mp_lines))
+    fp = fastpack.convert
+    rep.add("msgpack -> names (fastpack)", timed(r, each(lambda m: fp(TARGET, m), mp)))
+
+    def fp_lines() -> None:
+        for m in mp:
+            a = fp(TARGET, m)
+            assert a is not None
+            enc.invocation(TARGET, a, event_id_of(a))
+
+    rep.add("msgpack envelope line (fastpack)", timed(r, fp_lines))
     rep.add(
         "json envelope line", timed(r, each(lambda j: enc.invocation(TARGET, j, peek_json_event_id(j)), js))
     )
@@ -191,6 +205,7 @@ def main() -> None:
             "msgspec": msgspec.__version__,
             "messages": len(msgs),
             "patches": patches,
+            "shape": "redmist" if args.redmist else "sparse",
             "repeats": r,
             "stages": rep.rows,
         }

@@ -2,6 +2,7 @@
 
     python bench/nats_sink.py                 # 100k messages x 3 runs per cell
     python bench/nats_sink.py --messages 20000 --runs 1
+    python bench/nats_sink.py --pin           # nats-server on CPU 1, this process on CPU 0 (taskset)
 
 In process, like bench/hot_path_micro.py's `relay -> file`: `Relay.on_raw` for every message (real
 RedMist-sized `ReceiveCarPatches` payloads, bench/payloads.py, JSON protocol) with the sinks' writer
@@ -58,11 +59,12 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(store: Path) -> tuple[subprocess.Popen[str], str]:
+def start_server(store: Path, cpu: int | None = None) -> tuple[subprocess.Popen[str], str]:
     exe = Path(sys.executable).parent / "nats-server"
     port = free_port()
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
     proc = subprocess.Popen(
-        [str(exe), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
+        [*pin, str(exe), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -113,13 +115,17 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--pin", action="store_true", help="nats-server on CPU 1, the relay on CPU 0")
     args = parser.parse_args()
+    load = os.getloadavg()
+    if args.pin:
+        os.sched_setaffinity(0, {0})
     pool = build_pool()
     raws = [pool[i % len(pool)].json_args for i in range(args.messages)]
     cells = ("file", "file + nats")
     results: dict[str, list[dict[str, float]]] = {c: [] for c in cells}
     with tempfile.TemporaryDirectory() as tmp:
-        server, url = start_server(Path(tmp) / "js")
+        server, url = start_server(Path(tmp) / "js", 1 if args.pin else None)
         try:
             for _ in range(args.runs):
                 for cell in cells:
@@ -138,10 +144,12 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "messages": args.messages,
         "runs": args.runs,
+        "pinned": args.pin,
+        "load_average_at_start": load,
         "cells": summary,
         "nats_rate_vs_file": ratio,
     }
-    out = args.out or HERE / "results" / f"nats-{doc['date']}.json"
+    out = args.out or HERE / "results" / f"nats-{doc['date']}{'-pinned' if args.pin else ''}.json"
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"| sinks | msgs/s (median of {args.runs}) | CPU s / 100k (daemon) | CPU s / 100k (nats-server) |")
     print("|---|---:|---:|---:|")

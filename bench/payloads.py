@@ -100,5 +100,52 @@ def describe(pool: list[Payload]) -> dict[str, Any]:
     }
 
 
+# --- the side-by-side section's frames: RedMist-shaped, every patch key present ----------------------
+
+FULL_CARS = 12
+
+
+@dataclass(frozen=True, slots=True)
+class FullPayload:
+    """`ReceiveCarPatches` of `FULL_CARS` patches as RedMist's hub writes them: JSON with every
+    `CarPositionPatch` key present (unset ones null, contract key order); MessagePack with every patch
+    an integer-keyed array of the contract's full length."""
+
+    json_args: bytes  # [[{...every key...}, ...]]
+    msgpack_args: bytes  # [[[slot0, ..., slotN], ...]]
+    cars: int = FULL_CARS
+
+
+def build_full_pool(limit: int = 256, cars: int = FULL_CARS) -> list[FullPayload]:
+    """Up to `limit` distinct payloads: consecutive real car patches of the packaged replays, `cars` each."""
+    names = [f.json_name for f in contract.CONTRACT.type("CarPositionPatch").fields]
+    pool: list[FullPayload] = []
+    streams = [_patch_stream(RaceEngine(load_replay(name))) for name in PACKAGED_REPLAYS]
+    i = 0
+    while len(pool) < limit and any(i + cars <= len(s) for s in streams):
+        for stream in streams:
+            if i + cars <= len(stream) and len(pool) < limit:
+                full = [{n: patch.get(n) for n in names} for patch in stream[i : i + cars]]
+                packed = contract.arguments_to_msgpack(TARGET, [full])
+                pool.append(FullPayload(msgspec.json.encode([full]), msgspec.msgpack.encode(packed), cars))
+        i += cars
+    if not pool:
+        raise RuntimeError("no payloads: the packaged replays yielded no car patches")
+    return pool
+
+
+def describe_full(pool: list[FullPayload], cars: int = FULL_CARS) -> dict[str, Any]:
+    js = [len(p.json_args) for p in pool]
+    mp = [len(p.msgpack_args) for p in pool]
+    return {
+        "payloads": len(pool),
+        "cars": cars,
+        "slots": contract.CONTRACT.type("CarPositionPatch").array_length,
+        "json_bytes_mean": round(sum(js) / len(js)),
+        "msgpack_bytes_mean": round(sum(mp) / len(mp)),
+    }
+
+
 if __name__ == "__main__":
     print(describe(build_pool()))
+    print(describe_full(build_full_pool()))

@@ -1,4 +1,6 @@
-"""Profile event-consumer's hot path: `python bench/profile_hot_path.py [json|messagepack] [COUNT]`.
+"""Profile event-consumer's hot path: `python bench/profile_hot_path.py [json|messagepack] [COUNT] [HUB]
+[ORDER]` (HUB: `hub.py`, the default, or `wirehub.py`, the side-by-side section's RedMist-shaped
+frames; ORDER: a pstats sort key, default `tottime`).
 
 Starts the bench hub, runs the real Daemon (ec_client.run: relay -> file sink) in this process under
 cProfile (the standard library's deterministic profiler; py-spy is not needed) and prints the top
@@ -30,7 +32,7 @@ def main() -> None:
     protocol = sys.argv[1] if len(sys.argv) > 1 else "json"
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 20_000
     setup_logging("WARNING", fmt="json")
-    hub = Hub()
+    hub = Hub(script=sys.argv[3]) if len(sys.argv) > 3 else Hub()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             profiler = cProfile.Profile()
@@ -41,7 +43,8 @@ def main() -> None:
         hub.close()
     print(f"{protocol}: {result['msgs_per_s']:,.0f} msgs/s under the profiler")
     buf = io.StringIO()
-    pstats.Stats(profiler, stream=buf).sort_stats("tottime").print_stats(25)
+    order = sys.argv[4] if len(sys.argv) > 4 else "tottime"
+    pstats.Stats(profiler, stream=buf).sort_stats(order).print_stats(25)
     print(buf.getvalue())
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-SECTIONS = ("throughput", "latency", "reconnect", "tokens", "memory", "scale", "chaos")
+SECTIONS = ("throughput", "latency", "reconnect", "tokens", "memory", "scale", "sidebyside", "chaos")
 MARKERS = {name: (f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->") for name in SECTIONS}
 LABELS = {
     "null": "hub send rate (null reader)",
@@ -28,7 +28,13 @@ LABELS = {
     "node-signalr": "`@microsoft/signalr` on Node",
     "pysignalr": "pysignalr",
     "signalrcore": "signalrcore",
+    "bare": "bare `websockets` recv loop (no parsing)",
+    "pysignalr-decode": "pysignalr (decode only, no output)",
+    "node-decode": "`@microsoft/signalr` on Node (decode only)",
+    "event-consumer-compact": '**event-consumer** -> file, `patches = "compact"`',
+    "event-consumer-baseline": "event-consumer before issue 15 (baseline commit) -> file (faithful)",
 }
+SIDE_LABELS = {**LABELS, "event-consumer": "**event-consumer** -> file (faithful)"}
 
 
 def newest(pattern: str, exclude: tuple[str, ...] = ()) -> Path | None:
@@ -263,6 +269,71 @@ def render_throughput(doc: dict[str, Any], source: str) -> str:
     return "\n".join(lines)
 
 
+def _rounds(row: dict[str, Any] | None, key: str, fmt: str) -> str:
+    """Every round's value, in run order (`a / b`), as the issue's table shows them."""
+    if row is None:
+        return "-"
+    if row.get("error") and not row["runs"]:
+        return f"failed: {row['error'][:60]}"
+    return " / ".join(f"{r[key]:{fmt}}" for r in row["raw"]) or "-"
+
+
+def render_sidebyside(doc: dict[str, Any], source: str) -> str:
+    sec = doc["sidebyside"]
+    v = sec["versions"]
+    pay = sec["payload"]
+    n = sec["messages_per_run"]
+    rows = {(c["client"], c["protocol"]): c for c in sec["cells"]}
+    clients = list(dict.fromkeys(c["client"] for c in sec["cells"]))
+    lines = [
+        _header(sec, source, f"{n:,} frames per run, {sec['runs_per_cell']} rounds; every round shown"),
+        "The machine was shared with other work while measuring: compare ratios within the run.",
+        "",
+        f"Frames: `ReceiveCarPatches` of {pay['cars']} cars, JSON {pay['json_frame_bytes_mean']:,} B "
+        f"(every patch key present, unset ones null), MessagePack {pay['msgpack_frame_bytes_mean']:,} B "
+        f"({pay['slots']}-slot integer-keyed arrays). Peers: @microsoft/signalr {v['@microsoft/signalr']} "
+        f"(Node {v['node']}), pysignalr {v['pysignalr']}, websockets {v['websockets']}; "
+        f"Python {v['python']}.",
+        "",
+        f"Method: {sec['method']}",
+        "",
+        f"| client | JSON msgs/s | MessagePack msgs/s | JSON CPU-s / {n:,} | MessagePack CPU-s / {n:,} |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for client in clients:
+        js, mp = rows.get((client, "json")), rows.get((client, "messagepack"))
+        lines.append(
+            f"| {SIDE_LABELS.get(client, client)} | {_rounds(js, 'msgs_per_s', ',.0f')} | "
+            f"{_rounds(mp, 'msgs_per_s', ',.0f')} | {_rounds(js, 'cpu_seconds', '.2f')} | "
+            f"{_rounds(mp, 'cpu_seconds', '.2f')} |"
+        )
+    hub = [
+        f"{p}: {_rounds(rows.get(('bare', p)), 'hub_msgs_per_s', ',.0f')}"
+        for p in ("json", "messagepack")
+        if ("bare", p) in rows
+    ]
+    if hub:
+        lines += [
+            "",
+            "The hub kept ahead of every client: during the bare loop's runs it wrote (as fast as the "
+            f"socket took them) {'; '.join(hub)} msgs/s.",
+        ]
+    names = {
+        "throughput_vs_pysignalr-decode": "event-consumer msgs/s vs pysignalr",
+        "throughput_vs_node-decode": "event-consumer msgs/s vs the Node client",
+        "throughput_vs_bare": "event-consumer msgs/s vs the bare loop",
+        "cpu_vs_pysignalr-decode": "event-consumer CPU per message vs pysignalr (at most)",
+    }
+    lines += ["", "| target (issue 15) | protocol | target | measured | met |", "|---|---|---:|---:|---|"]
+    for protocol, entry in sec["ratios"].items():
+        for key, r in entry.items():
+            lines.append(
+                f"| {names.get(key, key)} | {protocol} | {r['target']:g}x | {r['ratio']:.2f}x | "
+                f"{'yes' if r['met'] else '**no**'} |"
+            )
+    return "\n".join(lines)
+
+
 def render_chaos(doc: dict[str, Any], source: str) -> str:
     lines = [
         f"Measured {doc['date']} ({doc['mode']} form) on {doc['machine']['cores']} cores. "
@@ -290,6 +361,7 @@ RENDERERS = {
     "tokens": render_tokens,
     "memory": render_memory,
     "scale": render_scale,
+    "sidebyside": render_sidebyside,
 }
 
 

@@ -11,6 +11,9 @@ Sections (each its own module; parameters per mode in MODES):
 - reconnect, tokens (reconnect.py): gap after hub restarts; token requests per hour at 300 s tokens.
 - memory (memory.py): RSS of the daemon process after N messages.
 - scale (scale.py): 1/10/100 events on one connection, 1/4/16 hubs in one process.
+- sidebyside (sidebyside.py, issue 15): an independent hub writing pre-built frames (bench/wirehub.py),
+  RedMist-shaped 12-car frames, every peer decode-only and the real `event-consumer run` process
+  writing a file, both protocols, faithful and compact output.
 
 Throughput: one hub process (bench/hub.py: the project's HubServer, pre-encoded payloads) serves every
 client; each client is its own process, started once per run; runs are interleaved across clients (run
@@ -241,7 +244,7 @@ def run_throughput(
     }
 
 
-SECTIONS = ("throughput", "latency", "reconnect", "tokens", "memory", "scale")
+SECTIONS = ("throughput", "latency", "reconnect", "tokens", "memory", "scale", "sidebyside")
 
 # Per mode: the parameters of every section (see each section module's docstring).
 MODES: dict[str, dict[str, Any]] = {
@@ -252,6 +255,7 @@ MODES: dict[str, dict[str, Any]] = {
         "tokens": {"lifetime": 2.0, "lifetimes": 2},
         "memory": {"checkpoints": (2_000, 6_000)},
         "scale": {"count": 2_000, "runs": 1, "events": (1, 10), "hubs": (1, 4)},
+        "sidebyside": {"count": 300, "runs": 1},
     },
     "quick": {
         "throughput": {"count": 5_000, "runs": 3},
@@ -260,6 +264,7 @@ MODES: dict[str, dict[str, Any]] = {
         "tokens": {"lifetime": 4.0, "lifetimes": 4},
         "memory": {"checkpoints": (20_000, 100_000)},
         "scale": {"count": 10_000, "runs": 1, "events": (1, 10, 100), "hubs": (1, 4, 16)},
+        "sidebyside": {"count": 4_000, "runs": 1},
     },
     "full": {
         "throughput": {"count": 100_000, "runs": 5},
@@ -268,6 +273,7 @@ MODES: dict[str, dict[str, Any]] = {
         "tokens": {"lifetime": 5.0, "lifetimes": 12},
         "memory": {"checkpoints": (100_000, 1_000_000)},
         "scale": {"count": 100_000, "runs": 5, "events": (1, 10, 100), "hubs": (1, 4, 16)},
+        "sidebyside": {"count": 40_000, "runs": 2},
     },
 }
 
@@ -352,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
                     import scale
 
                     doc["scale"] = scale.run(tmp=tmp, log=log, **params["scale"])
+                elif section == "sidebyside":
+                    import sidebyside
+
+                    doc["sidebyside"] = sidebyside.run(tmp=tmp, log=log, **params["sidebyside"])
                 elapsed[section] = round(time.time() - t0, 1)
     finally:
         hub.close()

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "token": "consumer.commands.token",
     "check-config": "consumer.commands.check_config",
     "events": "consumer.commands.events",
+    "board": "consumer.commands.board",
 }
 
 

@@ -93,6 +93,9 @@ class RedMistConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Optional merged live session per event, rewritten atomically (temp file + rename) on change.
     state_path: str | None = None
     state_min_interval_seconds: float = 0.5
+    # "compact": patch objects (ReceiveCarPatches, ReceiveSessionPatch) without their null (= unchanged)
+    # fields, about 4x smaller lines; "faithful" (default): every field as received.
+    patches: Literal["faithful", "compact"] = "faithful"
 
 
 class NatsSinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -107,7 +110,7 @@ class NatsSinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     stream_max_age_seconds: float = 0.0  # 0 = unlimited
     stream_max_bytes: int = -1  # -1 = unlimited
     duplicate_window_seconds: float = 120.0
-    max_in_flight: int = 1024  # publishes awaiting their ack (pipelined)
+    max_in_flight: int = 1024  # lines published and not yet proven stored (pipelined)
     ack_timeout_seconds: float = 5.0
 
 

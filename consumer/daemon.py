@@ -127,7 +127,13 @@ class Daemon:
             if workers is not None
             else [build_worker(s, config=cfg, index=i, env=env) for i, s in enumerate(cfg.sinks)]
         )
-        self.relay = Relay(self.workers, hub=cfg.hub.name, protocol=cfg.hub.protocol, stats=self.stats)
+        self.relay = Relay(
+            self.workers,
+            hub=cfg.hub.name,
+            protocol=cfg.hub.protocol,
+            stats=self.stats,
+            compact_patches=cfg.redmist.patches == "compact",
+        )
         self._provider = token_provider
         self._connection_factory = connection_factory
         self._status_interval = status_interval
@@ -144,6 +150,7 @@ class Daemon:
         self.http: httpx.AsyncClient | None = None
         self.observability: ObservabilityServer | None = None
         self.board: BoardService | None = None
+        self.kv_board: KvBoard | None = None
         self.exit_code: int | None = None
         self._unhealthy: str | None = None  # why the watchdog is withheld (logged once per episode)
         self.ha: HaController | None = None
@@ -266,6 +273,8 @@ class Daemon:
         self.stats.set_state(state)
         if self.board is not None:
             self.board.set_hub_state(state)
+        if self.kv_board is not None:
+            self.kv_board.set_hub_state(state)
 
     def _status(self) -> None:
         self.notifier.status(
@@ -396,7 +405,8 @@ class Daemon:
                 if self.state is not None:
                     background.append(asyncio.create_task(self.state.run(), name="state"))
                 if self.state is not None and cfg.nats.board_bucket:
-                    background.append(asyncio.create_task(self._kv_board(self.state).run(), name="kv-board"))
+                    self.kv_board = self._kv_board(self.state)
+                    background.append(asyncio.create_task(self.kv_board.run(), name="kv-board"))
             conn = await self._build_connection(provider)
             self.connection = conn
             self.stats.buffer_usage = conn.buffer_usage  # /metrics: the hub connection's buffers

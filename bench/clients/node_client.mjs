@@ -1,6 +1,8 @@
 // The official client as a benchmark peer: @microsoft/signalr (+ msgpack protocol) on Node.
 // node bench/clients/node_client.mjs URL COUNT PROTOCOL OUT [RATE]
-// The handler writes one JSON line per message ({"target", "arguments"}) to OUT through a WriteStream.
+// The handler writes one JSON line per message ({"target", "arguments"}) to OUT through a WriteStream;
+// OUT "-": decode only (the handler counts; nothing is encoded or written; the window ends at the
+// COUNTth message).
 // Measurement window: first ReceiveCarPatches handled -> last line flushed ('finish'); CPU from
 // process.cpuUsage() (rusage of the whole process, all threads), as the Python clients do.
 // Latency mode (RATE > 0): the hub's second argument carries sentAtNs (epoch ns). Per message:
@@ -19,7 +21,10 @@ const builder = new signalR.HubConnectionBuilder()
   .configureLogging(signalR.LogLevel.Error);
 if (protocol === "messagepack") builder.withHubProtocol(new MessagePackHubProtocol());
 const connection = builder.build();
-const stream = fs.createWriteStream(out, { flags: "w", highWaterMark: 1 << 16 });
+const decodeOnly = out === "-";
+const stream = decodeOnly
+  ? { write() {}, end(cb) { cb(); } }
+  : fs.createWriteStream(out, { flags: "w", highWaterMark: 1 << 16 });
 
 let n = 0;
 let t0 = 0n;
@@ -34,13 +39,15 @@ connection.on("ReceiveCarPatches", (patches, meta) => {
     cpu0 = process.cpuUsage();
     first = n;
   }
-  const line = JSON.stringify({ target: "ReceiveCarPatches", arguments: meta ? [patches, meta] : [patches] }) + "\n";
-  if (meta && meta.sentAtNs !== undefined) {
+  if (decodeOnly) {
+    // nothing to encode or write
+  } else if (meta && meta.sentAtNs !== undefined) {
+    const line = JSON.stringify({ target: "ReceiveCarPatches", arguments: [patches, meta] }) + "\n";
     const sentMs = meta.sentAtNs / 1e6; // a double: sub-µs precision at this magnitude
     stream.write(line, () => written.push(nowMs() - sentMs));
     handled.push(nowMs() - sentMs);
   } else {
-    stream.write(line);
+    stream.write(JSON.stringify({ target: "ReceiveCarPatches", arguments: meta ? [patches, meta] : [patches] }) + "\n");
   }
   n += 1;
   if (n === count) {
@@ -71,6 +78,8 @@ connection.on("ReceiveCarPatches", (patches, meta) => {
     });
   }
 });
+
+connection.on("BenchDone", () => {}); // bench/wirehub.py's end-of-stream sentinel
 
 await connection.start();
 await connection.send("BenchStream", count, rate, false);

@@ -6,6 +6,10 @@ KIND:
   through a buffered file.
 - `raw`: the ceiling: a bare `websockets` recv loop. JSON: each 0x1E record that is an invocation is
   written as is as the line (no parse). MessagePack: VarInt framing, msgspec decode, JSON line.
+- `bare`: a bare `websockets` recv loop that parses nothing and writes nothing: it counts the
+  invocation records in each received message (JSON: 0x1E separators; MessagePack: a walk over the
+  VarInt length prefixes) and stops after COUNT. OUT is ignored. The side-by-side section's ceiling.
+- `pysignalr-decode`: pysignalr with a handler that only counts (decode only, no output; OUT ignored).
 - `null`: the hub's own send rate: a hand-rolled WebSocket reader on a plain asyncio socket that skips
   frame payloads unread and stops at the hub's close frame (nothing parsed, nothing written).
 """
@@ -120,6 +124,39 @@ async def run_raw(url: str, count: int, protocol: str, out: str) -> dict[str, An
     return result
 
 
+async def run_bare(url: str, count: int, protocol: str) -> dict[str, Any]:
+    import websockets
+
+    window = Window()
+    n = 0
+    async with websockets.connect(_ws_url(url), max_size=None, compression=None) as ws:
+        await ws.send(_handshake(protocol).decode())
+        await ws.recv()  # handshake response
+        call = _bench_call(protocol, count)
+        await ws.send(call.decode() if protocol == "json" else call)
+        while n < count:
+            frame = await ws.recv(decode=False)
+            if n == 0:
+                window.start(0)
+            if protocol == "json":
+                n += frame.count(b"\x1e")
+                continue
+            pos, end = 0, len(frame)
+            while pos < end:
+                size = shift = 0
+                while True:
+                    b = frame[pos]
+                    pos += 1
+                    size |= (b & 0x7F) << shift
+                    shift += 7
+                    if not b & 0x80:
+                        break
+                pos += size
+                n += 1
+        result = window.result(n)
+    return result
+
+
 # --- null reader ------------------------------------------------------------------------------------
 
 
@@ -186,7 +223,8 @@ async def run_null(url: str, count: int, protocol: str) -> dict[str, Any]:
 # --- pysignalr -------------------------------------------------------------------------------------
 
 
-async def run_pysignalr(url: str, count: int, protocol: str, out: str) -> dict[str, Any]:
+async def run_pysignalr(url: str, count: int, protocol: str, out: str | None) -> dict[str, Any]:
+    """`out` None: decode only (the handler counts; nothing is encoded or written)."""
     from pysignalr.client import SignalRClient
 
     kwargs: dict[str, Any] = {}
@@ -198,7 +236,7 @@ async def run_pysignalr(url: str, count: int, protocol: str, out: str) -> dict[s
     window = Window()
     done = asyncio.Event()
     n = 0
-    f = open(out, "wb", buffering=1 << 16)  # noqa: SIM115 - closed below
+    f = open(out if out is not None else os.devnull, "wb", buffering=1 << 16)  # noqa: SIM115 - closed below
     write = f.write
     encode = _json.encode
 
@@ -212,10 +250,17 @@ async def run_pysignalr(url: str, count: int, protocol: str, out: str) -> dict[s
             f.flush()
             done.set()
 
+    async def on_patches_decode_only(args: Any) -> None:
+        nonlocal n
+        window.start(n)
+        n += 1
+        if n == count:
+            done.set()
+
     async def on_open() -> None:
         await client.send("BenchStream", [count, 0, False])
 
-    client.on(TARGET, on_patches)
+    client.on(TARGET, on_patches if out is not None else on_patches_decode_only)
     client.on_open(on_open)
     task = asyncio.create_task(client.run())
     waiter = asyncio.create_task(done.wait())
@@ -283,6 +328,10 @@ def main() -> None:
         result = asyncio.run(run_null(url, count, protocol))
     elif kind == "pysignalr":
         result = asyncio.run(run_pysignalr(url, count, protocol, out))
+    elif kind == "pysignalr-decode":
+        result = asyncio.run(run_pysignalr(url, count, protocol, None))
+    elif kind == "bare":
+        result = asyncio.run(run_bare(url, count, protocol))
     elif kind == "signalrcore":
         result = run_signalrcore(url, count, protocol, out)
     else:

@@ -47,7 +47,10 @@ _EMPTY_ARGS = msgspec.Raw(b"[]")
 
 
 def _enc_hook(value: Any) -> Any:
-    """Values msgspec.json cannot encode (called only for those): nothing received is dropped."""
+    """Values msgspec.json cannot encode (called only for those): nothing received is dropped.
+    `str` subclasses (consumer.relay.fastpack's converted slots) are written as their text."""
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, msgspec.msgpack.Ext):
         return {"msgpackExt": value.code, "data": base64.b64encode(value.data).decode("ascii")}
     raise NotImplementedError(f"cannot encode {type(value).__name__}")

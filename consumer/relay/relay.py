@@ -34,7 +34,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from consumer.relay import contract
+from consumer.relay import contract, fastpack
+from consumer.relay.compact import compact_decoded, compact_json
 from consumer.relay.envelope import EnvelopeEncoder, peek_json_event_id
 from consumer.relay.stats import OTHER_TARGET, RelayStats
 from consumer.signalr.connection import MAX_TARGET_LENGTH
@@ -82,6 +83,7 @@ class Relay:
         encoder: EnvelopeEncoder | None = None,
         peek_event_id: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        compact_patches: bool = False,
     ) -> None:
         self.workers = tuple(workers)
         self.known_targets: set[str] = {*contract.CLIENT_METHOD_ARGS, *known_targets}
@@ -95,6 +97,7 @@ class Relay:
         self._routes: dict[str, _Cached] = {}
         self._watch: dict[str, list[Watcher]] = {}
         self._json = protocol == "json"
+        self.compact_patches = compact_patches  # `[redmist] patches = "compact"` (consumer.relay.compact)
         self.track_events: Container[int | str] = frozenset()
         self.last_message_by_event: dict[int | str, float] = {}
         self.wake_events: Container[int | str] = frozenset()
@@ -139,15 +142,28 @@ class Relay:
         if not route and not watchers:
             return
         decoded: list[Any] | None = None
+        compact = self.compact_patches
         if self._json:
             arguments: Any = raw
             event_id = peek_json_event_id(raw) if self.peek_event_id else None
-        elif watchers:  # the watchers read fields: the dict form serves them and the envelope
-            decoded = contract.arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
-            arguments = decoded
+            if compact and route:
+                arguments = compact_json(target, raw) or raw
+        elif watchers:  # the watchers read fields: they get the dict form (always faithful)
+            fast = fastpack.convert(target, raw)
+            if fast is not None:
+                decoded = fastpack.to_dicts(fast)
+                arguments = compact_decoded(target, decoded) if compact else fast
+            else:
+                decoded = contract.arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
+                arguments = compact_decoded(target, decoded) if compact else decoded
             event_id = event_id_of(decoded) if self.peek_event_id else None
         else:  # only encoded: Structs encode to the same bytes as the dicts, and cost far less
-            arguments = contract.encodable_arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
+            # fastpack: decoded and named in C where it can prove the result exact; else the reference
+            arguments = fastpack.convert(target, raw, compact)
+            if arguments is None:
+                arguments = contract.encodable_arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
+                if compact:
+                    arguments = compact_decoded(target, arguments)
             event_id = event_id_of(arguments) if self.peek_event_id else None
         if event_id in self.track_events:
             self._seen(event_id, now)  # type: ignore[arg-type]
@@ -175,7 +191,8 @@ class Relay:
         if event_id in self.track_events:
             self._seen(event_id, now)  # type: ignore[arg-type]
         if route:
-            line = self.encoder.invocation(target, decoded, event_id)
+            out = compact_decoded(target, decoded) if self.compact_patches else decoded
+            line = self.encoder.invocation(target, out, event_id)
             await self._fan_out(line, route)
             stats.relayed[key] = stats.relayed.get(key, 0) + 1
         for watcher in self._watch.get(target, ()):

@@ -6,10 +6,14 @@ BLAKE2b-128 of the line: the same line always gets the same id, so a publish ret
 ack or a server restart is dropped by the stream's duplicate window), `Event-Consumer-Seq` (the
 envelope `seq`) and `Content-Type: application/json`.
 
-A batch from the `SinkWorker` is published pipelined: up to `max_in_flight` publishes awaiting their
-ack at once (each with its own reply subject under one inbox subscription), then the acks are
-collected in order. The first line whose ack
-did not come (connection lost, `ack_timeout_seconds`, a stream error) ends the write: the lines
+A batch from the `SinkWorker` is published pipelined: up to `max_in_flight` lines unsettled at once,
+the commands written straight into nats-py's outgoing buffer. Acks (reply subjects under one inbox
+subscription) are asked only for the first and the last line of every run of `ACK_EVERY` (64) lines:
+the run counts as stored when those two acks are stream sequences exactly as far apart as the lines
+(nothing in between refused, deduplicated or interleaved by another publisher); a run not proven
+that way is published again with an ack per line (the stream drops what it already has by
+`Nats-Msg-Id`), so at-least-once never rests on an ack that was not asked for. The first line whose
+ack did not come (connection lost, `ack_timeout_seconds`, a stream error) ends the write: the lines
 before it are reported stored (`PartialWrite`), the rest stay in the worker's bounded retry buffer
 and are retried with its backoff; beyond `max_buffered` the oldest are dropped and counted, as for
 every sink. Lines after the failed one that were stored anyway come back as duplicates on the retry
@@ -49,8 +53,16 @@ __all__ = ["NatsSink", "msg_id"]
 log = get_logger("consumer.sinks.nats")
 
 CONTENT_TYPE = "application/json"
-_CONTENT_TYPE = CONTENT_TYPE.encode()
+_HDR = (
+    b"NATS/1.0\r\nNats-Msg-Id: %s\r\nEvent-Consumer-Seq: %d\r\nContent-Type: "
+    + CONTENT_TYPE.encode()
+    + b"\r\n\r\n"
+)
 FLUSH_BYTES = 256 * 1024  # hand the buffered commands to the flusher every this many bytes
+# Fast path: one ack requested for the first and the last line of every ACK_EVERY lines; the run in
+# between counts as stored only when the stream sequences of those two acks are exactly that far apart.
+ACK_EVERY = 64
+blake2b = hashlib.blake2b
 # nats-py 2.x internals the fast path writes to (its outgoing command buffer); else `publish()`.
 _FAST = True  # tests turn it off to cover the public path
 
@@ -66,6 +78,24 @@ class _Head(msgspec.Struct):
 
 
 _decode_head = msgspec.json.Decoder(_Head).decode
+_ARGS = b',"arguments":'
+
+
+def _head(line: bytes) -> _Head:
+    """The head fields of an envelope line. `arguments` is the envelope's last field and the bytes
+    `,"arguments":` cannot occur inside a JSON string, so the part before it is decoded alone (the
+    arguments are most of the line); anything else is decoded whole, and a non-envelope line gets
+    empty fields."""
+    cut = line.find(_ARGS, 0, 1024)
+    try:
+        if cut > 0:
+            return _decode_head(line[:cut] + b"}")
+        return _decode_head(line)
+    except msgspec.DecodeError:
+        try:
+            return _decode_head(line)
+        except msgspec.DecodeError:
+            return _Head()
 
 
 def _no_marker(target: str, info: dict[str, Any], event_id: int | str | None) -> bytes:
@@ -107,6 +137,7 @@ class NatsSink:
         # Counters (read by tests and the benchmark).
         self.published = 0  # acks received
         self.duplicates = 0  # acks saying the stream already had the message
+        self.unproven = 0  # lines published again with an ack each (their run was not proven)
         self.connects = 0
         # Hot-standby pair (enable_ha): "leader" publishes; "standby" keeps a bounded buffer;
         # "takeover" publishes what the stream lacks when the failover marker comes through.
@@ -213,10 +244,7 @@ class NatsSink:
     # -- writes --------------------------------------------------------------------------------
 
     def _headers(self, line: bytes) -> tuple[str, dict[str, str]]:
-        try:
-            head = _decode_head(line)
-        except msgspec.DecodeError:  # not an envelope (never from the relay): still published
-            head = _Head()
+        head = _head(line)  # not an envelope (never from the relay): still published
         subject = self._subject.render(head.hub, head.event_id, head.target, head.kind)
         return subject, {
             "Nats-Msg-Id": msg_id(line),
@@ -224,27 +252,16 @@ class NatsSink:
             "Content-Type": CONTENT_TYPE,
         }
 
-    def _hpub(self, line: bytes, reply: bytes) -> bytes:
+    def _hpub(self, line: bytes, reply: bytes | None) -> bytes:
         """The protocol command publishing `line` with our headers (built once, no per-header checks:
-        the subject's tokens are sanitised and the header values are hex digits and an int)."""
-        try:
-            head = _decode_head(line)
-        except msgspec.DecodeError:
-            head = _Head()
-        subject = self._subject.render(head.hub, head.event_id, head.target, head.kind)
-        hdr = b"NATS/1.0\r\nNats-Msg-Id: %s\r\nEvent-Consumer-Seq: %d\r\nContent-Type: %s\r\n\r\n" % (
-            msg_id(line).encode(),
-            head.seq,
-            _CONTENT_TYPE,
-        )
-        return b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
-            subject.encode(),
-            reply,
-            len(hdr),
-            len(hdr) + len(line),
-            hdr,
-            line,
-        )
+        the subject's tokens are sanitised and the header values are hex digits and an int). Without
+        a reply subject the server sends no ack (see ACK_EVERY)."""
+        head = _head(line)
+        subject = self._subject.render(head.hub, head.event_id, head.target, head.kind).encode()
+        hdr = _HDR % (blake2b(line, digest_size=16).hexdigest().encode(), head.seq)
+        if reply is not None:
+            subject += b" " + reply
+        return b"HPUB %s %d %d\r\n%s%s\r\n" % (subject, len(hdr), len(hdr) + len(line), hdr, line)
 
     async def _ensure(self) -> JetStreamContext:
         js = self._js
@@ -298,22 +315,37 @@ class NatsSink:
                 ack = _Ack(error=_ApiError(description="empty ack"))
         except msgspec.DecodeError:
             ack = _Ack(error=_ApiError(description="undecodable ack"))
+        state = batch.state
         if ack.error is not None:
-            batch.state[i] = -1
+            state[i] = -1
             batch.error = batch.error or f"JetStream error {ack.error.code}: {ack.error.description}"
             batch.done.set()
         else:
-            batch.state[i] = 2 if ack.duplicate else 1
-        batch.acked += 1
-        if batch.acked == len(batch.state):
+            state[i] = 2 if ack.duplicate else 1
+            batch.seqs[i] = ack.seq
+        batch.received += 1
+        start = batch.chunk_start.pop(i, None)
+        if start is not None:  # the last line of a run: settled (proven stored, or left for pass 2)
+            if (
+                start < i
+                and state[start] == 1
+                and state[i] == 1
+                and batch.seqs[i] - batch.seqs[start] == i - start
+            ):
+                state[start + 1 : i] = _ONES[: i - start - 1]  # the stream stored exactly these
+            batch.settled += i - start + 1
+        if not batch.sending and batch.received == batch.expected:
             batch.done.set()
         batch.progress.set()
 
     async def _publish(self, lines: Sequence[bytes]) -> None:
-        """Publish `lines` pipelined (at most `max_in_flight` awaiting an ack); PartialWrite on failure.
+        """Publish `lines` pipelined (at most `max_in_flight` lines unsettled); PartialWrite on failure.
 
-        No await between two publishes unless the in-flight bound is reached, so a batch leaves in
-        a few socket writes, not one per line (nats-py's `publish_async` yields on every call).
+        Fast path (nats-py's outgoing buffer): acks are asked for the first and last line of every
+        `ACK_EVERY` lines only; a run counts as stored when its two acks are stream sequences exactly
+        that far apart (nothing in between lost, duplicated or interleaved). Runs not proven that way
+        are published again with an ack per line (the stream drops the copies it already has by
+        `Nats-Msg-Id`). No await between two publishes unless the in-flight bound is reached.
         """
         import nats.errors
 
@@ -325,34 +357,19 @@ class NatsSink:
         batch = _Batch(self._token, len(lines))
         self._token += len(lines)
         self._batch = batch
-        inbox, limit = self._inbox, self.cfg.max_in_flight
-        inbox_b = inbox.encode()
         fast = _FAST and nc.is_connected and isinstance(getattr(nc, "_pending", None), list)
         error: BaseException | str | None = None
         try:
-            async with asyncio.timeout(self.cfg.ack_timeout_seconds * (1 + len(lines) // limit)):
-                for i, line in enumerate(lines):
-                    if i - batch.acked >= limit:  # full: wait until half the window is acked
-                        if fast and nc._pending:
-                            await nc._flush_pending()  # what is buffered must leave to be acked
-                        while i - batch.acked > limit // 2 and not batch.done.is_set() and not lost.done():
-                            batch.progress.clear()
-                            await _first(batch.progress, lost)
-                    if batch.done.is_set() or lost.done():
-                        break
-                    if fast:  # straight into the client's outgoing buffer (see _hpub)
-                        cmd = self._hpub(line, b"%s%d" % (inbox_b, batch.base + i))
-                        nc._pending.append(cmd)
-                        nc._pending_data_size += len(cmd)
-                        if nc._pending_data_size > FLUSH_BYTES:
-                            await nc._flush_pending()
-                    else:
-                        subject, headers = self._headers(line)
-                        await nc.publish(subject, line, reply=f"{inbox}{batch.base + i}", headers=headers)
-                if fast:
-                    await nc._flush_pending()
-                if not batch.done.is_set() and not lost.done():
-                    await _first(batch.done, lost)
+            async with asyncio.timeout(
+                self.cfg.ack_timeout_seconds * (2 + 2 * len(lines) // self.cfg.max_in_flight)
+            ):
+                every = max(1, min(ACK_EVERY, self.cfg.max_in_flight // 2)) if fast else 1
+                await self._send(nc, lost, batch, lines, range(len(lines)), every=every, fast=fast)
+                if fast and batch.error is None and not lost.done():
+                    redo = [i for i, st in enumerate(batch.state) if st == 0]
+                    if redo:
+                        self.unproven += len(redo)
+                        await self._send(nc, lost, batch, lines, redo, every=1, fast=fast)
         except (nats.errors.Error, OSError) as err:  # TimeoutError is an OSError
             error = err
         finally:
@@ -375,6 +392,63 @@ class NatsSink:
         if done:
             raise PartialWrite(done, cause)
         raise cause
+
+    async def _send(
+        self,
+        nc: NATS,
+        lost: asyncio.Future[None],
+        batch: _Batch,
+        lines: Sequence[bytes],
+        indices: Sequence[int],
+        *,
+        every: int,
+        fast: bool,
+    ) -> None:
+        """One pass over `indices` (runs of `every` lines, acks on their ends); returns once every
+        requested ack came, or on an error ack or a lost connection."""
+        inbox, limit = self._inbox, self.cfg.max_in_flight
+        inbox_b = inbox.encode()
+        batch.expected = batch.received = batch.settled = 0
+        batch.chunk_start.clear()
+        batch.done.clear()
+        batch.sending = True
+        n = len(indices)
+        unflushed = 0
+        for k, i in enumerate(indices):
+            if k - batch.settled >= limit:  # full: wait until half the window is settled
+                if fast and nc._pending:
+                    await nc._flush_pending()  # what is buffered must leave to be acked
+                    unflushed = 0
+                while k - batch.settled > limit // 2 and not batch.done.is_set() and not lost.done():
+                    batch.progress.clear()
+                    await _first(batch.progress, lost)
+            if batch.done.is_set() or lost.done():
+                break
+            pos = k % every
+            reply: bytes | None = None
+            if pos == 0 or pos == every - 1 or k == n - 1:
+                reply = b"%s%d" % (inbox_b, batch.base + i)
+                batch.expected += 1
+                if pos == every - 1 or k == n - 1:
+                    batch.chunk_start[i] = indices[k - pos]
+            if fast:  # straight into the client's outgoing buffer (see _hpub)
+                cmd = self._hpub(lines[i], reply)
+                nc._pending.append(cmd)
+                nc._pending_data_size += len(cmd)
+                unflushed += len(cmd)
+                if unflushed > FLUSH_BYTES:
+                    await nc._flush_pending()
+                    unflushed = 0
+            else:
+                subject, headers = self._headers(lines[i])
+                await nc.publish(subject, lines[i], reply=f"{inbox}{batch.base + i}", headers=headers)
+        batch.sending = False
+        if fast:
+            await nc._flush_pending()
+        if batch.received == batch.expected:
+            batch.done.set()
+        if not batch.done.is_set() and not lost.done():
+            await _first(batch.done, lost)
 
     # -- hot-standby pair ----------------------------------------------------------------------
 
@@ -554,17 +628,38 @@ _decode_ack = msgspec.json.Decoder(_Ack).decode
 
 
 class _Batch:
-    """Ack state of the batch being published: per line 0 pending, 1 stored, 2 duplicate, -1 error."""
+    """Ack state of the batch being published: per line 0 pending (or not proven), 1 stored,
+    2 duplicate, -1 error; the stream sequence of each acked line; the runs awaiting their last ack."""
 
-    __slots__ = ("acked", "base", "done", "error", "progress", "state")
+    __slots__ = (
+        "base",
+        "chunk_start",
+        "done",
+        "error",
+        "expected",
+        "progress",
+        "received",
+        "sending",
+        "seqs",
+        "settled",
+        "state",
+    )
 
     def __init__(self, base: int, n: int) -> None:
         self.base = base
         self.state = [0] * n
-        self.acked = 0
+        self.seqs = [0] * n
+        self.chunk_start: dict[int, int] = {}  # index of a run's last line -> index of its first
+        self.expected = 0  # acks requested in this pass
+        self.received = 0  # acks received in this pass
+        self.settled = 0  # lines of this pass whose run got its last ack
+        self.sending = False
         self.error: str | None = None
         self.done = asyncio.Event()
         self.progress = asyncio.Event()
+
+
+_ONES = [1] * 4096
 
 
 async def _first(event: asyncio.Event, lost: asyncio.Future[None]) -> None:

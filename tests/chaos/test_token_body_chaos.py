@@ -29,6 +29,20 @@ BODY = 300 * 1000 * 1000
 SECRET = "chaos-hostile-client-secret"
 TIMEOUT = 4.0
 
+# The child's own peak RSS: VmHWM of its address space, written at exit. Not ru_maxrss from wait4: on
+# Linux that carries the parent's RSS at fork time over exec (a full pytest run is ~300 MiB itself).
+RUN_AND_REPORT_HWM = """
+import atexit, runpy, sys
+hwm_path = sys.argv.pop(1)
+def report():
+    with open("/proc/self/status") as f:
+        hwm = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    with open(hwm_path, "w") as out:
+        out.write(hwm)
+atexit.register(report)
+runpy.run_module("consumer", run_name="__main__", alter_sys=True)
+"""
+
 
 class Hostile:
     def __init__(self, mode: str) -> None:
@@ -69,8 +83,9 @@ def test_300mb_token_response_rejected_without_reading_it(tmp_path: Path, mode: 
             proc = subprocess.Popen(
                 [
                     sys.executable,
-                    "-m",
-                    "consumer",
+                    "-c",
+                    RUN_AND_REPORT_HWM,
+                    str(tmp_path / "hwm"),
                     "token",
                     "--config",
                     str(config),
@@ -84,12 +99,10 @@ def test_300mb_token_response_rejected_without_reading_it(tmp_path: Path, mode: 
             )
             killer = threading.Timer(60, proc.kill)
             killer.start()
-            # wait4: this child's own peak resident memory (ru_maxrss, KiB on Linux).
-            _, status, usage = os.wait4(proc.pid, 0)
+            code = proc.wait()
             killer.cancel()
         elapsed = time.monotonic() - t0
-        code = os.waitstatus_to_exitcode(status)
-        peak_mib = usage.ru_maxrss / 1024
+        peak_mib = int((tmp_path / "hwm").read_text()) / 1024  # VmHWM is in KiB
     finally:
         server.stop()
     stderr = (tmp_path / "err").read_text()

@@ -10,7 +10,7 @@ import msgspec
 import nats
 import pytest
 
-from consumer.kvboard import KvBoard, board_key
+from consumer.kvboard import BoardValue, KvBoard, board_key
 from consumer.relay.state import LiveState
 from consumer.sim.race import PACKAGED_REPLAYS, RaceEngine, load_replay
 
@@ -63,7 +63,7 @@ async def test_watcher_sees_the_board_converge_to_live_state_json(nats_server: N
         expected = {board_key("redmist", ev): state.event_state(ev) for ev in engines}
 
         def converged() -> bool:
-            return all(k in seen and json.loads(seen[k]) == v for k, v in expected.items())
+            return all(k in seen and json.loads(seen[k])["board"] == v for k, v in expected.items())
 
         deadline = time.monotonic() + 30
         while not converged():
@@ -73,7 +73,10 @@ async def test_watcher_sees_the_board_converge_to_live_state_json(nats_server: N
         for ev in engines:
             key = board_key("redmist", ev)
             entry = await kv.get(key)
-            assert entry.value == msgspec.json.encode(state.event_state(ev))
+            value = msgspec.json.decode(entry.value, type=BoardValue)
+            assert msgspec.json.encode(value.board) == msgspec.json.encode(state.event_state(ev))
+            assert (value.v, value.hub, value.epoch) == (1, "connecting", 0)
+            assert value.status == state.event_status(ev) == "live"
             assert entry.revision == revisions[key][-1]
         # coalesced: far fewer writes than changes, at most max_hz per event (+ first and last)
         for revs in revisions.values():
@@ -97,7 +100,10 @@ async def test_reset_deletes_the_event_key(nats_server: NatsServer) -> None:
         while board.writes < 1:
             await asyncio.sleep(0.02)
         kv = await nc.jetstream().key_value("board")
-        assert json.loads((await kv.get("redmist.7")).value) == {"eventId": 7, "carPositions": [{"n": "1"}]}
+        assert json.loads((await kv.get("redmist.7")).value)["board"] == {
+            "eventId": 7,
+            "carPositions": [{"n": "1"}],
+        }
         state.reset()
         while board.writes < 2:
             await asyncio.sleep(0.02)

@@ -1,10 +1,15 @@
-"""NKey seed and TLS with client certificates against a real nats-server (issue 14: sink auth)."""
+"""NKey seed, `.creds` files (decentralised JWT auth) and TLS with client certificates against a real
+nats-server (issue 14: sink auth)."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import ipaddress
+import json
 import os
+import time
 from pathlib import Path
 
 import msgspec
@@ -59,6 +64,118 @@ async def test_nkey_seed_from_a_file_and_a_wrong_seed(tmp_path: Path) -> None:
         with pytest.raises(CredentialsRejected) as err:
             await publish_one({"servers": [server.url], "nkey_seed_env": "SEED"}, tmp_path, {"SEED": other})
         assert server.url in str(err.value) and other not in str(err.value)
+    finally:
+        await server.kill()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _keypair(prefix: int) -> tuple[str, nkeys.KeyPair]:
+    seed = nkeys.encode_seed(os.urandom(32), prefix)
+    return seed.decode(), nkeys.from_seed(bytearray(seed))
+
+
+def _jwt(issuer: nkeys.KeyPair, subject: str, name: str, claims: dict[str, object]) -> str:
+    """A NATS JWT (v2 claims, ed25519-nkey): what `nsc` writes, built here so the test needs no Go tool."""
+    body: dict[str, object] = {
+        "iat": int(time.time()),
+        "iss": issuer.public_key.decode(),
+        "name": name,
+        "sub": subject,
+        "nats": {"version": 2, **claims},
+    }
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest()
+    body["jti"] = base64.b32encode(digest).decode().rstrip("=")
+    signing_input = _b64(b'{"typ":"JWT","alg":"ed25519-nkey"}') + "." + _b64(json.dumps(body).encode())
+    return signing_input + "." + _b64(issuer.sign(signing_input.encode()))
+
+
+UNLIMITED = {
+    k: -1
+    for k in (
+        "subs",
+        "data",
+        "payload",
+        "imports",
+        "exports",
+        "conn",
+        "leaf",
+        "mem_storage",
+        "disk_storage",
+        "streams",
+        "consumer",
+    )
+}
+
+
+def _creds(account: nkeys.KeyPair) -> str:
+    """A `.creds` file's text: a user JWT signed by `account` and the user's seed."""
+    seed, user = _keypair(nkeys.PREFIX_BYTE_USER)
+    limits = {"subs": -1, "data": -1, "payload": -1}  # 0 (the default) would allow no subscription
+    token = _jwt(account, user.public_key.decode(), "relay", {"type": "user", "pub": {}, "sub": {}, **limits})
+    return (
+        f"-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n"
+        "************************* IMPORTANT *************************\n"
+        "NKEY Seed printed below can be used to sign and prove identity.\n\n"
+        f"-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+    )
+
+
+def operator_mode() -> tuple[str, nkeys.KeyPair]:
+    """nats-server config for decentralised auth (operator, system account, one JetStream-enabled
+    account, memory resolver) and the account's key pair (which signs user JWTs)."""
+    _, operator = _keypair(nkeys.PREFIX_BYTE_OPERATOR)
+    _, account = _keypair(nkeys.PREFIX_BYTE_ACCOUNT)
+    _, system = _keypair(nkeys.PREFIX_BYTE_ACCOUNT)
+    op_key, acc_key, sys_key = (k.public_key.decode() for k in (operator, account, system))
+    op_jwt = _jwt(operator, op_key, "op", {"type": "operator"})
+    acc_jwt = _jwt(
+        operator, acc_key, "relay", {"type": "account", "limits": {**UNLIMITED, "wildcards": True}}
+    )
+    sys_jwt = _jwt(operator, sys_key, "SYS", {"type": "account"})
+    config = (
+        f"operator: {op_jwt}\nsystem_account: {sys_key}\nresolver: MEMORY\n"
+        f"resolver_preload: {{\n  {acc_key}: {acc_jwt}\n  {sys_key}: {sys_jwt}\n}}\n"
+    )
+    return config, account
+
+
+async def test_creds_file_with_an_operator_signed_account_and_a_foreign_user(tmp_path: Path) -> None:
+    """Decentralised JWT auth: nats-server trusts an operator; the account JWT (signed by the operator)
+    is preloaded; the `.creds` file holds a user JWT signed by that account and the user's seed. A user
+    signed by an account the server does not know is rejected: exit-77 error naming the server,
+    nothing of the creds in it."""
+    config, account = operator_mode()
+    server = NatsServer(tmp_path / "js", config=config)
+    await server.start()
+    try:
+        creds = _creds(account)
+        (tmp_path / "relay.creds").write_text(creds)
+        (tmp_path / "relay.creds").chmod(0o600)
+        sink = await publish_one({"servers": [server.url], "creds_file": "relay.creds"}, tmp_path, {})
+        assert sink.published == 1
+
+        import nats
+
+        nc = await nats.connect(server.url, user_credentials=str(tmp_path / "relay.creds"))
+        try:
+            assert (await nc.jetstream().stream_info("EVENTS")).state.messages == 1
+        finally:
+            await nc.close()
+
+        _, stranger = _keypair(nkeys.PREFIX_BYTE_ACCOUNT)
+        foreign = _creds(stranger)
+        (tmp_path / "foreign.creds").write_text(foreign)
+        (tmp_path / "foreign.creds").chmod(0o600)
+        with pytest.raises(CredentialsRejected) as err:
+            await publish_one({"servers": [server.url], "creds_file": "foreign.creds"}, tmp_path, {})
+        text = str(err.value)
+        assert server.url in text and "rejected the credentials" in text
+        for secret_line in (*creds.splitlines(), *foreign.splitlines()):
+            if len(secret_line) > 40:  # the JWTs and seeds
+                assert secret_line not in text
     finally:
         await server.kill()
 

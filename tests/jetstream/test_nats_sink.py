@@ -265,3 +265,68 @@ async def test_fast_and_public_publish_paths_store_the_same(
     assert [m.data for m in msgs] == path.read_bytes().splitlines()
     assert all(m.headers["Nats-Msg-Id"] == msg_id(m.data) for m in msgs)
     assert {m.headers["Content-Type"] for m in msgs} == {"application/json"}
+
+
+def envelope_lines(n: int, *, big: int | None = None) -> list[bytes]:
+    """Envelope-shaped lines (what the sink reads of them: seq, hub, kind, target, event_id)."""
+    out = []
+    for seq in range(1, n + 1):
+        pad = "x" * (4096 if seq - 1 == big else 10)
+        out.append(
+            b'{"seq":%d,"hub":"redmist","kind":"invocation","target":"T","event_id":7,"arguments":["%s"]}'
+            % (seq, pad.encode())
+        )
+    return out
+
+
+async def test_acks_per_run_prove_storage_and_unproven_runs_are_published_again(
+    nats_server: NatsServer,
+) -> None:
+    """Fast path: acks only for the ends of each run of ACK_EVERY lines. A run whose end acks are not
+    exactly that many stream sequences apart is not counted stored: here every line is already in the
+    stream (duplicate acks), so each run is published again with an ack per line."""
+    import consumer.sinks.nats as nats_module
+
+    sink = nats_worker(nats_server).sink
+    assert isinstance(sink, NatsSink)
+    await sink.open()
+    lines = envelope_lines(1000)
+    try:
+        await sink.write(lines)
+        assert (sink.published, sink.duplicates, sink.unproven) == (1000, 0, 0)
+        await sink.write(lines)  # again: the stream has them all
+        assert sink.published == 2000 and sink.duplicates == 1000
+        runs = -(-1000 // nats_module.ACK_EVERY)
+        assert sink.unproven == 1000 - 2 * runs  # all but the ends (their acks said duplicate)
+    finally:
+        await sink.close()
+    msgs = await stream_messages(nats_server)
+    assert [m.data for m in msgs] == lines
+
+
+async def test_a_line_the_stream_rejects_without_an_ack_is_not_counted_stored(
+    nats_server: NatsServer,
+) -> None:
+    """A line in the middle of a run (no ack asked for it) that the stream refuses (too big): the run's
+    end acks are one sequence short, the run is published again with an ack per line, and the write
+    stops at that line (PartialWrite: the 30 before it stored)."""
+    import nats
+    from nats.js.api import StreamConfig
+
+    from consumer.sinks.base import PartialWrite
+
+    nc = await nats.connect(nats_server.url)
+    await nc.jetstream().add_stream(StreamConfig(name="SMALL", subjects=["redmist.>"], max_msg_size=1024))
+    await nc.close()
+    sink = NatsSink(NatsSinkConfig(stream="SMALL"), {"servers": [nats_server.url]}, hub="redmist")
+    await sink.open()
+    lines = envelope_lines(100, big=30)
+    try:
+        with pytest.raises(PartialWrite) as err:
+            await sink.write(lines)
+        assert err.value.done == 30 and "JetStream error" in str(err.value.cause)
+        assert sink.published == 30 and sink.unproven > 0
+    finally:
+        await sink.close()
+    stored = [m.data for m in await stream_messages(nats_server, "SMALL")]
+    assert lines[30] not in stored and stored[:30] == lines[:30]

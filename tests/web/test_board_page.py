@@ -87,8 +87,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(path: Path, sim: Simulator, port: int) -> Path:
-    path.write_text(f"""
+def write_config(path: Path, sim: Simulator, port: int, nats_url: str | None = None) -> Path:
+    nats = (
+        ""
+        if nats_url is None
+        else f"""
+[nats]
+servers = ["{nats_url}"]
+board_bucket = "board"
+board_max_hz = 10.0
+"""
+    )
+    path.write_text(
+        nats
+        + f"""
 [auth]
 grant = "client_credentials"
 token_url = "{sim.token_url}"
@@ -120,11 +132,14 @@ format = "json"
 
 [service]
 shutdown_grace_seconds = 3.0
-""")
+"""
+    )
     return path
 
 
 class DaemonProcess:
+    command = "run"
+
     def __init__(self, cfg: Path, sim: Simulator, port: int) -> None:
         self.cfg, self.sim, self.url = cfg, sim, f"http://127.0.0.1:{port}"
         self.proc: asyncio.subprocess.Process | None = None
@@ -132,7 +147,7 @@ class DaemonProcess:
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             EXE,
-            "run",
+            self.command,
             "--config",
             str(self.cfg),
             env={"PATH": os.environ.get("PATH", ""), "TEST_CLIENT_SECRET": self.sim.client_secret},
@@ -155,6 +170,37 @@ class DaemonProcess:
         assert await asyncio.wait_for(self.proc.wait(), 15) == 0
 
 
+class BoardProcess(DaemonProcess):
+    """`event-consumer board`: the board served from the NATS KV bucket a daemon writes (issue 14)."""
+
+    command = "board"
+
+
+@contextlib.asynccontextmanager
+async def board_server(mode: str, tmp_path: Path, sim: Simulator) -> AsyncIterator[DaemonProcess]:
+    """What the browser talks to: the daemon itself, or a KV-fed board server (the daemon behind it
+    writes the board to a real nats-server's KV bucket and serves nothing the browser uses)."""
+    port = free_port()
+    if mode == "daemon":
+        yield DaemonProcess(write_config(tmp_path / "daemon.toml", sim, port), sim, port)
+        return
+    from jetstream.natsserver import NatsServer
+
+    nats = NatsServer(tmp_path / "jetstream")
+    await nats.start()
+    writer_port = free_port()
+    writer = DaemonProcess(
+        write_config(tmp_path / "daemon.toml", sim, writer_port, nats.url), sim, writer_port
+    )
+    try:
+        await writer.start()
+        yield BoardProcess(write_config(tmp_path / "board.toml", sim, port, nats.url), sim, port)
+    finally:
+        if writer.proc is not None and writer.proc.returncode is None:
+            await writer.stop()
+        await nats.kill()
+
+
 def truth(sim: Simulator, eid: int) -> dict[str, Any]:
     return sim.hub.events[eid].engine.snapshot()
 
@@ -167,12 +213,17 @@ def order(state: dict[str, Any]) -> list[str]:
 PAGE_ORDER = "() => [...document.querySelectorAll('#rows tr[data-car]')].map(tr => tr.dataset.car)"
 
 
-async def test_live_page_in_chromium(tmp_path: Path, browser: Browser) -> None:
+@pytest.mark.parametrize("mode", ["daemon", "kv"])
+async def test_live_page_in_chromium(tmp_path: Path, browser: Browser, mode: str) -> None:
+    """`daemon`: the page from the daemon's own endpoint; `kv`: from `event-consumer board` fed by the
+    NATS KV bucket (stopping and restarting it is then what the page lives through in step 5)."""
     ARTIFACTS.mkdir(exist_ok=True)
-    port = free_port()
-    async with Simulator(SimConfig(events=1, hub=sim_settings(speed=30.0))) as sim:
+    shot = "board" if mode == "daemon" else "board-kv"
+    async with (
+        Simulator(SimConfig(events=1, hub=sim_settings(speed=30.0))) as sim,
+        board_server(mode, tmp_path, sim) as daemon,
+    ):
         eid = sim.event_ids[0]
-        daemon = DaemonProcess(write_config(tmp_path / "daemon.toml", sim, port), sim, port)
         await daemon.start()
         try:
             # 1. the cars of the race within 5 s of the page's navigation start (the page's own clock:
@@ -219,7 +270,7 @@ async def test_live_page_in_chromium(tmp_path: Path, browser: Browser) -> None:
                 timeout=2,
             )
             assert shown == engine.flag and time.monotonic() - t_flag <= 2.5
-            await browser("screenshot", path=str(ARTIFACTS / "board-desktop.png"))
+            await browser("screenshot", path=str(ARTIFACTS / f"{shot}-desktop.png"))
 
             # 3. grouped by class, then search
             await browser("check", selector="#grouped", value=True)
@@ -261,7 +312,7 @@ async def test_live_page_in_chromium(tmp_path: Path, browser: Browser) -> None:
                 "eval", fn="() => document.documentElement.scrollWidth - window.innerWidth"
             )
             assert overflow <= 0
-            await browser("screenshot", path=str(ARTIFACTS / "board-phone.png"))
+            await browser("screenshot", path=str(ARTIFACTS / f"{shot}-phone.png"))
             await browser("eval", fn="() => { window.__sameDocument = true; }")
 
             # 5. the daemon stops: the banner; it restarts: the board comes back without a reload
@@ -270,7 +321,7 @@ async def test_live_page_in_chromium(tmp_path: Path, browser: Browser) -> None:
                 "() => { const b = document.getElementById('banner'); return !b.hidden && b.textContent; }",
                 timeout=10,
             )
-            await browser("screenshot", path=str(ARTIFACTS / "board-daemon-down.png"))
+            await browser("screenshot", path=str(ARTIFACTS / f"{shot}-daemon-down.png"))
             await daemon.start()
             await browser.wait(
                 "() => document.getElementById('banner').hidden"
