@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from payloads import TARGET, Payload, build_pool, describe
 
 from consumer.signalr import protocol as p
-from consumer.signalr.server import HubCallContext, HubError, HubServer, ProtocolArgs
+from consumer.sim.hubhost import HubCallContext, HubError, HubServer, ProtocolArgs
 
 POLL = 0.0005
 EVENT_POOL = 64  # distinct payloads per event in BenchEvents (the rewritten copies are cached)

@@ -233,7 +233,7 @@ def run_throughput(
         "runs_per_cell": runs,
         "payload": {"target": "ReceiveCarPatches", **hub.pool},
         "method": (
-            "HubServer (consumer.signalr.server) in its own process sends pre-encoded payloads as fast as "
+            "HubServer (consumer.sim.hubhost) in its own process sends pre-encoded payloads as fast as "
             "the client reads (<= 2 MiB queued-but-unwritten); it coalesces queued messages into WebSocket "
             "frames of up to 64 KiB. Each client is its own process and writes one JSON line per message "
             "to a file. "

@@ -71,7 +71,7 @@ EXPORTS: dict[str, list[str]] = {
         "RetryPolicy",
         "retry_policy",
     ],
-    "consumer.sim": ["hub", "idp", "race", "ratelimit", "serving", "simulator"],
+    "consumer.sim": ["INSTALL_HINT", "require_extra"],
     "consumer.sinks": [
         "FileSink",
         "PartialWrite",

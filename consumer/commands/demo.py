@@ -195,7 +195,9 @@ def _watch_pipe_reader(loop: asyncio.AbstractEventLoop, on_gone: Callable[[], No
 
 def main(args: argparse.Namespace) -> int:
     from consumer.logs import setup_logging
+    from consumer.sim import require_extra
 
+    require_extra("demo")
     if args.speed <= 0:
         raise ConfigError("--speed must be positive")
     if args.events is not None and args.events < 1:

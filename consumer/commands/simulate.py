@@ -115,7 +115,9 @@ async def _serve(config: SimConfig) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from consumer.logs import setup_logging
+    from consumer.sim import require_extra
 
+    require_extra("simulate")
     setup_logging()
     config = build_config(args)
     try:

@@ -2,6 +2,13 @@
 
 Spec: dotnet/aspnetcore src/SignalR/docs/specs/HubProtocol.md and TransportProtocols.md.
 
+Layout (over 700 lines on purpose: both encodings' wire tables sit beside the one shell they plug
+into, so every difference between JSON and MessagePack is visible in one file): messages,
+handshake, the JSON wire (structs, Completion shape, encoder layout), the MessagePack wire (same +
+VarInt framing helpers), then the shared shell — `_Reader` (failure latch and the Invocation loop,
+written once; subclasses only frame), `_HubProtocolBase` (encode error wrapping, readers, decode)
+and the two thin protocol classes.
+
 PUBLIC API (pinned: the server, the client and the relay are written against these names):
 - `MessageType`, the message classes below (msgspec Structs: keyword or positional construction,
   `==` by value, class patterns in `match`; `type` is a class attribute, not a field), `HubMessage`
@@ -40,9 +47,10 @@ Wire decisions where the spec is silent:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, ClassVar, Literal, Protocol, TypeAlias
+from typing import Any, ClassVar, Literal, Protocol, TypeAlias, Union
 
 import msgspec
 
@@ -347,72 +355,20 @@ class _JTypeProbe(msgspec.Struct):
     type: int
 
 
-_JsonCommon = (
-    _JStreamItem
-    | _JCompletion
-    | _JStreamInvocation
-    | _JCancelInvocation
-    | _JPing
-    | _JClose
-    | _JAck
-    | _JSequence
-)
-_json_type_probe = msgspec.json.Decoder(_JTypeProbe)
+_JSON_ARRAY_START = 0x5B  # "[": a raw JSON value is never empty and never starts with whitespace
 
 
-def _json_is_unknown_type(record: bytes | bytearray | memoryview) -> bool:
-    """True when `record` is an object whose integer `type` is not a known message type (ignore it)."""
-    try:
-        probe = _json_type_probe.decode(record)
-    except _DECODE_ERRORS:
-        return False
-    return probe.type not in _KNOWN_TYPES
-
-
-def _from_json(wire: Any) -> HubMessage:
-    cls = type(wire)
-    if cls is _JInvocation or cls is _JInvocationRaw:
-        if cls is _JInvocationRaw and memoryview(wire.arguments)[0] != _JSON_ARRAY_START:
-            raise ProtocolError("Invocation arguments must be an array")
-        return Invocation(
-            target=wire.target,
-            arguments=wire.arguments,
-            invocation_id=wire.invocation_id,
-            stream_ids=wire.stream_ids,
-            headers=wire.headers or None,
-        )
-    if cls is _JStreamItem:
-        return StreamItem(invocation_id=wire.invocation_id, item=wire.item, headers=wire.headers or None)
-    if cls is _JCompletion:
-        headers = wire.headers or None
-        if wire.error is not _UNSET and wire.error is not None:
-            if wire.result is not _UNSET:
-                raise ProtocolError("Completion carries both a result and an error")
-            return Completion(invocation_id=wire.invocation_id, error=wire.error, headers=headers)
+def _json_completion(wire: Any) -> HubMessage:
+    headers = wire.headers or None
+    if wire.error is not _UNSET and wire.error is not None:
         if wire.result is not _UNSET:
-            return Completion(
-                invocation_id=wire.invocation_id, result=wire.result, has_result=True, headers=headers
-            )
-        return Completion(invocation_id=wire.invocation_id, headers=headers)
-    if cls is _JStreamInvocation:
-        return StreamInvocation(
-            invocation_id=wire.invocation_id,
-            target=wire.target,
-            arguments=wire.arguments,
-            stream_ids=wire.stream_ids,
-            headers=wire.headers or None,
+            raise ProtocolError("Completion carries both a result and an error")
+        return Completion(invocation_id=wire.invocation_id, error=wire.error, headers=headers)
+    if wire.result is not _UNSET:
+        return Completion(
+            invocation_id=wire.invocation_id, result=wire.result, has_result=True, headers=headers
         )
-    if cls is _JCancelInvocation:
-        return CancelInvocation(invocation_id=wire.invocation_id, headers=wire.headers or None)
-    if cls is _JPing:
-        return Ping()
-    if cls is _JClose:
-        return Close(error=wire.error, allow_reconnect=wire.allow_reconnect)
-    if cls is _JAck:
-        return Ack(sequence_id=wire.sequence_id)
-    if cls is _JSequence:
-        return Sequence(sequence_id=wire.sequence_id)
-    raise AssertionError(f"unhandled wire type {cls.__name__}")  # pragma: no cover
+    return Completion(invocation_id=wire.invocation_id, headers=headers)
 
 
 def _to_json_dict(message: HubMessage) -> dict[str, Any]:
@@ -475,159 +431,6 @@ def _to_json_dict(message: HubMessage) -> dict[str, Any]:
     if isinstance(message, Sequence):
         return {"type": 9, "sequenceId": message.sequence_id}
     raise TypeError(f"not a hub message: {type(message).__name__}")
-
-
-_JSON_PING = b'{"type":6}' + RECORD_SEPARATOR
-_JSON_ARRAY_START = 0x5B  # "[": a raw JSON value is never empty and never starts with whitespace
-
-
-class _JsonReader:
-    """Incremental reader for 0x1E-separated JSON records. Never buffers more than max_message_size."""
-
-    __slots__ = ("_decoder", "_failed", "_max", "_pending")
-
-    def __init__(self, decoder: msgspec.json.Decoder[Any], max_message_size: int) -> None:
-        if max_message_size < 1:
-            raise ValueError("max_message_size must be positive")
-        self._decoder = decoder
-        self._max = max_message_size
-        self._pending = bytearray()  # an incomplete record; never contains the separator
-        self._failed = False
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held for an incomplete message."""
-        return len(self._pending)
-
-    def feed(self, data: bytes | bytearray | memoryview | str) -> list[HubMessage]:
-        if self._failed:
-            raise ProtocolError("reader is unusable after an earlier protocol error")
-        try:
-            return self._feed(data)
-        except ProtocolError:
-            self._failed = True
-            self._pending = bytearray()
-            raise
-
-    def _feed(self, data: bytes | bytearray | memoryview | str) -> list[HubMessage]:
-        if type(data) is not bytes:
-            data = _as_bytes(data)
-        out: list[HubMessage] = []
-        start = 0
-        limit = self._max
-        pending = self._pending
-        if pending:
-            idx = data.find(RECORD_SEPARATOR)
-            if idx < 0:
-                if len(pending) + len(data) > limit:
-                    raise ProtocolError(f"message exceeds the maximum size of {limit} bytes")
-                pending += data
-                return out
-            if len(pending) + idx > limit:
-                raise ProtocolError(f"message exceeds the maximum size of {limit} bytes")
-            # The completed record is decoded from the buffer itself (one copy, no join), which is
-            # then dropped: a Raw decoded from it keeps it alive and nothing writes to it again.
-            pending += memoryview(data)[:idx]
-            self._pending = bytearray()
-            self._decode(pending, out)
-            start = idx + 1
-        # Hot loop: one find and one zero-copy slice per record; Invocations are built inline (no
-        # per-record call); anything else goes through _from_json.
-        n = len(data)
-        view = memoryview(data)
-        find = data.find
-        decode = self._decoder.decode
-        append = out.append
-        while start < n:
-            idx = find(RECORD_SEPARATOR, start)
-            if idx < 0:
-                if n - start > limit:
-                    raise ProtocolError(f"message exceeds the maximum size of {limit} bytes")
-                self._pending = bytearray(view[start:])
-                break
-            if idx - start > limit:
-                raise ProtocolError(f"message exceeds the maximum size of {limit} bytes")
-            record = view[start:idx]
-            start = idx + 1
-            try:
-                wire = decode(record)
-            except _DECODE_ERRORS as exc:
-                _json_decode_failed(record, exc)
-                continue
-            cls = wire.__class__
-            if cls is _JInvocationRaw:
-                arguments = wire.arguments
-                if memoryview(arguments)[0] != _JSON_ARRAY_START:
-                    raise ProtocolError("Invocation arguments must be an array")
-                append(
-                    Invocation(
-                        wire.target, arguments, wire.invocation_id, wire.stream_ids, wire.headers or None
-                    )
-                )
-            elif cls is _JInvocation:
-                append(
-                    Invocation(
-                        wire.target, wire.arguments, wire.invocation_id, wire.stream_ids, wire.headers or None
-                    )
-                )
-            else:
-                append(_from_json(wire))
-        return out
-
-    def _decode(self, record: bytes | bytearray | memoryview, out: list[HubMessage]) -> None:
-        try:
-            wire = self._decoder.decode(record)
-        except _DECODE_ERRORS as exc:
-            _json_decode_failed(record, exc)
-            return
-        out.append(_from_json(wire))
-
-
-def _json_decode_failed(record: bytes | bytearray | memoryview, exc: Exception) -> None:
-    """Returns when `record` is a message of a future type (ignored); else raises ProtocolError."""
-    if isinstance(exc, msgspec.ValidationError) and _json_is_unknown_type(record):
-        return  # a future message type: ignored, as the spec and official clients do
-    raise ProtocolError(f"invalid JSON hub message: {exc}") from exc
-
-
-class JsonHubProtocol:
-    """The JSON hub protocol: one JSON object per message, each terminated by 0x1E."""
-
-    name: str = "json"
-    version: int = 1
-    #: Highest handshake version understood (2 = stateful reconnect's Ack/Sequence messages).
-    max_version: int = 2
-    transfer_format: Literal["text", "binary"] = "text"
-
-    def __init__(self, *, raw_arguments: bool = False) -> None:
-        self.raw_arguments = raw_arguments
-        union: Any = (_JInvocationRaw if raw_arguments else _JInvocation) | _JsonCommon
-        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(union)
-        self._encoder = msgspec.json.Encoder()
-
-    def is_version_supported(self, version: int) -> bool:
-        return 1 <= version <= self.max_version
-
-    def encode(self, message: HubMessage) -> bytes:
-        if type(message) is Ping:
-            return _JSON_PING
-        obj = _to_json_dict(message)
-        try:
-            return self._encoder.encode(obj) + RECORD_SEPARATOR
-        except _ENCODE_ERRORS as exc:
-            raise ProtocolError(f"cannot encode {type(message).__name__} as JSON: {exc}") from exc
-
-    def reader(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> _JsonReader:
-        return _JsonReader(self._decoder, max_message_size)
-
-    def decode(self, data: bytes | bytearray | memoryview | str) -> list[HubMessage]:
-        """Decode complete records; a trailing incomplete record is a ProtocolError."""
-        data = _as_bytes(data)
-        reader = _JsonReader(self._decoder, max(len(data), 1))
-        messages = reader.feed(data)
-        if reader.buffered:
-            raise ProtocolError("incomplete JSON hub message (missing record separator)")
-        return messages
 
 
 # --- MessagePack hub protocol ---------------------------------------------------------------------------
@@ -696,79 +499,27 @@ class _MTypeProbe(msgspec.Struct, array_like=True):
     type: int
 
 
-_MsgpackCommon = (
-    _MStreamItem
-    | _MCompletion
-    | _MStreamInvocation
-    | _MCancelInvocation
-    | _MPing
-    | _MClose
-    | _MAck
-    | _MSequence
-)
-_msgpack_type_probe = msgspec.msgpack.Decoder(_MTypeProbe)
 _RESULT_ERROR, _RESULT_VOID, _RESULT_VALUE = 1, 2, 3
 # First byte of a MessagePack array: fixarray, array16, array32.
 _MSGPACK_ARRAY_MARKERS = frozenset(range(0x90, 0xA0)) | {0xDC, 0xDD}
 
 
-def _msgpack_is_unknown_type(body: bytes | memoryview) -> bool:
-    try:
-        probe = _msgpack_type_probe.decode(body)
-    except _DECODE_ERRORS:
-        return False
-    return probe.type not in _KNOWN_TYPES
-
-
-def _from_msgpack(wire: Any) -> HubMessage:
-    cls = type(wire)
-    if cls is _MInvocation or cls is _MInvocationRaw:
-        if cls is _MInvocationRaw and memoryview(wire.arguments)[0] not in _MSGPACK_ARRAY_MARKERS:
-            raise ProtocolError("Invocation arguments must be an array")
-        return Invocation(
-            target=wire.target,
-            arguments=wire.arguments,
-            invocation_id=wire.invocation_id,
-            stream_ids=wire.stream_ids,
-            headers=wire.headers or None,
+def _msgpack_completion(wire: Any) -> HubMessage:
+    headers = wire.headers or None
+    kind = wire.result_kind
+    if kind == _RESULT_ERROR:
+        if not isinstance(wire.result, str):
+            raise ProtocolError("Completion with an error result must carry the error as a string")
+        return Completion(invocation_id=wire.invocation_id, error=wire.result, headers=headers)
+    if kind == _RESULT_VOID:
+        return Completion(invocation_id=wire.invocation_id, headers=headers)
+    if kind == _RESULT_VALUE:
+        if wire.result is _UNSET:
+            raise ProtocolError("Completion with a non-void result kind lacks the result")
+        return Completion(
+            invocation_id=wire.invocation_id, result=wire.result, has_result=True, headers=headers
         )
-    if cls is _MStreamItem:
-        return StreamItem(invocation_id=wire.invocation_id, item=wire.item, headers=wire.headers or None)
-    if cls is _MCompletion:
-        headers = wire.headers or None
-        kind = wire.result_kind
-        if kind == _RESULT_ERROR:
-            if not isinstance(wire.result, str):
-                raise ProtocolError("Completion with an error result must carry the error as a string")
-            return Completion(invocation_id=wire.invocation_id, error=wire.result, headers=headers)
-        if kind == _RESULT_VOID:
-            return Completion(invocation_id=wire.invocation_id, headers=headers)
-        if kind == _RESULT_VALUE:
-            if wire.result is _UNSET:
-                raise ProtocolError("Completion with a non-void result kind lacks the result")
-            return Completion(
-                invocation_id=wire.invocation_id, result=wire.result, has_result=True, headers=headers
-            )
-        raise ProtocolError(f"invalid Completion result kind {kind}")
-    if cls is _MStreamInvocation:
-        return StreamInvocation(
-            invocation_id=wire.invocation_id,
-            target=wire.target,
-            arguments=wire.arguments,
-            stream_ids=wire.stream_ids,
-            headers=wire.headers or None,
-        )
-    if cls is _MCancelInvocation:
-        return CancelInvocation(invocation_id=wire.invocation_id, headers=wire.headers or None)
-    if cls is _MPing:
-        return Ping()
-    if cls is _MClose:
-        return Close(error=wire.error, allow_reconnect=wire.allow_reconnect)
-    if cls is _MAck:
-        return Ack(sequence_id=wire.sequence_id)
-    if cls is _MSequence:
-        return Sequence(sequence_id=wire.sequence_id)
-    raise AssertionError(f"unhandled wire type {cls.__name__}")  # pragma: no cover
+    raise ProtocolError(f"invalid Completion result kind {kind}")
 
 
 def _to_msgpack_array(message: HubMessage) -> tuple[Any, ...]:
@@ -871,76 +622,288 @@ def frame_binary(payload: bytes) -> bytes:
     return encode_varint(len(payload)) + payload
 
 
-_MSGPACK_PING = b"\x02\x91\x06"
+# --- one reader shell and one protocol shell for both encodings ------------------------------------------
+# What JSON and MessagePack share is written once below: the failure latch, the Invocation loop (decode a
+# record, build the Invocation inline, convert anything else), unknown-type skipping, encode's error
+# wrapping, whole-frame decode. What differs is the wire: the structs above, the Completion shape, the
+# encoders' layouts and the framing (`_JsonReader._frame`, `_MessagePackReader._frame`).
 
 
-class _MessagePackReader:
-    """Incremental reader for VarInt-length-prefixed MessagePack messages.
+def _stream_item(wire: Any) -> HubMessage:
+    return StreamItem(invocation_id=wire.invocation_id, item=wire.item, headers=wire.headers or None)
 
-    The length prefix is checked against max_message_size before any of the body is buffered.
+
+def _stream_invocation(wire: Any) -> HubMessage:
+    return StreamInvocation(
+        invocation_id=wire.invocation_id,
+        target=wire.target,
+        arguments=wire.arguments,
+        stream_ids=wire.stream_ids,
+        headers=wire.headers or None,
+    )
+
+
+def _cancel_invocation(wire: Any) -> HubMessage:
+    return CancelInvocation(invocation_id=wire.invocation_id, headers=wire.headers or None)
+
+
+def _ping(_wire: Any) -> HubMessage:
+    return Ping()
+
+
+def _close(wire: Any) -> HubMessage:
+    return Close(error=wire.error, allow_reconnect=wire.allow_reconnect)
+
+
+def _ack(wire: Any) -> HubMessage:
+    return Ack(sequence_id=wire.sequence_id)
+
+
+def _sequence(wire: Any) -> HubMessage:
+    return Sequence(sequence_id=wire.sequence_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Wire:
+    """One encoding's wire shapes, as the shared reader and protocol shells need them."""
+
+    label: str  # "JSON" / "MessagePack" in error texts
+    invocation: type  # the Invocation struct (arguments decoded)
+    invocation_raw: type  # the Invocation struct with arguments as msgspec.Raw
+    array_starts: frozenset[int]  # first bytes of an array in this encoding (raw arguments check)
+    convert: dict[type, Callable[[Any], HubMessage]]  # every other message struct -> its message
+    probe: Callable[[Any], Any]  # decodes just `type` (to tell a future message type from bad data)
+
+
+def _make_wire(
+    label: str,
+    *,
+    invocations: tuple[type, type],
+    array_starts: frozenset[int],
+    completion: tuple[type, Callable[[Any], HubMessage]],
+    others: tuple[type, type, type, type, type, type, type],
+    probe: Callable[[Any], Any],
+) -> _Wire:
+    """`others`: the StreamItem, StreamInvocation, CancelInvocation, Ping, Close, Ack, Sequence structs."""
+    common = (_stream_item, _stream_invocation, _cancel_invocation, _ping, _close, _ack, _sequence)
+    convert = dict(zip(others, common, strict=True))
+    convert[completion[0]] = completion[1]
+    return _Wire(label, invocations[0], invocations[1], array_starts, convert, probe)
+
+
+_JSON_WIRE = _make_wire(
+    "JSON",
+    invocations=(_JInvocation, _JInvocationRaw),
+    array_starts=frozenset({_JSON_ARRAY_START}),
+    completion=(_JCompletion, _json_completion),
+    others=(_JStreamItem, _JStreamInvocation, _JCancelInvocation, _JPing, _JClose, _JAck, _JSequence),
+    probe=msgspec.json.Decoder(_JTypeProbe).decode,
+)
+_MSGPACK_WIRE = _make_wire(
+    "MessagePack",
+    invocations=(_MInvocation, _MInvocationRaw),
+    array_starts=_MSGPACK_ARRAY_MARKERS,
+    completion=(_MCompletion, _msgpack_completion),
+    others=(_MStreamItem, _MStreamInvocation, _MCancelInvocation, _MPing, _MClose, _MAck, _MSequence),
+    probe=msgspec.msgpack.Decoder(_MTypeProbe).decode,
+)
+
+
+def _decode_failed(wire: _Wire, record: bytes | bytearray | memoryview, exc: Exception) -> None:
+    """Returns when `record` is a message of a future type (ignored, as the spec and the official
+    clients do); else raises ProtocolError."""
+    if isinstance(exc, msgspec.ValidationError):
+        try:
+            unknown = wire.probe(record).type not in _KNOWN_TYPES
+        except _DECODE_ERRORS:
+            unknown = False
+        if unknown:
+            return
+    raise ProtocolError(f"invalid {wire.label} hub message: {exc}") from exc
+
+
+_Record: TypeAlias = bytes | bytearray | memoryview
+
+
+class _Reader:
+    """The incremental reader shell: `feed` frames the data into records (subclass), then decodes them.
+
+    After a ProtocolError the reader stays failed (the connection must be closed). Records are
+    zero-copy slices; a Raw decoded from one may point into a buffer that is never written again.
     """
 
-    __slots__ = ("_decoder", "_failed", "_max", "_need", "_pending")
+    __slots__ = ("_failed", "_loop", "_max", "_need", "_pending", "_wire")
 
-    def __init__(self, decoder: msgspec.msgpack.Decoder[Any], max_message_size: int) -> None:
+    def __init__(
+        self,
+        decoder: msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any],
+        wire: _Wire,
+        max_message_size: int,
+    ) -> None:
         if max_message_size < 1:
             raise ValueError("max_message_size must be positive")
-        self._decoder = decoder
+        self._wire = wire
+        # what the decode loop needs, fetched with one attribute load per feed
+        self._loop = (decoder.decode, wire.invocation, wire.invocation_raw, wire.array_starts)
         self._max = max_message_size
-        self._pending = bytearray()  # start of an incomplete frame (prefix and part of the body)
-        self._need = 0  # bytes `_pending` must hold before parsing can make progress
+        self._pending = bytearray()  # the start of an incomplete record / frame
+        self._need = 0  # MessagePack: bytes `_pending` must hold before parsing can make progress
         self._failed = False
 
     @property
     def buffered(self) -> int:
+        """Bytes held for an incomplete message."""
         return len(self._pending)
 
     def feed(self, data: bytes | bytearray | memoryview | str) -> list[HubMessage]:
         if self._failed:
             raise ProtocolError("reader is unusable after an earlier protocol error")
+        out: list[HubMessage] = []
         try:
-            if isinstance(data, str):
-                raise ProtocolError("text data received on the binary MessagePack protocol")
-            if self._pending:
-                self._pending += data
-                if len(self._pending) < self._need:
-                    return []
-                # Parsed in place (no copy) and dropped: Raws decoded from it keep it alive.
-                buf: bytes | bytearray = self._pending
-                self._pending = bytearray()
-                self._need = 0
-            else:
-                buf = _as_bytes(data)
-            return self._parse(buf)
+            records = self._frame(data)
+            if not records:
+                return out
+            # Hot loop: Invocations are built inline (no per-record call); anything else is converted.
+            append = out.append
+            decode, plain, raw, array_starts = self._loop
+            for record in records:
+                try:
+                    message = decode(record)
+                except _DECODE_ERRORS as exc:
+                    _decode_failed(self._wire, record, exc)
+                    continue
+                cls = message.__class__
+                if cls is raw:
+                    arguments = message.arguments
+                    if memoryview(arguments)[0] not in array_starts:
+                        raise ProtocolError("Invocation arguments must be an array")
+                    append(
+                        Invocation(
+                            message.target,
+                            arguments,
+                            message.invocation_id,
+                            message.stream_ids,
+                            message.headers or None,
+                        )
+                    )
+                elif cls is plain:
+                    append(
+                        Invocation(
+                            message.target,
+                            message.arguments,
+                            message.invocation_id,
+                            message.stream_ids,
+                            message.headers or None,
+                        )
+                    )
+                else:
+                    append(self._wire.convert[cls](message))
         except ProtocolError:
             self._failed = True
             self._pending = bytearray()
             raise
+        return out
 
-    def _parse(self, data: bytes | bytearray) -> list[HubMessage]:
-        # Hot loop: 1- and 2-byte length prefixes (bodies under 16 KiB) are read inline, each body is
-        # a zero-copy slice, Invocations are built inline; anything else goes through _from_msgpack.
-        out: list[HubMessage] = []
+    def _frame(self, data: bytes | bytearray | memoryview | str) -> list[_Record]:
+        """Split `data` (after what is pending) into complete records; keep the rest pending."""
+        raise NotImplementedError
+
+
+class _JsonReader(_Reader):
+    """0x1E-separated JSON records. Never buffers more than max_message_size."""
+
+    __slots__ = ()
+
+    def _frame(self, data: bytes | bytearray | memoryview | str) -> list[_Record]:
+        if type(data) is not bytes:
+            data = _as_bytes(data)
+        records: list[_Record] = []
+        start = 0
+        limit = self._max
+        pending = self._pending
+        if pending:
+            idx = data.find(RECORD_SEPARATOR)
+            if idx < 0:
+                if len(pending) + len(data) > limit:
+                    raise ProtocolError(f"message exceeds the maximum size of {limit} bytes")
+                pending += data
+                return records
+            if len(pending) + idx > limit:
+                raise ProtocolError(f"message exceeds the maximum size of {limit} bytes")
+            # The completed record is decoded from the buffer itself (one copy, no join), which is
+            # then dropped: a Raw decoded from it keeps it alive and nothing writes to it again.
+            pending += memoryview(data)[:idx]
+            self._pending = bytearray()
+            records.append(pending)
+            start = idx + 1
         n = len(data)
         view = memoryview(data)
+        if (
+            not start and 0 < n <= limit and data.find(RECORD_SEPARATOR) == n - 1
+        ):  # one record: the common frame
+            return [view[: n - 1]]
+        find = data.find
+        append = records.append
+        while start < n:
+            idx = find(RECORD_SEPARATOR, start)
+            if idx < 0:
+                if n - start > limit:
+                    raise ProtocolError(f"message exceeds the maximum size of {limit} bytes")
+                self._pending = bytearray(view[start:])
+                break
+            if idx - start > limit:
+                raise ProtocolError(f"message exceeds the maximum size of {limit} bytes")
+            append(view[start:idx])
+            start = idx + 1
+        return records
+
+
+class _MessagePackReader(_Reader):
+    """VarInt-length-prefixed MessagePack messages; the prefix is checked against max_message_size
+    before any of the body is buffered."""
+
+    __slots__ = ()
+
+    def _frame(self, data: bytes | bytearray | memoryview | str) -> list[_Record]:
+        if isinstance(data, str):
+            raise ProtocolError("text data received on the binary MessagePack protocol")
+        if self._pending:
+            self._pending += data
+            if len(self._pending) < self._need:
+                return []
+            # Parsed in place (no copy) and dropped: Raws decoded from it keep it alive.
+            buf: bytes | bytearray = self._pending
+            self._pending = bytearray()
+            self._need = 0
+        else:
+            buf = _as_bytes(data)
+        # 1- and 2-byte length prefixes (bodies under 16 KiB) are read inline; bodies are zero-copy.
+        n = len(buf)
+        view = memoryview(buf)
         limit = self._max
-        decode = self._decoder.decode
-        append = out.append
+        if n > 2 and n - 2 <= limit:  # the common frame: one message with a 1- or 2-byte prefix
+            first = buf[0]
+            if first == n - 1 and first <= limit:  # (then first < 0x80)
+                return [view[1:]]
+            if first >= 0x80 and buf[1] < 0x80 and (first & 0x7F) | (buf[1] << 7) == n - 2:
+                return [view[2:]]
+        records: list[_Record] = []
+        append = records.append
         pos = 0
         while pos < n:
-            first = data[pos]
+            first = buf[pos]
             if first < 0x80:
                 length = first
                 i = pos + 1
-            elif pos + 1 < n and data[pos + 1] < 0x80:
-                length = (first & 0x7F) | (data[pos + 1] << 7)
+            elif pos + 1 < n and buf[pos + 1] < 0x80:
+                length = (first & 0x7F) | (buf[pos + 1] << 7)
                 i = pos + 2
             else:
-                prefix = decode_varint(data, pos)
+                prefix = decode_varint(buf, pos)
                 if prefix is None:  # incomplete length prefix
                     self._pending = bytearray(view[pos:])
                     self._need = n - pos + 1
-                    return out
+                    return records
                 length, size = prefix
                 i = pos + size
             if length > limit:
@@ -951,82 +914,115 @@ class _MessagePackReader:
             if end > n:
                 self._pending = bytearray(view[pos:])
                 self._need = end - pos
-                return out
-            body = view[i:end]
+                return records
+            append(view[i:end])
             pos = end
-            try:
-                wire = decode(body)
-            except _DECODE_ERRORS as exc:
-                _msgpack_decode_failed(body, exc)
-                continue
-            cls = wire.__class__
-            if cls is _MInvocationRaw:
-                arguments = wire.arguments
-                if memoryview(arguments)[0] not in _MSGPACK_ARRAY_MARKERS:
-                    raise ProtocolError("Invocation arguments must be an array")
-                append(
-                    Invocation(
-                        wire.target, arguments, wire.invocation_id, wire.stream_ids, wire.headers or None
-                    )
-                )
-            elif cls is _MInvocation:
-                append(
-                    Invocation(
-                        wire.target, wire.arguments, wire.invocation_id, wire.stream_ids, wire.headers or None
-                    )
-                )
-            else:
-                append(_from_msgpack(wire))
-        return out
+        return records
 
 
-def _msgpack_decode_failed(body: memoryview, exc: Exception) -> None:
-    """Returns when `body` is a message of a future type (ignored); else raises ProtocolError."""
-    if isinstance(exc, msgspec.ValidationError) and _msgpack_is_unknown_type(body):
-        return  # a future message type: ignored, as the official clients do
-    raise ProtocolError(f"invalid MessagePack hub message: {exc}") from exc
+class _HubProtocolBase:
+    """The protocol shell: decoder choice, encode's error wrapping, readers, whole-frame decode."""
 
-
-class MessagePackHubProtocol:
-    """The MessagePack hub protocol: VarInt length prefix + one MessagePack array per message."""
-
-    name: str = "messagepack"
+    name: str
     version: int = 1
+    #: Highest handshake version understood (2 = stateful reconnect's Ack/Sequence messages).
     max_version: int = 2
-    transfer_format: Literal["text", "binary"] = "binary"
+    transfer_format: Literal["text", "binary"]
+    _wire: ClassVar[_Wire]
+    _reader_class: ClassVar[type[_Reader]]
+    _ping: ClassVar[bytes]  # Ping is constant: encoded once
+    _incomplete: ClassVar[str]
 
     def __init__(self, *, raw_arguments: bool = False) -> None:
         self.raw_arguments = raw_arguments
-        union: Any = (_MInvocationRaw if raw_arguments else _MInvocation) | _MsgpackCommon
-        self._decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(union)
-        self._encoder = msgspec.msgpack.Encoder()
+        wire = self._wire
+        union: Any = Union[(wire.invocation_raw if raw_arguments else wire.invocation, *wire.convert)]
+        self._decoder = self._new_decoder(union)
+
+    def _new_decoder(self, union: Any) -> msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]:
+        raise NotImplementedError
+
+    def _shape(self, message: HubMessage) -> Any:
+        """The wire shape to encode (TypeError for a non-message), or finished bytes."""
+        raise NotImplementedError
+
+    def _finish(self, shape: Any) -> bytes:
+        """Encode and frame a wire shape (msgspec errors are wrapped by `encode`)."""
+        raise NotImplementedError
 
     def is_version_supported(self, version: int) -> bool:
         return 1 <= version <= self.max_version
 
     def encode(self, message: HubMessage) -> bytes:
-        cls = type(message)
-        if cls is Ping:
-            return _MSGPACK_PING  # always exactly 0x91 0x06
-        if isinstance(message, Ack | Sequence):
-            return _encode_sequence_message(int(message.type), message.sequence_id)
-        array = _to_msgpack_array(message)
+        if message.__class__ is Ping:
+            return self._ping
+        shape = self._shape(message)
+        if shape.__class__ is bytes:
+            return shape
         try:
-            body = self._encoder.encode(array)
+            return self._finish(shape)
         except _ENCODE_ERRORS as exc:
-            raise ProtocolError(f"cannot encode {type(message).__name__} as MessagePack: {exc}") from exc
-        return encode_varint(len(body)) + body
+            raise ProtocolError(
+                f"cannot encode {type(message).__name__} as {self._wire.label}: {exc}"
+            ) from exc
 
-    def reader(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> _MessagePackReader:
-        return _MessagePackReader(self._decoder, max_message_size)
+    def reader(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> _Reader:
+        return self._reader_class(self._decoder, self._wire, max_message_size)
 
-    def decode(self, data: bytes | bytearray | memoryview) -> list[HubMessage]:
-        """Decode complete frames; a trailing incomplete frame is a ProtocolError."""
-        reader = _MessagePackReader(self._decoder, max(len(data), 1))
+    def decode(self, data: bytes | bytearray | memoryview | str) -> list[HubMessage]:
+        """Decode whole frames; a trailing incomplete message is a ProtocolError."""
+        if isinstance(data, str) and self.transfer_format == "text":
+            data = _as_bytes(data)
+        reader = self.reader(max(len(data), 1))
         messages = reader.feed(data)
         if reader.buffered:
-            raise ProtocolError("incomplete MessagePack hub message")
+            raise ProtocolError(self._incomplete)
         return messages
+
+
+class JsonHubProtocol(_HubProtocolBase):
+    """The JSON hub protocol: one JSON object per message, each terminated by 0x1E."""
+
+    name: str = "json"
+    transfer_format: Literal["text", "binary"] = "text"
+    _wire = _JSON_WIRE
+    _reader_class = _JsonReader
+    _ping = b'{"type":6}' + RECORD_SEPARATOR
+    _incomplete = "incomplete JSON hub message (missing record separator)"
+    _encoder = msgspec.json.Encoder()
+
+    def _new_decoder(self, union: Any) -> msgspec.json.Decoder[Any]:
+        return msgspec.json.Decoder(union)
+
+    def _shape(self, message: HubMessage) -> Any:
+        return _to_json_dict(message)
+
+    def _finish(self, shape: Any) -> bytes:
+        return self._encoder.encode(shape) + RECORD_SEPARATOR
+
+
+class MessagePackHubProtocol(_HubProtocolBase):
+    """The MessagePack hub protocol: VarInt length prefix + one MessagePack array per message."""
+
+    name: str = "messagepack"
+    transfer_format: Literal["text", "binary"] = "binary"
+    _wire = _MSGPACK_WIRE
+    _reader_class = _MessagePackReader
+    _ping = b"\x02\x91\x06"  # always exactly 0x91 0x06
+    _incomplete = "incomplete MessagePack hub message"
+    _encoder = msgspec.msgpack.Encoder()
+
+    def _new_decoder(self, union: Any) -> msgspec.msgpack.Decoder[Any]:
+        return msgspec.msgpack.Decoder(union)
+
+    def _shape(self, message: HubMessage) -> Any:
+        if isinstance(message, Ack | Sequence):
+            return _encode_sequence_message(int(message.type), message.sequence_id)
+        return _to_msgpack_array(message)
+
+    def _finish(self, shape: Any) -> bytes:
+        body = self._encoder.encode(shape)
+        return encode_varint(len(body)) + body
 
 
 def get_protocol(name: str, **options: Any) -> JsonHubProtocol | MessagePackHubProtocol:

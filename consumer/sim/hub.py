@@ -1,4 +1,4 @@
-"""The RedMist event-status hub and Status API on top of `consumer.signalr.server.HubServer`.
+"""The RedMist event-status hub and Status API on top of `consumer.sim.hubhost.HubServer`.
 
 Behaves like the real hub by default (each point has a test in tests/sim):
 - Hub at `/status/event-status` (negotiate and skipNegotiation; JSON and MessagePack) with RedMist's
@@ -46,7 +46,7 @@ from consumer.redmist.contract import (
     json_names,
     value_to_msgpack,
 )
-from consumer.signalr.server import HubCallContext, HubError, HubServer, Principal, ProtocolArgs
+from consumer.sim.hubhost import HubCallContext, HubError, HubServer, Principal, ProtocolArgs
 from consumer.sim.idp import Idp, InvalidToken
 from consumer.sim.race import RaceEngine, Update
 from consumer.sim.ratelimit import FixedWindow, TokenBucket, retry_after_header

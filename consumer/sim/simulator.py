@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from consumer.logs import get_logger
+from consumer.sim.faults import FAULT_NAMES, Faults
 from consumer.sim.hub import HubSettings, RedMistHub, SimEvent
 from consumer.sim.idp import Idp, IdpConfig
 from consumer.sim.race import PACKAGED_REPLAYS, RaceEngine, load_replay, synthetic_replay
@@ -82,123 +83,6 @@ def build_events(config: SimConfig) -> list[SimEvent]:
     for event in events:
         event.access_code = config.private_events.get(event.event_id)
     return events
-
-
-class Faults:
-    """Fault injection over the hub server's hooks and the IdP."""
-
-    def __init__(self, sim: Simulator) -> None:
-        self._sim = sim
-        self._half_open_task: asyncio.Task[None] | None = None
-
-    def drop_all(self) -> int:
-        """Abort every WebSocket at the TCP level (no Close message)."""
-        return self._sim.hub.server.drop_all()
-
-    async def close_all(self, allow_reconnect: bool = True) -> int:
-        """Send Close (with allowReconnect) to every connection and close it."""
-        return await self._sim.hub.server.close_all(
-            error="Server closed the connection.", allow_reconnect=allow_reconnect
-        )
-
-    def half_open(self, seconds: float | None = None) -> int:
-        """Stop reading and pinging on every connection (TCP stays open); optionally end after `seconds`."""
-        count = self._sim.hub.server.half_open()
-        if seconds is not None:
-            if self._half_open_task is not None:
-                self._half_open_task.cancel()
-            self._half_open_task = asyncio.get_running_loop().create_task(self._end_half_open_later(seconds))
-        return count
-
-    async def _end_half_open_later(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-        self.end_half_open()
-
-    def end_half_open(self) -> int:
-        self._sim.hub.server.end_half_open()
-        return 0
-
-    def refuse_upgrades(self, status: int = 503, seconds: float = 5.0) -> int:
-        if status not in (401, 503):
-            raise ValueError("status must be 401 or 503")
-        self._sim.hub.server.refuse_upgrades(status, seconds)
-        return 0
-
-    async def expire_tokens(self) -> int:
-        """Every token issued so far becomes invalid; authenticated connections are closed as expired."""
-        self._sim.idp.expire_all_tokens()
-        server = self._sim.hub.server
-        closed = 0
-        for cid in server.connection_ids:
-            with contextlib.suppress(Exception):
-                if server.principal_of(cid) is not None:
-                    await server.close_connection(
-                        cid, error=server.token_expired_message, allow_reconnect=True
-                    )
-                    closed += 1
-        return closed
-
-    def idp_fail(self, status: int = 503, seconds: float = 5.0) -> int:
-        self._sim.idp.fail_for(status, seconds)
-        return 0
-
-    def idp_slow(self, delay: float = 2.0, seconds: float = 10.0) -> int:
-        self._sim.idp.slow_for(delay, seconds)
-        return 0
-
-    def malformed(self) -> int:
-        return self._sim.hub.server.send_malformed()
-
-    def flap(self, mode: str = "close", seconds: float = 10.0) -> int:
-        self._sim.hub.server.flap(mode, seconds)
-        return 0
-
-    def oversized(self, size: int = 2 * 1024 * 1024) -> int:
-        return self._sim.hub.server.send_oversized(size)
-
-    async def restart(self, down_seconds: float = 0.0) -> int:
-        """Restart on the same port: drop every connection, stop listening, listen again."""
-        dropped = self._sim.hub.server.drop_all()
-        await self._sim.site.stop_listening()
-        if down_seconds > 0:
-            await asyncio.sleep(down_seconds)
-        await self._sim.site.restart()
-        return dropped
-
-    def reset_event(self, event_id: int) -> int:
-        self._sim.hub.reset_event(int(event_id))
-        return 1
-
-    def new_session(self, event_id: int) -> int:
-        """RedMist's session change: a new sessionId in the patches and no ReceiveReset."""
-        self._sim.hub.new_session(int(event_id))
-        return 1
-
-    def clear(self) -> int:
-        self._sim.idp.clear_faults()
-        self._sim.hub.server.accept_upgrades()
-        self._sim.hub.server.end_half_open()
-        self._sim.hub.server.flap("close", 0.0)  # a zero-length flap window ends one in progress
-        return 0
-
-
-_FAULTS = (
-    "drop_all",
-    "close_all",
-    "half_open",
-    "end_half_open",
-    "refuse_upgrades",
-    "expire_tokens",
-    "idp_fail",
-    "idp_slow",
-    "malformed",
-    "oversized",
-    "flap",
-    "restart",
-    "reset_event",
-    "new_session",
-    "clear",
-)
 
 
 class Simulator:
@@ -327,9 +211,9 @@ class Simulator:
     async def _admin_fault(self, request: web.Request) -> web.Response:
         self._loopback_only(request)
         name = request.match_info["name"]
-        if name not in _FAULTS:
+        if name not in FAULT_NAMES:
             return web.json_response(
-                {"error": f"unknown fault {name!r}", "faults": list(_FAULTS)}, status=404
+                {"error": f"unknown fault {name!r}", "faults": list(FAULT_NAMES)}, status=404
             )
         params: dict[str, Any] = {}
         if request.can_read_body:

@@ -20,7 +20,7 @@ import structlog
 from consumer.config import Config, parse_config
 from consumer.daemon import CLOSE_TIMEOUT_MAX, Daemon, shutdown_budget
 from consumer.signalr.connection import ConnectionState, HubConnection
-from consumer.signalr.server import HubCallContext, HubServer
+from consumer.sim.hubhost import HubCallContext, HubServer
 from consumer.sinks import SinkWorker
 
 from .helpers import until

@@ -24,7 +24,7 @@ import msgspec
 import pytest
 
 from consumer.redmist.contract import arguments_to_msgpack
-from consumer.signalr.server import ProtocolArgs
+from consumer.sim.hubhost import ProtocolArgs
 from consumer.sim.simulator import SimConfig, Simulator
 
 from .helpers import sim_settings, until

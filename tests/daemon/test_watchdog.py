@@ -23,7 +23,7 @@ import structlog
 
 from consumer.config import Config, parse_config
 from consumer.daemon import Daemon
-from consumer.signalr.server import HubServer
+from consumer.sim.hubhost import HubServer
 from consumer.sinks import SinkWorker
 from consumer.systemd import Notifier
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from consumer.signalr.server import HubCallContext, HubError, HubServer
+from consumer.sim.hubhost import HubCallContext, HubError, HubServer
 
 NODE_DRIVER = Path(__file__).resolve().parent.parent / "node" / "official_client.mjs"
 

@@ -2,7 +2,7 @@
 
 - The dispatch queue is bounded in wire bytes as well as in invocations: large invocations stop the
   receive loop at `max_dispatch_bytes` (+ a frame), nothing is dropped, `buffer_usage()` reports it.
-- Target names never grow a structure: the route cache keeps at most `_MAX_ROUTES` names of at most
+- Target names never grow a structure: the route cache keeps at most `MAX_ROUTES` names of at most
   `MAX_TARGET_LENGTH` characters, and the warned-once set of unhandled targets is bounded too.
 
 Against our own HubServer on loopback; handlers are held on events the test controls.
@@ -18,11 +18,11 @@ import pytest
 import structlog
 import test_client_hub as hubs  # the demo hub of the client tests (stateful reconnect, half-open)
 
-from consumer.signalr import connection as connection_module
 from consumer.signalr import protocol as proto
 from consumer.signalr.connection import MAX_TARGET_LENGTH, HubConnection
+from consumer.signalr.dispatch import MAX_ROUTES, DispatchQueue, Notify
 from consumer.signalr.retry import DaemonRetryPolicy
-from consumer.signalr.server import HubCallContext, HubServer
+from consumer.sim.hubhost import HubCallContext, HubServer
 
 PROTOCOLS = ("json", "messagepack")
 FAST = DaemonRetryPolicy(base=0.05, cap=0.2)
@@ -67,14 +67,14 @@ def invocation(i: int) -> proto.Invocation:
 
 
 async def test_queue_is_bounded_in_bytes_admits_one_item_over_and_frees_on_task_done() -> None:
-    queue = connection_module._DispatchQueue(1000, byte_limit=100)
+    queue = DispatchQueue(1000, byte_limit=100)
     assert queue.put_nowait([invocation(0)], 60)
     assert queue.bytes == 60
     # under the byte bound: the next frame is admitted whole, even though it takes the queue over
     assert queue.put_nowait([invocation(1), invocation(2)], 70)
     assert queue.bytes == 130 and queue.size == 3
     assert not queue.put_nowait([invocation(3)], 1)  # at the bound: nothing, however small
-    assert not queue.put_nowait(connection_module._Notify([], ()))  # not even a marker
+    assert not queue.put_nowait(Notify([], ()))  # not even a marker
     blocked = asyncio.create_task(queue.put([invocation(3)], 10))
     await asyncio.sleep(0)  # one loop pass: the task runs up to its wait for room
     first = await queue.get()
@@ -155,9 +155,9 @@ async def test_target_names_from_the_hub_never_grow_the_route_cache_or_the_warne
         await until(lambda: conn.stats.invocations_dispatched == 5300)
         routes = conn._routes
         warned = conn._warned_targets
-        assert len(routes) <= connection_module._MAX_ROUTES
+        assert len(routes) <= MAX_ROUTES
         assert all(len(t) <= MAX_TARGET_LENGTH for t in routes)
-        assert len(warned) <= connection_module._MAX_ROUTES
+        assert len(warned) <= MAX_ROUTES
         assert all(len(t) <= MAX_TARGET_LENGTH for t in warned)
         await conn.stop()
 

@@ -13,11 +13,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from consumer.signalr import connection as connection_module
 from consumer.signalr import protocol as proto
 from consumer.signalr.connection import ConnectionLostError, ConnectionState, HubConnection
+from consumer.signalr.dispatch import DispatchQueue, Notify
 from consumer.signalr.retry import DaemonRetryPolicy
-from consumer.signalr.server import ClientResultError, HubCallContext, HubServer
+from consumer.sim.hubhost import ClientResultError, HubCallContext, HubServer
 
 PROTOCOLS = ("json", "messagepack")
 FAST = DaemonRetryPolicy(base=0.05, cap=0.2)
@@ -66,14 +66,14 @@ def invocation(i: int) -> proto.Invocation:
 
 
 async def test_queue_is_bounded_in_invocations_and_never_splits_a_batch() -> None:
-    queue = connection_module._DispatchQueue(4)
+    queue = DispatchQueue(4)
     assert queue.put_nowait([invocation(0), invocation(1), invocation(2)])
     assert queue.size == 3
     # room for one more invocation: a whole batch of three is admitted (never split) ...
     assert queue.put_nowait([invocation(3), invocation(4), invocation(5)])
     assert queue.size == 6 and len(queue) == 2
     # ... and from now on nothing is, not even a connection callback marker
-    marker = connection_module._Notify([], ())
+    marker = Notify([], ())
     assert not queue.put_nowait(marker)
     assert not queue.put_nowait([invocation(6)])
     blocked = asyncio.create_task(queue.put([invocation(6)]))
@@ -99,7 +99,7 @@ async def test_queue_is_bounded_in_invocations_and_never_splits_a_batch() -> Non
 
 
 async def test_cancelled_put_adds_nothing_and_join_waits_for_task_done() -> None:
-    queue = connection_module._DispatchQueue(1)
+    queue = DispatchQueue(1)
     assert queue.put_nowait([invocation(0)])
     blocked = asyncio.create_task(queue.put([invocation(1)]))
     await asyncio.sleep(0)  # one loop pass: the task runs up to its wait for room

@@ -1,6 +1,6 @@
 """Nothing decoded is lost (stop and connection loss), and callbacks run with the receive loop alive.
 
-Against our own hub (consumer.signalr.server.HubServer) on loopback. Handlers are held on an
+Against our own hub (consumer.sim.hubhost.HubServer) on loopback. Handlers are held on an
 asyncio.Event the test controls, so the client's dispatch queue is provably non-empty when stop()
 or the loss happens; nothing here uses a sleep to synchronise.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from consumer.signalr.connection import ConnectionState, HubConnection
 from consumer.signalr.retry import DaemonRetryPolicy
-from consumer.signalr.server import HubCallContext, HubServer
+from consumer.sim.hubhost import HubCallContext, HubServer
 
 PROTOCOLS = ("json", "messagepack")
 FAST = DaemonRetryPolicy(base=0.05, cap=0.2)

@@ -1,4 +1,4 @@
-"""The client against our own hub server (consumer.signalr.server): features and faults, on loopback."""
+"""The client against our own hub server (consumer.sim.hubhost): features and faults, on loopback."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from consumer.signalr.connection import (
     ServerTimeoutError,
 )
 from consumer.signalr.retry import NEVER, DaemonRetryPolicy
-from consumer.signalr.server import ClientResultError, HubCallContext, HubServer, Principal
+from consumer.sim.hubhost import ClientResultError, HubCallContext, HubServer, Principal
 
 PROTOCOLS = ("json", "messagepack")
 FAST = DaemonRetryPolicy(base=0.05, cap=0.2)
@@ -75,7 +75,7 @@ def build_hub(**options: Any) -> HubServer:
 
     @server.method("Fail")
     async def fail(ctx: HubCallContext, text: str) -> None:
-        from consumer.signalr.server import HubError as ServerHubError
+        from consumer.sim.hubhost import HubError as ServerHubError
 
         raise ServerHubError(text)
 

@@ -16,7 +16,7 @@ from test_client_hub import Tokens, build_hub, client, running
 from consumer.logs import setup_logging
 from consumer.signalr.connection import HubConnection, NegotiateError
 from consumer.signalr.retry import NEVER
-from consumer.signalr.server import Principal
+from consumer.sim.hubhost import Principal
 
 DEAD = "http://127.0.0.1:1/hub"  # nothing listens on port 1: the WebSocket step fails fast
 

@@ -135,3 +135,17 @@ def test_public_messages_are_structs_with_a_class_level_type() -> None:
             assert seq == 3
         case _:  # pragma: no cover
             pytest.fail("class pattern did not match")
+
+
+@pytest.mark.parametrize("proto", ALL_PROTOCOLS, ids=ALL_IDS)
+def test_one_message_frames_at_and_over_the_size_limit(proto: Any) -> None:
+    """A frame holding exactly one message takes the readers' short path; the limit still holds
+    there, to the byte, for 1- and 2-byte MessagePack prefixes and for JSON records."""
+    for target_len in (20, 300):
+        message = p.Invocation(target="T" * target_len, arguments=[1])
+        frame = proto.encode(message)
+        body = len(frame) - 1 if proto.name == "json" else len(frame) - (1 if len(frame) < 129 else 2)
+        [got] = proto.reader(max_message_size=body).feed(frame)
+        assert isinstance(got, p.Invocation) and got.target == message.target
+        with pytest.raises(p.ProtocolError, match="maximum size"):
+            proto.reader(max_message_size=body - 1).feed(frame)

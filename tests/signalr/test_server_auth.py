@@ -13,7 +13,7 @@ from aiohttp import web
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from consumer.signalr.server import HubServer, Principal
+from consumer.sim.hubhost import HubServer, Principal
 
 GOOD = "good-token-123456"
 

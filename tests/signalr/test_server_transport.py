@@ -14,7 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from consumer.signalr import protocol as p
-from consumer.signalr.server import HubServer, ProtocolArgs
+from consumer.sim.hubhost import HubServer, ProtocolArgs
 
 RS = "\x1e"
 
