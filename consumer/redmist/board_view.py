@@ -121,11 +121,16 @@ class TerminalBoard:
         self.frames = 0
 
     def _size(self) -> tuple[int, int]:
+        """The terminal's size; a terminal that reports 0 x 0 (a pty nobody sized, e.g. `script` or
+        a container's console) gets COLUMNS/LINES or 80 x 24, as `shutil.get_terminal_size` does."""
         try:
             size = os.get_terminal_size(self.out.fileno())
         except (OSError, ValueError):
             size = shutil.get_terminal_size()
-        return size.columns, size.lines
+        if size.columns > 0 and size.lines > 0:
+            return size.columns, size.lines
+        fallback = shutil.get_terminal_size()
+        return size.columns or fallback.columns, size.lines or fallback.lines
 
     def draw(self) -> None:
         width, height = self._size()

@@ -133,3 +133,30 @@ def test_demo_rejects_bad_board_arguments() -> None:
     assert cli_main(["demo", "--top", "0"]) == 78
     assert cli_main(["demo", "--http-port", "70000"]) == 78
     assert cli_main(["demo", "--http-port", "x"]) == 2
+
+
+def test_a_terminal_reporting_zero_by_zero_still_gets_a_board(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A pty nobody sized (`script -qc`, some container consoles) reports 0 x 0: the board is drawn at
+    COLUMNS x LINES (here 90 x 20) instead of not at all."""
+    from consumer.redmist.board_view import TerminalBoard
+
+    monkeypatch.setenv("COLUMNS", "90")
+    monkeypatch.setenv("LINES", "20")
+    master, slave = os.openpty()
+    set_size(slave, 0, 0)
+    out = os.fdopen(slave, "w", closefd=True)
+    chunks = b""
+    try:
+        board = TerminalBoard(lambda: None, ["1"], title="t", hub=lambda: "connected", out=out)
+        board.draw()
+        # read while the slave is still open (Linux drops a pty's unread output once it closes)
+        while b"\x1b[J" not in chunks:
+            assert select.select([master], [], [], 5)[0], f"no complete frame; got {chunks!r}"
+            chunks += os.read(master, 65536)
+    finally:
+        out.close()
+        os.close(master)
+    lines = ANSI.sub("", chunks.decode().replace("\r", "")).rstrip("\n").split("\n")
+    expected = render([("1", None)], width=90, height=20, title="t", hub="connected", top=None)
+    assert lines == [ANSI.sub("", line) for line in expected], chunks
+    assert lines and lines[0].startswith("t")
