@@ -60,7 +60,9 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(store: Path, cpu: int | None = None) -> tuple[subprocess.Popen[str], str]:
+def start_server(
+    store: Path, cpu: int | None = None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
     exe = Path(sys.executable).parent / "nats-server"
     port = free_port()
     pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
@@ -69,6 +71,7 @@ def start_server(store: Path, cpu: int | None = None) -> tuple[subprocess.Popen[
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
+        env=env,
     )
     assert proc.stderr is not None
     for line in proc.stderr:
