@@ -16,6 +16,8 @@ every run (every line stored, none twice).
 Variants (one stream each, purged between runs; runs interleaved):
 - `full`: the sink's headers (`Nats-Msg-Id` = BLAKE2b-128 hex, `Event-Consumer-Seq`, `Content-Type`)
 - `msgid`: `Nats-Msg-Id` only; `none`: no headers (plain PUB, no dedupe): what each header costs
+- `full-window10s`: `full` with a 10 s duplicate window instead of the sink's default 120 s (fewer
+  ids kept by the server)
 - `full-memory`: `full` into a memory-backed stream (what the file store costs; not what we ship)
 - `full-gogc400`: `full` with the server started under GOGC=400 (Go garbage collector runs less often)
 
@@ -52,7 +54,7 @@ from consumer.redmist import PAYLOADS  # noqa: E402
 from consumer.relay.relay import Relay  # noqa: E402
 from consumer.sinks import FileSink, SinkWorker  # noqa: E402
 
-VARIANTS = ("full", "msgid", "none", "full-memory", "full-gogc400")
+VARIANTS = ("full", "msgid", "none", "full-window10s", "full-memory", "full-gogc400")
 CHUNK = 256 * 1024
 INBOX = b"_INBOX.ceiling."
 
@@ -187,8 +189,9 @@ async def prepare_stream(url: str, variant: str) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
     storage = nats.js.api.StorageType.MEMORY if variant.endswith("memory") else nats.js.api.StorageType.FILE
+    window = 10.0 if variant.endswith("window10s") else 120.0
     config = nats.js.api.StreamConfig(
-        name="EVENTS", subjects=["bench.*.*"], duplicate_window=120.0, storage=storage
+        name="EVENTS", subjects=["bench.*.*"], duplicate_window=window, storage=storage
     )
     with contextlib.suppress(nats.js.errors.NotFoundError):  # not there yet
         await js.delete_stream("EVENTS")

@@ -10,7 +10,7 @@ does not use the id: two daemons' lines differ in `seq` and `received_at`; it ma
 
 A batch from the `SinkWorker` is published pipelined: up to `max_in_flight` lines and
 `max_in_flight_bytes` unsettled at once (refilled when half is settled), the commands put into
-nats-py's outgoing buffer and handed to its transport every `FLUSH_BYTES` (64 KiB), so the server
+nats-py's outgoing buffer and handed to its transport every `FLUSH_BYTES` (256 KiB), so the server
 stores while the sink formats the next ones (waiting for nats-py's flusher task would hand them over
 only when the loop next ran it). Acks (reply subjects under one inbox
 subscription) are asked only for the first and the last line of every run of `ACK_EVERY` (256) lines:
@@ -63,7 +63,7 @@ _HDR = (
     + CONTENT_TYPE.encode()
     + b"\r\n\r\n"
 )
-FLUSH_BYTES = 64 * 1024  # hand the buffered commands to the socket every this many bytes
+FLUSH_BYTES = 256 * 1024  # hand the buffered commands to the socket every this many bytes
 # Fast path: one ack requested for the first and the last line of every ACK_EVERY lines; the run in
 # between counts as stored only when the stream sequences of those two acks are exactly that far apart.
 ACK_EVERY = 256
