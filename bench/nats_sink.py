@@ -19,8 +19,10 @@ tasks in the same event loop, until every line is stored. Cells:
 
 Runs alternate between the cells so machine noise spreads over all of them. Per cell: median msgs/s (wall,
 from the first message to the last line stored / acked) and CPU seconds per 100k messages of this
-process (`time.process_time`), plus the nats-server process's CPU per 100k (from /proc). The stream is
-purged between runs. Results: bench/results/nats-<UTC date>.json and a Markdown table on stdout.
+process (`time.process_time`), plus the nats-server process's CPU per 100k (from /proc); how busy
+each process was (CPU seconds per second) and how long its threads waited runnable for a core
+(/proc/<pid>/task/*/schedstat: other processes had it). The stream is purged between runs.
+Results: bench/results/nats-<UTC date>.json and a Markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -63,6 +65,17 @@ def free_port() -> int:
 def proc_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def runq_wait(pid: int) -> float:
+    """Seconds the threads of process `pid` have spent runnable but waiting for a CPU (schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
+            continue
+    return total / 1e9
 
 
 def start_server(
@@ -122,6 +135,7 @@ async def one_run(
     relay = Relay(workers, hub="bench", protocol="json", profile=PAYLOADS)
     on_raw = relay.on_raw
     s0 = proc_cpu(server_pid)
+    q0, qs0 = runq_wait(os.getpid()), runq_wait(server_pid)
     c0 = time.process_time()
     t0 = time.perf_counter()
     for raw in raws:
@@ -131,6 +145,7 @@ async def one_run(
     wall = time.perf_counter() - t0
     cpu = time.process_time() - c0
     server = proc_cpu(server_pid) - s0
+    waited, server_waited = runq_wait(os.getpid()) - q0, runq_wait(server_pid) - qs0
     for w in workers:
         await w.close(grace=60)
         assert w.stats.written == len(raws), (w.name, w.stats.written)
@@ -142,6 +157,9 @@ async def one_run(
         "server_cpu_per_100k": server * per,
         "daemon_cores": cpu / wall,  # CPU seconds per second of the run: how busy each process was
         "server_cores": server / wall,
+        # CPU-seconds per second spent runnable but waiting for a core (other processes had it)
+        "daemon_runq_wait": waited / wall,
+        "server_runq_wait": server_waited / wall,
     }
 
 
@@ -197,16 +215,17 @@ def main() -> None:
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(
         f"| sinks | msgs/s (median of {args.runs}) | CPU s / 100k (daemon) | CPU s / 100k (nats-server) "
-        "| cores busy (daemon / nats-server) |"
+        "| cores busy (daemon / nats-server) | waiting for a core (daemon / nats-server) |"
     )
-    print("|---|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|")
     for cell in cells:
         s = summary[cell]
         server_cpu = f"{s['server_cpu_per_100k']:.2f}" if cell != "file" else "-"
         server_cores = f"{s['server_cores']:.2f}" if cell != "file" else "-"
+        server_wait = f"{s['server_runq_wait']:.2f}" if cell != "file" else "-"
         print(
             f"| {cell} | {s['msgs_per_s']:,.0f} | {s['cpu_per_100k']:.2f} | {server_cpu} "
-            f"| {s['daemon_cores']:.2f} / {server_cores} |"
+            f"| {s['daemon_cores']:.2f} / {server_cores} | {s['daemon_runq_wait']:.2f} / {server_wait} |"
         )
     print(f"\nfile + nats rate = {ratio:.0%} of file-only ({args.messages:,} messages, {doc['machine']})")
 
