@@ -10,7 +10,8 @@ protocol commands *before* the clock starts, then written to a plain socket by a
 (one `sendall` per ~256 KiB, no client library, no per-line work) while a reader thread counts the
 acks. Flow control as in the sink: an ack is asked for the last line of every run of `--ack-every`
 lines and at most `--window` lines are unacked. Per run: lines/s (first byte sent to last ack) and
-nats-server CPU seconds per 100k lines (from /proc); the stream's message count is checked after
+nats-server CPU seconds per 100k lines (from /proc), how busy it was (CPU seconds per second) and how
+long its threads waited runnable for a core (schedstat); the stream's message count is checked after
 every run (every line stored, none twice).
 
 Variants (one stream each, purged between runs; runs interleaved):
@@ -47,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from nats_sink import proc_cpu, start_server  # noqa: E402
+from nats_sink import proc_cpu, runq_wait, start_server  # noqa: E402
 from payloads import TARGET, build_pool  # noqa: E402
 
 from consumer.redmist import PAYLOADS  # noqa: E402
@@ -241,14 +242,21 @@ def main() -> None:
                 for v in variants:
                     proc, url = servers[v]
                     asyncio.run(prepare_stream(url, v))
-                    s0 = proc_cpu(proc.pid)
+                    s0, q0 = proc_cpu(proc.pid), runq_wait(proc.pid)
                     wall = publish(url, cmds[v], args.window)
-                    server = proc_cpu(proc.pid) - s0
+                    server, waited = proc_cpu(proc.pid) - s0, runq_wait(proc.pid) - q0
                     n = asyncio.run(stored(url))
                     if n != len(lines):
                         raise RuntimeError(f"{v}: the stream holds {n} messages, not {len(lines)}")
                     per = 100_000 / len(lines)
-                    results[v].append({"msgs_per_s": len(lines) / wall, "server_cpu_per_100k": server * per})
+                    results[v].append(
+                        {
+                            "msgs_per_s": len(lines) / wall,
+                            "server_cpu_per_100k": server * per,
+                            "server_cores": server / wall,  # CPU seconds per second
+                            "server_runq_wait": waited / wall,  # runnable, waiting for a core
+                        }
+                    )
         finally:
             for proc, _url in servers.values():
                 proc.terminate()
@@ -268,15 +276,22 @@ def main() -> None:
         "window": args.window,
         "pinned": args.pin,
         "load_average_at_start": load,
+        "load_average_at_end": os.getloadavg(),
         "variants": summary,
     }
     out = args.out or HERE / "results" / f"nats-ceiling-{doc['date']}{'-pinned' if args.pin else ''}.json"
     out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"| variant | lines/s (median of {args.runs}) | CPU s / 100k (nats-server) |")
-    print("|---|---:|---:|")
+    print(
+        f"| variant | lines/s (median of {args.runs}) | CPU s / 100k (nats-server) | cores busy "
+        "| waiting for a core |"
+    )
+    print("|---|---:|---:|---:|---:|")
     for v in variants:
         s = summary[v]
-        print(f"| {v} | {s['msgs_per_s']:,.0f} | {s['server_cpu_per_100k']:.2f} |")
+        print(
+            f"| {v} | {s['msgs_per_s']:,.0f} | {s['server_cpu_per_100k']:.2f} | {s['server_cores']:.2f} "
+            f"| {s['server_runq_wait']:.2f} |"
+        )
     print(f"\n{args.messages:,} lines of {mean_bytes:,.0f} B on average, {doc['machine']}")
 
 
