@@ -20,6 +20,8 @@ Variants (one stream each, purged between runs; runs interleaved):
 - `full-window10s`: `full` with a 10 s duplicate window instead of the sink's default 120 s (fewer
   ids kept by the server)
 - `full-memory`: `full` into a memory-backed stream (what the file store costs; not what we ship)
+- `full-async`: `full` into a file-backed stream with `persist_mode = async` (nats-server >= 2.12: the
+  ack is sent before the message is written; not what we ship: a killed server may lose acked lines)
 - `full-gogc400`: `full` with the server started under GOGC=400 (Go garbage collector runs less often)
 
 Results: bench/results/nats-ceiling-<UTC date>[-pinned].json and a Markdown table on stdout.
@@ -55,7 +57,7 @@ from consumer.redmist import PAYLOADS  # noqa: E402
 from consumer.relay.relay import Relay  # noqa: E402
 from consumer.sinks import FileSink, SinkWorker  # noqa: E402
 
-VARIANTS = ("full", "msgid", "none", "full-window10s", "full-memory", "full-gogc400")
+VARIANTS = ("full", "msgid", "none", "full-window10s", "full-memory", "full-async", "full-gogc400")
 CHUNK = 256 * 1024
 INBOX = b"_INBOX.ceiling."
 
@@ -191,8 +193,9 @@ async def prepare_stream(url: str, variant: str) -> None:
     js = nc.jetstream()
     storage = nats.js.api.StorageType.MEMORY if variant.endswith("memory") else nats.js.api.StorageType.FILE
     window = 10.0 if variant.endswith("window10s") else 120.0
+    persist = nats.js.api.PersistMode.ASYNC if variant.endswith("async") else None
     config = nats.js.api.StreamConfig(
-        name="EVENTS", subjects=["bench.*.*"], duplicate_window=window, storage=storage
+        name="EVENTS", subjects=["bench.*.*"], duplicate_window=window, storage=storage, persist_mode=persist
     )
     with contextlib.suppress(nats.js.errors.NotFoundError):  # not there yet
         await js.delete_stream("EVENTS")
