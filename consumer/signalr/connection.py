@@ -2,11 +2,11 @@
 
 Layout: the protocol decisions (handshake, keepalive and Ack deadlines, stateful reconnect's
 numbering, replay buffer and dedupe, Close) are the sans-I/O core's (`consumer.signalr.core`); this
-module drives it over httpx (negotiate, redirects) and websockets. Dispatching is
-`consumer.signalr.dispatch`, streams `streams.py`, errors `errors.py`, URLs `urls.py`.
-Size (about 1,400 lines, over the 700 guideline, a known debt of issue 11 item 3): negotiate/connect
-(~380 lines) and the lifecycle with the reconnect policy (~370 lines) still live in `HubConnection`;
-they are the next to move out (a connector module and a supervisor loop outside the connection).
+module drives it over websockets. Negotiate (redirects, token transport, proxy) and the WebSocket
+open are `consumer.signalr.connector`; dispatching is `consumer.signalr.dispatch`, streams
+`streams.py`, errors `errors.py`, URLs `urls.py`.
+Size (over the 700 guideline, a known debt of issue 11 item 3): the lifecycle with the reconnect
+policy (~370 lines) still lives in `HubConnection`; it is the next to move out (a supervisor loop).
 
 Point by point it follows the official @microsoft/signalr client (HttpConnection.js, HubConnection.js,
 MessageBuffer.js) and goes past it where a daemon needs it:
@@ -102,20 +102,19 @@ import enum
 import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeAlias, cast
+from typing import Any, Literal, Protocol, cast
 from urllib.parse import urlsplit
 
 import httpx
-import msgspec
-import websockets
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from consumer.errors import ConfigError, CredentialsRejected, describe_error
 from consumer.logs import get_logger, register_secret
 from consumer.signalr import protocol as proto
+from consumer.signalr.connector import MAX_NEGOTIATE_BYTES, Connector, ConnectorOptions, TokenFactory
 from consumer.signalr.core import (
     CloseReceived,
     CoreOptions,
@@ -148,20 +147,16 @@ from consumer.signalr.errors import (
     NegotiateError,
     ServerClosedError,
     ServerTimeoutError,
-    _AuthRejected,
 )
 from consumer.signalr.proxies import (
     PROXY_ENV,
     PROXY_OFF,
-    httpx_proxy_options,
     redact_proxy,
-    resolve_proxy,
     validate_proxy,
 )
 from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy
 from consumer.signalr.streams import _END, HubStream
 from consumer.signalr.urls import (
-    _with_query,
     build_negotiate_url,
     build_ws_url,
     check_url_security,
@@ -191,36 +186,15 @@ __all__ = [
 
 log = get_logger(__name__)
 
-MAX_REDIRECTS = 100
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
-MAX_NEGOTIATE_BYTES = 1024 * 1024
 FLAPPING_AFTER = 3  # consecutive short-lived connections
 FLAPPING_LOG_INTERVAL = 60.0  # seconds between two `signalr.flapping` warnings
-
-TokenFactory: TypeAlias = Callable[[], Awaitable[str]]
 
 
 class TokenProviderLike(Protocol):
     async def get_token(self) -> str: ...
 
     def invalidate(self, token: str) -> None: ...
-
-
-# --- negotiate --------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Negotiated:
-    url: str
-    connection_id: str | None
-    connection_token: str | None
-    stateful_reconnect: bool
-
-
-@dataclass(slots=True)
-class _Redirect:
-    url: str
-    access_token: str | None
 
 
 # --- the connection ---------------------------------------------------------------------------------
@@ -326,8 +300,6 @@ class HubConnection(Dispatching):
             access_token_factory = access_token_factory or token_provider.get_token
             invalidate_token = invalidate_token or token_provider.invalidate
         self.url = url
-        self._token_factory = access_token_factory
-        self._invalidate = invalidate_token
         self._protocol_name = protocol
         self._raw_arguments = raw_arguments
         try:
@@ -335,37 +307,49 @@ class HubConnection(Dispatching):
         except proto.ProtocolError as exc:
             raise ConfigError(str(exc), key="protocol") from None
         self._text = self._protocol.transfer_format == "text"
-        self._skip_negotiation = skip_negotiation
-        self._token_transport = token_transport
-        self._headers = dict(headers or {})
         self._retry_policy: RetryPolicy = retry_policy if retry_policy is not None else DaemonRetryPolicy()
         self._retry_initial_start = retry_initial_start
-        self._stateful_requested = stateful_reconnect and not skip_negotiation
         self._stateful_buffer_size = stateful_buffer_size
         self._ack_interval = ack_interval
         self._handshake_timeout = handshake_timeout
         self._keepalive_interval = keepalive_interval
         self._server_timeout = server_timeout
-        self._negotiate_timeout = negotiate_timeout
         self._close_timeout = close_timeout
         self._max_message_size = max_message_size
-        self._max_frame_size = max_frame_size if max_frame_size is not None else 8 * max_message_size
+        frame_size = max_frame_size if max_frame_size is not None else 8 * max_message_size
         self._dispatch_queue_size = dispatch_queue_size
         self._max_dispatch_bytes = max_dispatch_bytes
-        # Frames the WebSocket library may read ahead of the receive loop (it pauses the socket past
-        # that): as many of the largest frames as the dispatch byte bound holds, 1..16 (its default).
-        self._read_ahead = max(1, min(16, max_dispatch_bytes // self._max_frame_size))
         self._drain_timeout = drain_timeout
         self._stream_buffer_size = stream_buffer_size
-        self._allow_insecure = allow_insecure_http
-        self._http_client = http_client
-        self._ssl = ssl
         self._healthy_after = healthy_after
-        self._proxy = proxy
-        self._max_negotiate_bytes = max_negotiate_bytes
         if proxy not in (PROXY_ENV, PROXY_OFF):
             parts = urlsplit(proxy)
             register_secret(parts.password)
+        self._connector = Connector(
+            ConnectorOptions(
+                url=url,
+                text=self._text,
+                skip_negotiation=skip_negotiation,
+                stateful_reconnect=stateful_reconnect and not skip_negotiation,
+                token_transport=token_transport,
+                headers=dict(headers or {}),
+                allow_insecure_http=allow_insecure_http,
+                proxy=proxy,
+                negotiate_timeout=negotiate_timeout,
+                max_negotiate_bytes=max_negotiate_bytes,
+                open_timeout=handshake_timeout,
+                close_timeout=close_timeout,
+                max_frame_size=frame_size,
+                # Frames the WebSocket library may read ahead of the receive loop (it pauses the
+                # socket past that): as many of the largest frames as the dispatch byte bound
+                # holds, 1..16 (its default).
+                read_ahead=max(1, min(16, max_dispatch_bytes // frame_size)),
+                http_client=http_client,
+                ssl=ssl,
+            ),
+            access_token_factory,
+            invalidate_token,
+        )
         self._connected_at: float | None = None  # loop time of the last completed handshake
         self._short_streak = 0  # consecutive connections lost before they were healthy
         self._flap_logged_at: float | None = None
@@ -657,178 +641,11 @@ class HubConnection(Dispatching):
 
     # --- internals: connecting -----------------------------------------------------------------
 
-    async def _get_token(self) -> str | None:
-        if self._token_factory is None:
-            return None
-        token = await self._token_factory()
-        register_secret(token)
-        return token
-
-    def _auth_headers(self, token: str | None) -> dict[str, str]:
-        headers = dict(self._headers)
-        if token and self._token_transport in ("header", "both"):
-            headers["Authorization"] = f"Bearer {token}"
-        return headers
-
-    def _token_query(self, token: str | None) -> str | None:
-        return token if token and self._token_transport in ("query", "both") else None
-
-    @contextlib.asynccontextmanager
-    async def _http(self) -> AsyncIterator[httpx.AsyncClient]:
-        if self._http_client is not None:
-            yield self._http_client
-            return
-        options = httpx_proxy_options(self._proxy)
-        async with httpx.AsyncClient(
-            timeout=self._negotiate_timeout, follow_redirects=True, **options
-        ) as client:
-            yield client
-
-    async def _negotiate_once(self, url: str, token: str | None) -> _Negotiated | _Redirect:
-        negotiate_url = build_negotiate_url(url, stateful_reconnect=self._stateful_requested)
-        query_token = self._token_query(token)
-        if query_token:
-            negotiate_url = _with_query(negotiate_url, access_token=query_token)
-        log.debug("signalr.negotiate", url=redact_url(negotiate_url))
-        limit = self._max_negotiate_bytes
-        try:
-            async with (
-                asyncio.timeout(self._negotiate_timeout),
-                self._http() as client,
-                client.stream(
-                    "POST",
-                    negotiate_url,
-                    headers=self._auth_headers(token),
-                    content=b"",
-                    timeout=self._negotiate_timeout,
-                ) as response,
-            ):
-                status = response.status_code
-                if status in (401, 403):
-                    raise _AuthRejected(status, token, "negotiate")
-                if status != 200:
-                    hint = " (not a SignalR endpoint, or a proxy is in the way)" if status == 404 else ""
-                    raise NegotiateError(f"Unexpected status code returned from negotiate '{status}'{hint}")
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise NegotiateError(
-                        f"negotiate response too large: {declared} bytes declared, limit {limit}"
-                    )
-                content = bytearray()
-                async for chunk in response.aiter_bytes():
-                    content += chunk
-                    if len(content) > limit:
-                        raise NegotiateError(f"negotiate response too large: over the {limit}-byte limit")
-        except TimeoutError:
-            raise NegotiateError(
-                f"no complete negotiate response from {redact_url(url)} within {self._negotiate_timeout} s"
-            ) from None
-        except httpx.HTTPError as exc:
-            proxy = resolve_proxy(negotiate_url, self._proxy)
-            via = f" via proxy {redact_proxy(proxy)}" if proxy else ""
-            raise NegotiateError(
-                f"Failed to complete negotiation with the server at {redact_url(url)}{via}: "
-                f"{type(exc).__name__}"
-            ) from None
-        try:
-            body = msgspec.json.decode(content)
-        except msgspec.DecodeError:
-            raise NegotiateError("negotiate response is not JSON") from None
-        if not isinstance(body, dict):
-            raise NegotiateError("negotiate response is not a JSON object")
-        if body.get("error"):
-            raise NegotiateError(f"negotiate refused: {body['error']}")
-        if "ProtocolVersion" in body:
-            raise NegotiateError(
-                "Detected a connection attempt to an ASP.NET SignalR Server; "
-                "only ASP.NET Core SignalR is supported."
-            )
-        if body.get("url"):
-            new_url = str(body["url"])
-            access_token = body.get("accessToken")
-            if access_token is not None:
-                access_token = str(access_token)
-                register_secret(access_token)
-            return _Redirect(new_url, access_token)
-        version = body.get("negotiateVersion") or 0
-        connection_id = body.get("connectionId")
-        connection_token = body.get("connectionToken") if version >= 1 else connection_id
-        if not isinstance(connection_token, str) or not connection_token:
-            raise NegotiateError("negotiate response has no connection token")
-        stateful = bool(body.get("useStatefulReconnect"))
-        if stateful and not self._stateful_requested:
-            raise NegotiateError("Client didn't negotiate Stateful Reconnect but the server did.")
-        wanted = "Text" if self._text else "Binary"
-        transports = body.get("availableTransports") or []
-        if not any(
-            isinstance(t, dict)
-            and t.get("transport") == "WebSockets"
-            and wanted in (t.get("transferFormats") or [])
-            for t in transports
-        ):
-            raise NegotiateError(f"the server does not offer the WebSockets transport with {wanted} frames")
-        return _Negotiated(url, str(connection_id) if connection_id else None, connection_token, stateful)
-
-    async def _open_ws(self, url: str, token: str | None) -> ClientConnection:
-        ws_url = build_ws_url(url, access_token=self._token_query(token))
-        check_url_security(ws_url, self._allow_insecure)
-        proxy = resolve_proxy(ws_url, self._proxy)
-        log.debug("signalr.websocket_connect", url=redact_url(ws_url), proxy=redact_proxy(proxy))
-        extra: dict[str, Any] = {"ssl": self._ssl} if self._ssl is not None else {}
-        try:
-            return await websockets.connect(
-                ws_url,
-                additional_headers=self._auth_headers(token),
-                max_size=self._max_frame_size,
-                max_queue=self._read_ahead,
-                open_timeout=self._handshake_timeout,
-                close_timeout=self._close_timeout,
-                ping_interval=None,
-                ping_timeout=None,
-                proxy=proxy,
-                **extra,
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                raise _AuthRejected(status, token, "WebSocket upgrade") from None
-            raise HubConnectionError(
-                f"WebSocket upgrade to {redact_url(ws_url)} refused with HTTP {status}"
-            ) from None
-        except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
-            via = f" via proxy {redact_proxy(proxy)}" if proxy else ""
-            detail = str(exc)
-            if "access_token" in detail or (proxy and "@" in detail):
-                detail = "[redacted]"
-            raise HubConnectionError(
-                f"WebSocket connect to {redact_url(ws_url)}{via} failed: {type(exc).__name__}: "
-                f"{redact_url(detail)}"
-            ) from None
-
     async def _establish(self) -> None:
-        """One connect: [negotiate (+redirects)] → WebSocket → handshake. Raises _AuthRejected on 401/403."""
-        url = self.url
-        token = await self._get_token()
-        fixed_token: str | None = None  # a redirect's accessToken replaces the factory for this attempt
-        negotiated: _Negotiated | None = None
-        if not self._skip_negotiation:
-            for _ in range(MAX_REDIRECTS):
-                result = await self._negotiate_once(url, token)
-                if isinstance(result, _Negotiated):
-                    negotiated = result
-                    break
-                check_url_security(result.url, self._allow_insecure)
-                log.info("signalr.negotiate_redirect", url=redact_url(result.url))
-                url = result.url
-                if result.access_token is not None:
-                    fixed_token = token = result.access_token
-            else:
-                raise NegotiateError("Negotiate redirection limit exceeded.")
-            if fixed_token is None:
-                token = await self._get_token()  # awaited again before the WebSocket connect
-        connect_url = build_ws_url(url, negotiated.connection_token if negotiated else None)
-        ws = await self._open_ws(connect_url, token)
-        stateful = bool(negotiated and negotiated.stateful_reconnect)
+        """One connect: the connector's [negotiate (+redirects)] → WebSocket (with the 401/403 rule),
+        then the handshake driven through a new core."""
+        opened = await self._connector.open()
+        ws, connect_url, stateful = opened.ws, opened.connect_url, opened.stateful
         core = HubCore(
             Role.CLIENT,
             asyncio.get_running_loop().time(),
@@ -851,7 +668,7 @@ class HubConnection(Dispatching):
             raise
         self._replace_core(core)
         self._ws = ws
-        self._connection_id = negotiated.connection_id if negotiated else None
+        self._connection_id = opened.connection_id
         self._resume_url = connect_url if stateful else None
         log.info(
             "signalr.connected",
@@ -904,24 +721,6 @@ class HubConnection(Dispatching):
                 return
         raise HandshakeError("the handshake ended without a response")  # pragma: no cover
 
-    async def _connect_once(self) -> None:
-        """`_establish` with the 401/403 rule: invalidate the token and retry once at once."""
-        try:
-            await self._establish()
-        except _AuthRejected as first:
-            log.warning("signalr.auth_rejected", where=first.where, status=first.status, retry="fresh token")
-            if first.token is not None and self._invalidate is not None:
-                self._invalidate(first.token)
-            try:
-                await self._establish()
-            except _AuthRejected as second:
-                if second.token is not None and self._invalidate is not None:
-                    self._invalidate(second.token)
-                raise HubAuthError(
-                    f"{second.where} rejected the bearer with HTTP {second.status} (also with a fresh token)",
-                    second.status,
-                ) from None
-
     async def _abort(self, ws: ClientConnection, code: int = 1000, reason: str = "") -> None:
         try:
             async with asyncio.timeout(self._close_timeout):
@@ -961,7 +760,7 @@ class HubConnection(Dispatching):
             if self._stopping:
                 return False
             try:
-                await self._connect_once()
+                await self._establish()
                 return True
             except (ConfigError, CredentialsRejected):
                 raise  # permanent: retrying cannot help
@@ -1374,7 +1173,7 @@ class HubConnection(Dispatching):
         assert core is not None and url is not None and core.state is CoreState.DETACHED
         log.info("signalr.resuming", url=redact_url(url), unacked_bytes=core.replay_bytes)
         try:
-            ws = await self._open_ws_with_auth_retry(url)
+            ws = await self._connector.open_ws(url)
         except (HubConnectionError, OSError, TimeoutError) as exc:
             log.warning("signalr.resume_failed", error=_describe(exc))
             core.give_up()
@@ -1393,18 +1192,6 @@ class HubConnection(Dispatching):
             return False
         log.info("signalr.resumed", replayed=replayed)
         return True
-
-    async def _open_ws_with_auth_retry(self, url: str) -> ClientConnection:
-        token = await self._get_token()
-        try:
-            return await self._open_ws(url, token)
-        except _AuthRejected as first:
-            if first.token is not None and self._invalidate is not None:
-                self._invalidate(first.token)
-            try:
-                return await self._open_ws(url, await self._get_token())
-            except _AuthRejected as second:
-                raise HubAuthError(str(second), second.status) from None
 
 
 def _describe(error: BaseException | None) -> str | None:

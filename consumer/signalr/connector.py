@@ -1,0 +1,328 @@
+"""Opening one transport for the SignalR client: negotiate over httpx (redirects, token transport,
+proxy, deadline and size limit) and the WebSocket connect, with the 401/403 rule (invalidate the
+token and retry once at once). The handshake is the core's and the driver's (`connection.py`).
+
+Interface: `Connector(options, token_factory, invalidate).open()` → `Opened` (the WebSocket, the URL
+it was opened with, the connection id and whether stateful reconnect was negotiated);
+`open_ws(url)` opens a WebSocket to a known connect URL (a stateful resume) under the same 401/403
+rule. Neither knows about the core, the dispatcher or the reconnect policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+import httpx
+import msgspec
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidStatus
+
+from consumer.logs import get_logger, register_secret
+from consumer.signalr.errors import HubAuthError, HubConnectionError, NegotiateError, _AuthRejected
+from consumer.signalr.proxies import httpx_proxy_options, redact_proxy, resolve_proxy
+from consumer.signalr.urls import (
+    _with_query,
+    build_negotiate_url,
+    build_ws_url,
+    check_url_security,
+    redact_url,
+)
+
+__all__ = ["MAX_NEGOTIATE_BYTES", "MAX_REDIRECTS", "Connector", "ConnectorOptions", "Opened", "TokenFactory"]
+
+log = get_logger("consumer.signalr.connection")  # the client's log events keep their logger name
+
+MAX_REDIRECTS = 100
+MAX_NEGOTIATE_BYTES = 1024 * 1024
+
+TokenFactory: TypeAlias = Callable[[], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorOptions:
+    """What the connector needs from the client's configuration (validated by `HubConnection`)."""
+
+    url: str
+    text: bool  # the protocol's transfer format is text (negotiate must offer WebSockets + Text)
+    skip_negotiation: bool = False
+    stateful_reconnect: bool = False  # ask for useStatefulReconnect in negotiate
+    token_transport: Literal["header", "query", "both"] = "both"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    allow_insecure_http: bool = False
+    proxy: str = "env"
+    negotiate_timeout: float = 100.0
+    max_negotiate_bytes: int = MAX_NEGOTIATE_BYTES
+    open_timeout: float = 15.0  # the WebSocket opening handshake
+    close_timeout: float = 2.0
+    max_frame_size: int = 8 * 1024 * 1024
+    read_ahead: int = 16  # frames websockets may buffer before it pauses the socket
+    http_client: httpx.AsyncClient | None = None
+    ssl: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """An open WebSocket, ready for the SignalR handshake."""
+
+    ws: ClientConnection
+    connect_url: str  # negotiated URL + connection token (what a stateful resume reconnects to)
+    connection_id: str | None
+    stateful: bool
+
+
+@dataclass(slots=True)
+class _Negotiated:
+    url: str
+    connection_id: str | None
+    connection_token: str | None
+    stateful_reconnect: bool
+
+
+@dataclass(slots=True)
+class _Redirect:
+    url: str
+    access_token: str | None
+
+
+class Connector:
+    """Negotiate (+ redirects) and WebSocket connect for one hub URL."""
+
+    def __init__(
+        self,
+        options: ConnectorOptions,
+        token_factory: TokenFactory | None = None,
+        invalidate: Callable[[str], None] | None = None,
+    ) -> None:
+        self._o = options
+        self._token_factory = token_factory
+        self._invalidate = invalidate
+
+    async def open(self) -> Opened:
+        """One connect attempt with the 401/403 rule: on a rejected bearer the token is invalidated
+        and the attempt repeated at once with a fresh one; a second rejection is HubAuthError."""
+        try:
+            return await self._open()
+        except _AuthRejected as first:
+            log.warning("signalr.auth_rejected", where=first.where, status=first.status, retry="fresh token")
+            self._invalidate_token(first.token)
+            try:
+                return await self._open()
+            except _AuthRejected as second:
+                self._invalidate_token(second.token)
+                raise HubAuthError(
+                    f"{second.where} rejected the bearer with HTTP {second.status} (also with a fresh token)",
+                    second.status,
+                ) from None
+
+    async def open_ws(self, url: str) -> ClientConnection:
+        """A WebSocket to `url` (already negotiated), with the 401/403 rule."""
+        token = await self._get_token()
+        try:
+            return await self._open_ws(url, token)
+        except _AuthRejected as first:
+            self._invalidate_token(first.token)
+            try:
+                return await self._open_ws(url, await self._get_token())
+            except _AuthRejected as second:
+                raise HubAuthError(str(second), second.status) from None
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _invalidate_token(self, token: str | None) -> None:
+        if token is not None and self._invalidate is not None:
+            self._invalidate(token)
+
+    async def _open(self) -> Opened:
+        """[negotiate (+redirects)] → WebSocket. Raises _AuthRejected on 401/403."""
+        o = self._o
+        url = o.url
+        token = await self._get_token()
+        fixed_token: str | None = None  # a redirect's accessToken replaces the factory for this attempt
+        negotiated: _Negotiated | None = None
+        if not o.skip_negotiation:
+            for _ in range(MAX_REDIRECTS):
+                result = await self._negotiate_once(url, token)
+                if isinstance(result, _Negotiated):
+                    negotiated = result
+                    break
+                check_url_security(result.url, o.allow_insecure_http)
+                log.info("signalr.negotiate_redirect", url=redact_url(result.url))
+                url = result.url
+                if result.access_token is not None:
+                    fixed_token = token = result.access_token
+            else:
+                raise NegotiateError("Negotiate redirection limit exceeded.")
+            if fixed_token is None:
+                token = await self._get_token()  # awaited again before the WebSocket connect
+        connect_url = build_ws_url(url, negotiated.connection_token if negotiated else None)
+        ws = await self._open_ws(connect_url, token)
+        return Opened(
+            ws=ws,
+            connect_url=connect_url,
+            connection_id=negotiated.connection_id if negotiated else None,
+            stateful=bool(negotiated and negotiated.stateful_reconnect),
+        )
+
+    async def _get_token(self) -> str | None:
+        if self._token_factory is None:
+            return None
+        token = await self._token_factory()
+        register_secret(token)
+        return token
+
+    def _auth_headers(self, token: str | None) -> dict[str, str]:
+        headers = dict(self._o.headers)
+        if token and self._o.token_transport in ("header", "both"):
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def _token_query(self, token: str | None) -> str | None:
+        return token if token and self._o.token_transport in ("query", "both") else None
+
+    @contextlib.asynccontextmanager
+    async def _http(self) -> AsyncIterator[httpx.AsyncClient]:
+        if self._o.http_client is not None:
+            yield self._o.http_client
+            return
+        options = httpx_proxy_options(self._o.proxy)
+        async with httpx.AsyncClient(
+            timeout=self._o.negotiate_timeout, follow_redirects=True, **options
+        ) as client:
+            yield client
+
+    async def _negotiate_once(self, url: str, token: str | None) -> _Negotiated | _Redirect:
+        o = self._o
+        negotiate_url = build_negotiate_url(url, stateful_reconnect=o.stateful_reconnect)
+        query_token = self._token_query(token)
+        if query_token:
+            negotiate_url = _with_query(negotiate_url, access_token=query_token)
+        log.debug("signalr.negotiate", url=redact_url(negotiate_url))
+        content = await self._post_negotiate(url, negotiate_url, token)
+        try:
+            body = msgspec.json.decode(content)
+        except msgspec.DecodeError:
+            raise NegotiateError("negotiate response is not JSON") from None
+        if not isinstance(body, dict):
+            raise NegotiateError("negotiate response is not a JSON object")
+        return self._parse_negotiate(url, body)
+
+    async def _post_negotiate(self, url: str, negotiate_url: str, token: str | None) -> bytes:
+        """The negotiate POST under one total deadline and a body size limit."""
+        o = self._o
+        limit = o.max_negotiate_bytes
+        try:
+            async with (
+                asyncio.timeout(o.negotiate_timeout),
+                self._http() as client,
+                client.stream(
+                    "POST",
+                    negotiate_url,
+                    headers=self._auth_headers(token),
+                    content=b"",
+                    timeout=o.negotiate_timeout,
+                ) as response,
+            ):
+                status = response.status_code
+                if status in (401, 403):
+                    raise _AuthRejected(status, token, "negotiate")
+                if status != 200:
+                    hint = " (not a SignalR endpoint, or a proxy is in the way)" if status == 404 else ""
+                    raise NegotiateError(f"Unexpected status code returned from negotiate '{status}'{hint}")
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise NegotiateError(
+                        f"negotiate response too large: {declared} bytes declared, limit {limit}"
+                    )
+                content = bytearray()
+                async for chunk in response.aiter_bytes():
+                    content += chunk
+                    if len(content) > limit:
+                        raise NegotiateError(f"negotiate response too large: over the {limit}-byte limit")
+        except TimeoutError:
+            raise NegotiateError(
+                f"no complete negotiate response from {redact_url(url)} within {o.negotiate_timeout} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            proxy = resolve_proxy(negotiate_url, o.proxy)
+            via = f" via proxy {redact_proxy(proxy)}" if proxy else ""
+            raise NegotiateError(
+                f"Failed to complete negotiation with the server at {redact_url(url)}{via}: "
+                f"{type(exc).__name__}"
+            ) from None
+        return bytes(content)
+
+    def _parse_negotiate(self, url: str, body: dict[str, Any]) -> _Negotiated | _Redirect:
+        if body.get("error"):
+            raise NegotiateError(f"negotiate refused: {body['error']}")
+        if "ProtocolVersion" in body:
+            raise NegotiateError(
+                "Detected a connection attempt to an ASP.NET SignalR Server; "
+                "only ASP.NET Core SignalR is supported."
+            )
+        if body.get("url"):
+            new_url = str(body["url"])
+            access_token = body.get("accessToken")
+            if access_token is not None:
+                access_token = str(access_token)
+                register_secret(access_token)
+            return _Redirect(new_url, access_token)
+        version = body.get("negotiateVersion") or 0
+        connection_id = body.get("connectionId")
+        connection_token = body.get("connectionToken") if version >= 1 else connection_id
+        if not isinstance(connection_token, str) or not connection_token:
+            raise NegotiateError("negotiate response has no connection token")
+        stateful = bool(body.get("useStatefulReconnect"))
+        if stateful and not self._o.stateful_reconnect:
+            raise NegotiateError("Client didn't negotiate Stateful Reconnect but the server did.")
+        wanted = "Text" if self._o.text else "Binary"
+        transports = body.get("availableTransports") or []
+        if not any(
+            isinstance(t, dict)
+            and t.get("transport") == "WebSockets"
+            and wanted in (t.get("transferFormats") or [])
+            for t in transports
+        ):
+            raise NegotiateError(f"the server does not offer the WebSockets transport with {wanted} frames")
+        return _Negotiated(url, str(connection_id) if connection_id else None, connection_token, stateful)
+
+    async def _open_ws(self, url: str, token: str | None) -> ClientConnection:
+        o = self._o
+        ws_url = build_ws_url(url, access_token=self._token_query(token))
+        check_url_security(ws_url, o.allow_insecure_http)
+        proxy = resolve_proxy(ws_url, o.proxy)
+        log.debug("signalr.websocket_connect", url=redact_url(ws_url), proxy=redact_proxy(proxy))
+        extra: dict[str, Any] = {"ssl": o.ssl} if o.ssl is not None else {}
+        try:
+            return await websockets.connect(
+                ws_url,
+                additional_headers=self._auth_headers(token),
+                max_size=o.max_frame_size,
+                max_queue=o.read_ahead,
+                open_timeout=o.open_timeout,
+                close_timeout=o.close_timeout,
+                ping_interval=None,
+                ping_timeout=None,
+                proxy=proxy,
+                **extra,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise _AuthRejected(status, token, "WebSocket upgrade") from None
+            raise HubConnectionError(
+                f"WebSocket upgrade to {redact_url(ws_url)} refused with HTTP {status}"
+            ) from None
+        except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+            via = f" via proxy {redact_proxy(proxy)}" if proxy else ""
+            detail = str(exc)
+            if "access_token" in detail or (proxy and "@" in detail):
+                detail = "[redacted]"
+            raise HubConnectionError(
+                f"WebSocket connect to {redact_url(ws_url)}{via} failed: {type(exc).__name__}: "
+                f"{redact_url(detail)}"
+            ) from None
