@@ -5,8 +5,10 @@ numbering, replay buffer and dedupe, Close) are the sans-I/O core's (`consumer.s
 module drives it over websockets. Negotiate (redirects, token transport, proxy) and the WebSocket
 open are `consumer.signalr.connector`; dispatching is `consumer.signalr.dispatch`, streams
 `streams.py`, errors `errors.py`, URLs `urls.py`.
-Size (over the 700 guideline, a known debt of issue 11 item 3): the lifecycle with the reconnect
-policy (~370 lines) still lives in `HubConnection`; it is the next to move out (a supervisor loop).
+The lifecycle (connect, reconnect under the retry policy, healthy-before-reset, flapping, resume,
+shutdown) is `consumer.signalr.supervisor.Supervisor`, driving this connection through `_Link`.
+Size (over the 700 guideline, a known debt of issue 11 item 3): the receive path and sending
+still live here.
 
 Point by point it follows the official @microsoft/signalr client (HttpConnection.js, HubConnection.js,
 MessageBuffer.js) and goes past it where a daemon needs it:
@@ -100,7 +102,6 @@ import asyncio
 import contextlib
 import enum
 import itertools
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -111,7 +112,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from consumer.errors import ConfigError, CredentialsRejected, describe_error
+from consumer.errors import ConfigError, describe_error
 from consumer.logs import get_logger, register_secret
 from consumer.signalr import protocol as proto
 from consumer.signalr.connector import MAX_NEGOTIATE_BYTES, Connector, ConnectorOptions, TokenFactory
@@ -156,6 +157,7 @@ from consumer.signalr.proxies import (
 )
 from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy
 from consumer.signalr.streams import _END, HubStream
+from consumer.signalr.supervisor import Ended, Health, Supervisor
 from consumer.signalr.urls import (
     build_negotiate_url,
     build_ws_url,
@@ -187,8 +189,6 @@ __all__ = [
 log = get_logger(__name__)
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
-FLAPPING_AFTER = 3  # consecutive short-lived connections
-FLAPPING_LOG_INTERVAL = 60.0  # seconds between two `signalr.flapping` warnings
 
 
 class TokenProviderLike(Protocol):
@@ -241,15 +241,6 @@ class BufferUsage:
 
 
 _INVOCATION = proto.Invocation
-
-
-@dataclass(slots=True)
-class _Ended:
-    """Why a transport ended: the error, whether reconnecting is allowed, and whether to try a resume."""
-
-    error: BaseException | None
-    allow_reconnect: bool
-    resumable: bool
 
 
 class HubConnection(Dispatching):
@@ -321,7 +312,6 @@ class HubConnection(Dispatching):
         self._max_dispatch_bytes = max_dispatch_bytes
         self._drain_timeout = drain_timeout
         self._stream_buffer_size = stream_buffer_size
-        self._healthy_after = healthy_after
         if proxy not in (PROXY_ENV, PROXY_OFF):
             parts = urlsplit(proxy)
             register_secret(parts.password)
@@ -350,10 +340,6 @@ class HubConnection(Dispatching):
             access_token_factory,
             invalidate_token,
         )
-        self._connected_at: float | None = None  # loop time of the last completed handshake
-        self._short_streak = 0  # consecutive connections lost before they were healthy
-        self._flap_logged_at: float | None = None
-        self._flap_unlogged = 0
 
         self._state = ConnectionState.DISCONNECTED
         self._handlers: dict[str, list[Handler]] = {}
@@ -389,7 +375,7 @@ class HubConnection(Dispatching):
         self._abandoned = False  # stop() was cancelled: cut the drain and on_closed short
         self._firing_closed = False  # _main is running the on_closed callbacks
         self.stats = ClientStats()
-        self._give_up_error: BaseException | None = None
+        self._health = Health(healthy_after, self.stats)
         self._closed_event = asyncio.Event()
         self._closed_event.set()
 
@@ -411,12 +397,7 @@ class HubConnection(Dispatching):
     def flapping(self) -> bool:
         """Three or more connections in a row were lost before `healthy_after` seconds, and the
         current one (if any) has not yet stayed up that long."""
-        if self._short_streak < FLAPPING_AFTER:
-            return False
-        at = self._connected_at
-        if self._state == ConnectionState.CONNECTED and at is not None:
-            return time.monotonic() - at < self._healthy_after
-        return True
+        return self._health.flapping(self._state == ConnectionState.CONNECTED)
 
     def on(self, target: str, handler: Handler) -> None:
         """Register `handler(*args)` (sync or async) for a hub → client method; case-insensitive."""
@@ -707,11 +688,11 @@ class HubConnection(Dispatching):
         for index, event in enumerate(events):
             if isinstance(event, HandshakeFailed):
                 if event.error.startswith("Server returned"):  # a response arrived: the server is up
-                    self._connected_at = time.monotonic()
+                    self._health.opened()
                     self.stats.connections_opened += 1
                 raise HandshakeError(event.error)
             if isinstance(event, HandshakeCompleted):
-                self._connected_at = time.monotonic()
+                self._health.opened()
                 self.stats.connections_opened += 1
                 rest = events[index + 1 :]
                 for later in rest:
@@ -727,57 +708,6 @@ class HubConnection(Dispatching):
                 await ws.close(code, reason)
         except Exception:
             ws.transport.abort()
-
-    async def _connect_with_policy(
-        self, reason: BaseException | None, *, initial: bool, failures: int = 0
-    ) -> bool:
-        """Attempt until connected (True) or the policy gives up (False, or raises on initial start).
-
-        `failures`: short-lived connections lost in a row before this call; they count as failed
-        attempts, so the policy's delays continue from there instead of starting at retry 0."""
-        started_at = time.monotonic()
-        attempts = failures
-        last: BaseException | None = reason
-        delay: float | None = 0.0 if initial else self._next_delay(attempts, 0.0, reason)
-        if delay is None:
-            return False
-        if not initial:
-            self._state = ConnectionState.RECONNECTING
-            log.warning("signalr.reconnecting", reason=_describe(reason), url=redact_url(self.url))
-            await self._notify(self._reconnecting_cbs, reason)
-            if self._stopping:
-                return False
-        while delay is not None:
-            if delay > 0:
-                log.info(
-                    "signalr.retry_scheduled",
-                    attempt=attempts + 1,
-                    delay=round(delay, 3),
-                    reason=_describe(last),
-                    initial_start=initial,
-                )
-                await asyncio.sleep(delay)
-            if self._stopping:
-                return False
-            try:
-                await self._establish()
-                return True
-            except (ConfigError, CredentialsRejected):
-                raise  # permanent: retrying cannot help
-            except Exception as exc:  # every other failure is retried by the policy
-                attempts += 1
-                last = exc
-                log.warning(
-                    "signalr.connect_failed", attempt=attempts, error=_describe(exc), initial_start=initial
-                )
-                if initial and not self._retry_initial_start:
-                    raise
-                delay = self._next_delay(attempts, time.monotonic() - started_at, exc)
-        log.error("signalr.retries_exhausted", attempts=attempts, error=_describe(last))
-        if initial and last is not None:
-            raise last
-        self._give_up_error = last
-        return False
 
     async def _notify(self, callbacks: list[Callback], *args: Any) -> None:
         """Queue connection callbacks behind every invocation decoded so far: the dispatcher runs
@@ -796,43 +726,6 @@ class HubConnection(Dispatching):
             log.warning("signalr.dispatch_queue_stuck", queued=queue.size)
             self._spawn(queue.put(item))
 
-    def _note_connection_lost(self, error: BaseException | None) -> None:
-        """Healthy or short-lived? Count the streak and warn (rate-bounded) while flapping."""
-        now = time.monotonic()
-        at = self._connected_at
-        lived = now - at if at is not None else 0.0
-        if lived >= self._healthy_after:
-            if self._short_streak >= FLAPPING_AFTER:
-                log.info("signalr.flapping_ended", short_lived=self._short_streak, lived=round(lived, 3))
-            self._short_streak = 0
-            self._flap_unlogged = 0
-            return
-        self._short_streak += 1
-        self.stats.short_lived_connections += 1
-        if self._short_streak < FLAPPING_AFTER:
-            return
-        self._flap_unlogged += 1
-        last = self._flap_logged_at
-        if last is None or now - last >= FLAPPING_LOG_INTERVAL:
-            log.warning(
-                "signalr.flapping",
-                consecutive_short_lived=self._short_streak,
-                since_last_warning=self._flap_unlogged,
-                lived=round(lived, 3),
-                healthy_after=self._healthy_after,
-                error=_describe(error),
-            )
-            self._flap_logged_at = now
-            self._flap_unlogged = 0
-
-    def _next_delay(self, count: int, elapsed: float, reason: BaseException | None) -> float | None:
-        try:
-            delay = self._retry_policy.next_delay(count, elapsed, reason)
-        except Exception as exc:
-            log.error("signalr.retry_policy_failed", error=_describe(exc))
-            return None
-        return None if delay is None else max(0.0, float(delay))
-
     # --- internals: lifecycle ------------------------------------------------------------------
 
     async def _cancel_main(self) -> None:
@@ -844,116 +737,80 @@ class HubConnection(Dispatching):
         await asyncio.wait([task])
 
     async def _main(self, started: asyncio.Future[None]) -> None:
-        close_error: BaseException | None = None
-        connected_once = False
-        self._give_up_error = None
         self._closing = False
         self._abandoned = False
-        self._short_streak = 0
-        self._connected_at = None
+        self._health.reset()
         self._leftover.clear()
         queue = DispatchQueue(self._dispatch_queue_size, self._max_dispatch_bytes)
         self._dispatch_queue = queue
-        dispatcher = asyncio.create_task(self._dispatch_loop(queue), name="signalr:dispatcher")
-        self._dispatcher = dispatcher
-        try:
-            await self._connect_with_policy(None, initial=True)
-            connected_once = True
-            self._state = ConnectionState.CONNECTED
-            started.set_result(None)
-            while True:
-                ended = await self._run_transport()
-                if self._stopping:
-                    break
-                if not ended.allow_reconnect:
-                    close_error = ended.error
-                    log.warning("signalr.closed_by_server", error=_describe(ended.error), reconnect=False)
-                    break
-                self._note_connection_lost(ended.error)
-                if self._core is not None and self._core.state is CoreState.DETACHED:
-                    if self._short_streak:  # a resume that drops at once must not spin either
-                        delay = self._next_delay(self._short_streak, 0.0, ended.error)
-                        if delay is None:
-                            close_error = ended.error
-                            break
-                        await asyncio.sleep(delay)
-                    if await self._resume():
-                        self._connected_at = time.monotonic()
-                        continue
-                self._fail_pending(
-                    ConnectionLostError(
-                        f"connection lost: {_describe(ended.error) or 'closed by the server'}"
-                    )
-                )
-                if await self._connect_with_policy(ended.error, initial=False, failures=self._short_streak):
-                    self._state = ConnectionState.CONNECTED
-                    log.info("signalr.reconnected", connection_id=self._connection_id)
-                    # Queued ahead of everything the new transport will decode, and run by the
-                    # dispatcher while the receive loop is up: a callback may await invoke().
-                    await self._notify(self._reconnected_cbs, self._connection_id)
-                    continue
-                close_error = self._give_up_error or ended.error
-                break
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            if not started.done():
-                started.set_exception(HubConnectionError("The connection was stopped during start."))
-        except BaseException as exc:
-            close_error = exc
-            if not started.done():
-                started.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            self._closing = True
-            self._state = ConnectionState.DISCONNECTING
-            self._fail_pending(  # before draining: a handler awaiting an invoke must not wait for it
-                ConnectionLostError("the connection was stopped")
-                if close_error is None
-                else ConnectionLostError(f"the connection was closed: {_describe(close_error)}")
-            )
-            deadline = self._drain_deadline
-            if deadline is None:
-                deadline = asyncio.get_running_loop().time() + self._drain_timeout
-            await self._drain(queue, dispatcher, deadline)
-            ws, self._ws = self._ws, None
-            core = self._core
-            if ws is not None:
-                if self._graceful_close and core is not None and core.state is CoreState.OPEN:
-                    core.close(now=asyncio.get_running_loop().time())
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(self._close_timeout):
-                            for chunk in core.data_to_send():
-                                await self._ws_send(ws, chunk)
-                await self._abort(ws)
-            for task in list(self._background):
-                task.cancel()
-            self._fail_pending(ConnectionLostError("the connection was stopped"))
-            self._replace_core(None)
-            self._state = ConnectionState.DISCONNECTED
-            self._dispatcher = None
-            self._drain_deadline = None
-            self._graceful_close = False
-            log.info("signalr.closed", error=_describe(close_error))
-        if connected_once:
-            self._firing_closed = True
-            try:
-                # after a cancelled stop() the callbacks get close_timeout, and are cut short if
-                # the cancel comes while they run: a hung callback must not hang stop()
-                async with asyncio.timeout(self._close_timeout if self._abandoned else None):
-                    await self._fire(self._closed_cbs, close_error)
-            except (TimeoutError, asyncio.CancelledError):
-                log.warning("signalr.closed_callbacks_cut_short")
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    current.uncancel()
-            finally:
-                self._firing_closed = False
-        self._closed_event.set()
+        self._dispatcher = asyncio.create_task(self._dispatch_loop(queue), name="signalr:dispatcher")
+        supervisor = Supervisor(
+            _Link(self), self._retry_policy, self._health, retry_initial_start=self._retry_initial_start
+        )
+        await supervisor.run(started)
 
-    async def _run_transport(self) -> _Ended:
+    async def _reconnecting(self, reason: BaseException | None) -> None:
+        self._state = ConnectionState.RECONNECTING
+        await self._notify(self._reconnecting_cbs, reason)
+
+    async def _reconnected(self) -> None:
+        self._state = ConnectionState.CONNECTED
+        log.info("signalr.reconnected", connection_id=self._connection_id)
+        # Queued ahead of everything the new transport will decode, and run by the dispatcher
+        # while the receive loop is up: a callback may await invoke().
+        await self._notify(self._reconnected_cbs, self._connection_id)
+
+    async def _shut_down(self, close_error: BaseException | None) -> None:
+        """Drain (bounded), Close when stop() found it connected, close the WebSocket."""
+        queue, dispatcher = self._dispatch_queue, self._dispatcher
+        assert queue is not None and dispatcher is not None
+        self._closing = True
+        self._state = ConnectionState.DISCONNECTING
+        self._fail_pending(  # before draining: a handler awaiting an invoke must not wait for it
+            ConnectionLostError("the connection was stopped")
+            if close_error is None
+            else ConnectionLostError(f"the connection was closed: {_describe(close_error)}")
+        )
+        deadline = self._drain_deadline
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self._drain_timeout
+        await self._drain(queue, dispatcher, deadline)
+        ws, self._ws = self._ws, None
+        core = self._core
+        if ws is not None:
+            if self._graceful_close and core is not None and core.state is CoreState.OPEN:
+                core.close(now=asyncio.get_running_loop().time())
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(self._close_timeout):
+                        for chunk in core.data_to_send():
+                            await self._ws_send(ws, chunk)
+            await self._abort(ws)
+        for task in list(self._background):
+            task.cancel()
+        self._fail_pending(ConnectionLostError("the connection was stopped"))
+        self._replace_core(None)
+        self._state = ConnectionState.DISCONNECTED
+        self._dispatcher = None
+        self._drain_deadline = None
+        self._graceful_close = False
+        log.info("signalr.closed", error=_describe(close_error))
+
+    async def _fire_closed(self, close_error: BaseException | None) -> None:
+        self._firing_closed = True
+        try:
+            # after a cancelled stop() the callbacks get close_timeout, and are cut short if
+            # the cancel comes while they run: a hung callback must not hang stop()
+            async with asyncio.timeout(self._close_timeout if self._abandoned else None):
+                await self._fire(self._closed_cbs, close_error)
+        except (TimeoutError, asyncio.CancelledError):
+            log.warning("signalr.closed_callbacks_cut_short")
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                current.uncancel()
+        finally:
+            self._firing_closed = False
+
+    async def _run_transport(self) -> Ended:
         ws = self._ws
         core = self._core
         assert ws is not None and core is not None
@@ -985,7 +842,7 @@ class HubConnection(Dispatching):
             )
         return ended
 
-    async def _receive_loop(self, ws: ClientConnection, core: HubCore) -> _Ended:
+    async def _receive_loop(self, ws: ClientConnection, core: HubCore) -> Ended:
         recv = ws.recv
         receive_data = core.receive_data
         events_received = core.events_received
@@ -1001,7 +858,7 @@ class HubConnection(Dispatching):
                 async with asyncio.timeout(server_timeout):
                     data = await recv(decode=False)
             except TimeoutError:
-                return _Ended(
+                return Ended(
                     ServerTimeoutError(
                         f"Server timeout elapsed without receiving a message from the server "
                         f"({server_timeout} s)."
@@ -1010,14 +867,14 @@ class HubConnection(Dispatching):
                     resumable=False,
                 )
             except ConnectionClosed as exc:
-                return _Ended(
+                return Ended(
                     ConnectionLostError(f"WebSocket closed ({exc})"), allow_reconnect=True, resumable=True
                 )
             if text and not data.isascii():
                 try:
                     _check_utf8(data)
                 except proto.ProtocolError as exc:
-                    return _Ended(exc, allow_reconnect=True, resumable=False)
+                    return Ended(exc, allow_reconnect=True, resumable=False)
             receive_data(data, clock())
             events = events_received()
             if stateful:
@@ -1028,7 +885,7 @@ class HubConnection(Dispatching):
                 if ended is not None:
                     return ended
 
-    async def _handle_messages(self, messages: list[Any], nbytes: int = 0) -> _Ended | None:
+    async def _handle_messages(self, messages: list[Any], nbytes: int = 0) -> Ended | None:
         """One frame's messages (`nbytes` on the wire). Its invocations go to the dispatcher as one
         batch; the hot case (no stateful buffer, nothing but invocations) costs one list
         comprehension and one put."""
@@ -1069,7 +926,7 @@ class HubConnection(Dispatching):
             self.stats.invocations_decoded += len(rest)
             self._leftover.append(rest)
 
-    async def _handle_mixed(self, messages: list[Any], nbytes: int = 0) -> _Ended | None:
+    async def _handle_mixed(self, messages: list[Any], nbytes: int = 0) -> Ended | None:
         """The general case: non-invocation messages and the core's events (the core already did the
         stateful numbering, dedupe, Acks and Sequence). Invocations collected so far are handed over
         before any message whose effect a handler could observe (StreamItem, Completion, Close), so
@@ -1103,7 +960,7 @@ class HubConnection(Dispatching):
                 await self._hand_over(queue, batch, messages, len(messages), cost)
         return None
 
-    async def _handle_other(self, message: Any) -> _Ended | None:
+    async def _handle_other(self, message: Any) -> Ended | None:
         if isinstance(message, proto.StreamItem):
             stream = self._streams.get(message.invocation_id)
             if stream is not None:
@@ -1117,9 +974,9 @@ class HubConnection(Dispatching):
                 else None
             )
             log.info("signalr.close_message", error=message.error, allow_reconnect=message.allow_reconnect)
-            return _Ended(error, allow_reconnect=message.allow_reconnect, resumable=False)
+            return Ended(error, allow_reconnect=message.allow_reconnect, resumable=False)
         elif isinstance(message, ProtocolViolation):
-            return _Ended(proto.ProtocolError(message.error), allow_reconnect=True, resumable=False)
+            return Ended(proto.ProtocolError(message.error), allow_reconnect=True, resumable=False)
         else:
             log.warning("signalr.unexpected_message", type=type(message).__name__)
         return None
@@ -1192,6 +1049,57 @@ class HubConnection(Dispatching):
             return False
         log.info("signalr.resumed", replayed=replayed)
         return True
+
+
+class _Link:
+    """`HubConnection` as the supervisor sees it (`consumer.signalr.supervisor.Link`)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: HubConnection) -> None:
+        self._conn = conn
+
+    @property
+    def stopping(self) -> bool:
+        return self._conn._stopping
+
+    @property
+    def log_url(self) -> str:
+        return redact_url(self._conn.url)
+
+    def can_resume(self) -> bool:
+        core = self._conn._core
+        return core is not None and core.state is CoreState.DETACHED
+
+    async def connect_once(self) -> None:
+        await self._conn._establish()
+
+    async def run_transport(self) -> Ended:
+        return await self._conn._run_transport()
+
+    async def resume(self) -> bool:
+        return await self._conn._resume()
+
+    def mark_connected(self) -> None:
+        self._conn._state = ConnectionState.CONNECTED
+
+    async def reconnecting(self, reason: BaseException | None) -> None:
+        await self._conn._reconnecting(reason)
+
+    async def reconnected(self) -> None:
+        await self._conn._reconnected()
+
+    def fail_pending(self, error: ConnectionLostError) -> None:
+        self._conn._fail_pending(error)
+
+    async def shut_down(self, error: BaseException | None) -> None:
+        await self._conn._shut_down(error)
+
+    async def fire_closed(self, error: BaseException | None) -> None:
+        await self._conn._fire_closed(error)
+
+    def closed(self) -> None:
+        self._conn._closed_event.set()
 
 
 def _describe(error: BaseException | None) -> str | None:
