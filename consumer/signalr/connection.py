@@ -13,71 +13,24 @@ still live here.
 Point by point it follows the official @microsoft/signalr client (HttpConnection.js, HubConnection.js,
 MessageBuffer.js) and goes past it where a daemon needs it:
 
-- Negotiate: `POST {url}/negotiate?negotiateVersion=1` (plus `useStatefulReconnect=true` when asked);
-  `connectionToken` (v1) or `connectionId` (v0); redirect responses (`url` + optional `accessToken`)
-  are followed, at most 100 hops, the redirect token replacing the factory for that attempt; the
-  WebSockets transport must be offered with the protocol's transfer format. `skip_negotiation=True`
-  connects straight to the WebSocket URL (RedMist does this).
-- Transport: `websockets` (asyncio API). http(s) → ws(s); the bearer goes in an `Authorization` header,
-  the `access_token` query parameter or both (`token_transport`); TLS verification is on. Plain
-  http/ws is refused (ConfigError) unless the host is loopback or `allow_insecure_http=True`.
-- The async token factory is awaited before every negotiate and every WebSocket connect. A 401/403
-  there calls `invalidate_token(token)` and retries once at once with a fresh token before the
-  attempt counts as failed.
 - Handshake timeout; keepalive Ping only when nothing was sent for `keepalive_interval`; server
   timeout (any received frame resets it) → the transport is treated as lost (half-open detection).
-- `on(target, handler)` (sync or async, target case-insensitive like the official client); handlers
-  run one at a time, in arrival order, in a dispatcher task. The receive loop hands each WebSocket
-  frame's invocations over as one batch (one queue operation per frame, not per message) on a queue
-  bounded in invocations (`dispatch_queue_size`) and in bytes (`max_dispatch_bytes`, the frames'
-  wire size, which the undecoded arguments point into): while either bound is reached, the receive
-  loop stops reading (backpressure: TCP then slows the hub; nothing is dropped). A frame's batch is
-  never split, so at most `dispatch_queue_size - 1` + two frames' invocations, or
-  `max_dispatch_bytes` + two frames' bytes, are decoded and not yet dispatched (one admitted over
-  the bound, one waiting for room). `buffer_usage()` reports bytes and invocations in use and the
-  limits. A handler exception is logged and never stops the
-  connection. A server invocation that expects a result gets
-  a Completion with the handler's return value, or an error Completion ("Client didn't provide a
-  result." when nothing handled it).
-- `raw_arguments=True` builds the protocol with its `raw_arguments` option: invocations whose target
-  has no `on()` handler go to the single `on_raw(handler(target, raw_args))` handler, undecoded
-  (`msgspec.Raw` of the arguments array). `on()` handlers still get decoded arguments.
 - `send` (no invocation id), `invoke` (awaits the Completion; raises `HubError` with the hub's
   message), `stream` (a `HubStream` async iterator; `aclose()`, leaving `async with`, or cancelling
   the consuming task sends CancelInvocation).
+- `connector.py` (negotiate, redirects, token transport, 401/403 rule, proxies), `dispatch.py`
+  (handlers, bounded hand-off, callback ordering) and `supervisor.py` (reconnect policy,
+  healthy-before-reset, flapping) describe their parts of the behaviour.
 - States `disconnected, connecting, connected, reconnecting, disconnecting`; callbacks
   `on_reconnecting(error)`, `on_reconnected(connection_id)`, `on_closed(error)`. Pending invocations
   and streams fail with `ConnectionLostError` when the connection is lost (unless a stateful reconnect
   resumes it), so nothing hangs.
-- One FIFO orders data and connection events: the reconnecting and reconnected callbacks are queued
-  behind every invocation decoded before them and run by the dispatcher. So handlers see every
-  invocation decoded before a loss before on_reconnecting fires; on_reconnected runs with the receive
-  loop already up (state `connected`, so it may await `invoke()`), and it finishes before any invocation
-  the new transport brings is dispatched. The reconnect itself never waits for callbacks or handlers.
-  on_closed runs last, after the final drain.
 - Nothing decoded is lost on `stop(drain_timeout=)`: reading stops first, the queue is drained
   (bounded), then Close and the WebSocket close. `stats` (`ClientStats`) counts invocations decoded,
   dispatched and abandoned (a drain cut short by its deadline or a cancelled `stop()`).
-- Automatic reconnect with a `RetryPolicy` (default `DaemonRetryPolicy`: never gives up). With
-  `retry_initial_start=True` (default) a failed first start is retried with the same policy.
-  Close(allowReconnect=false) stops; Close(allowReconnect=true) or transport loss reconnects.
-- Healthy before reset: a connection counts as healthy once it has stayed up `healthy_after`
-  seconds (default 10). Only the loss of a healthy connection restarts the policy at retry 0 (0 s
-  with the default policy); a connection lost sooner counts as one more failed attempt, so a hub
-  that accepts the handshake and then closes or breaks every connection gets the same backoff as
-  one that refuses them (no hot loop). Three short-lived connections in a row are "flapping": a
-  `signalr.flapping` warning (at most one a minute, with the count since the last one), `flapping`
-  and `stats.short_lived_connections` for metrics; `signalr.flapping_ended` once a connection is
-  healthy again. Time, not data, is the criterion: a hub that delivers a few messages and then drops
-  every connection is flapping just the same.
 - Text frames (JSON protocol) must be valid UTF-8 (RFC 6455 5.6, 8.1): a frame that is not is a
   protocol error, never decoded or relayed; the WebSocket is closed with 1007 and the connection
   recycled like any other protocol error.
-- Proxies: `proxy="env"` (default) follows HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY as httpx
-  does, for the negotiate request and the WebSocket (HTTP CONNECT); `"off"` connects directly; an
-  `http(s)://` URL is used for every hub connection. Proxy credentials are never logged.
-- Negotiate: one total deadline (`negotiate_timeout`) over connect, request and body, and a body
-  size limit (`max_negotiate_bytes`, 1 MiB); exceeding either is a clear NegotiateError.
 - Stateful reconnect (opt-in): negotiates `useStatefulReconnect`, handshake version 2, counts
   trackable messages (types 1-5) both ways, Acks about every `ack_interval`, keeps a byte-bounded
   replay buffer (sends wait when it is full), on a transport drop reconnects with the same

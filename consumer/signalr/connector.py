@@ -6,6 +6,25 @@ Interface: `Connector(options, token_factory, invalidate).open()` → `Opened` (
 it was opened with, the connection id and whether stateful reconnect was negotiated);
 `open_ws(url)` opens a WebSocket to a known connect URL (a stateful resume) under the same 401/403
 rule. Neither knows about the core, the dispatcher or the reconnect policy.
+
+Behaviour (as the official @microsoft/signalr HttpConnection.js, plus what a daemon needs):
+
+- Negotiate: `POST {url}/negotiate?negotiateVersion=1` (plus `useStatefulReconnect=true` when asked);
+  `connectionToken` (v1) or `connectionId` (v0); redirect responses (`url` + optional `accessToken`)
+  are followed, at most 100 hops, the redirect token replacing the factory for that attempt; the
+  WebSockets transport must be offered with the protocol's transfer format. `skip_negotiation=True`
+  connects straight to the WebSocket URL (RedMist does this).
+- Transport: `websockets` (asyncio API). http(s) → ws(s); the bearer goes in an `Authorization` header,
+  the `access_token` query parameter or both (`token_transport`); TLS verification is on. Plain
+  http/ws is refused (ConfigError) unless the host is loopback or `allow_insecure_http=True`.
+- The async token factory is awaited before every negotiate and every WebSocket connect. A 401/403
+  there calls `invalidate_token(token)` and retries once at once with a fresh token before the
+  attempt counts as failed.
+- Proxies: `proxy="env"` (default) follows HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY as httpx
+  does, for the negotiate request and the WebSocket (HTTP CONNECT); `"off"` connects directly; an
+  `http(s)://` URL is used for every hub connection. Proxy credentials are never logged.
+- Negotiate: one total deadline (`negotiate_timeout`) over connect, request and body, and a body
+  size limit (`max_negotiate_bytes`, 1 MiB); exceeding either is a clear NegotiateError.
 """
 
 from __future__ import annotations

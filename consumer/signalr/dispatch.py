@@ -1,7 +1,31 @@
 """The client's dispatching: the receive loop -> dispatcher hand-off (a FIFO of whole frames'
 invocation batches and connection-callback markers, bounded in invocations and in bytes), and the
 dispatcher itself (`Dispatching`, mixed into `HubConnection`): routes, handlers, raw handlers,
-Completions for invocations that expect a result, connection callbacks, the final drain."""
+Completions for invocations that expect a result, connection callbacks, the final drain.
+
+- `on(target, handler)` (sync or async, target case-insensitive like the official client); handlers
+  run one at a time, in arrival order, in a dispatcher task. The receive loop hands each WebSocket
+  frame's invocations over as one batch (one queue operation per frame, not per message) on a queue
+  bounded in invocations (`dispatch_queue_size`) and in bytes (`max_dispatch_bytes`, the frames'
+  wire size, which the undecoded arguments point into): while either bound is reached, the receive
+  loop stops reading (backpressure: TCP then slows the hub; nothing is dropped). A frame's batch is
+  never split, so at most `dispatch_queue_size - 1` + two frames' invocations, or
+  `max_dispatch_bytes` + two frames' bytes, are decoded and not yet dispatched (one admitted over
+  the bound, one waiting for room). `buffer_usage()` reports bytes and invocations in use and the
+  limits. A handler exception is logged and never stops the
+  connection. A server invocation that expects a result gets
+  a Completion with the handler's return value, or an error Completion ("Client didn't provide a
+  result." when nothing handled it).
+- `raw_arguments=True` builds the protocol with its `raw_arguments` option: invocations whose target
+  has no `on()` handler go to the single `on_raw(handler(target, raw_args))` handler, undecoded
+  (`msgspec.Raw` of the arguments array). `on()` handlers still get decoded arguments.
+- One FIFO orders data and connection events: the reconnecting and reconnected callbacks are queued
+  behind every invocation decoded before them and run by the dispatcher. So handlers see every
+  invocation decoded before a loss before on_reconnecting fires; on_reconnected runs with the receive
+  loop already up (state `connected`, so it may await `invoke()`), and it finishes before any invocation
+  the new transport brings is dispatched. The reconnect itself never waits for callbacks or handlers.
+  on_closed runs last, after the final drain.
+"""
 
 from __future__ import annotations
 

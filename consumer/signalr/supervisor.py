@@ -2,16 +2,23 @@
 the policy when asked), run transports, and on each loss decide between a stateful resume, a
 reconnect under the retry policy (`consumer.signalr.retry`) and closing; then shut down.
 
-- `Health` is the healthy-before-reset rule and the flapping detector: a connection is healthy once
-  it has stayed up `healthy_after` seconds; only the loss of a healthy connection restarts the policy
-  at retry 0, a connection lost sooner counts as one more failed attempt. `FLAPPING_AFTER` short-lived
-  connections in a row are "flapping": a `signalr.flapping` warning at most every
-  `FLAPPING_LOG_INTERVAL` seconds (with the count since the last one), `signalr.flapping_ended` once a
-  connection is healthy again.
+- `Health`: the healthy-before-reset rule and the flapping detector (below).
 - `Supervisor.run(started)` is the loop. It drives a `Link` (the `HubConnection`): one small typed
   interface for what only the driver can do (open a transport, run it until it ends, resume, fail
   pending calls, queue the reconnecting/reconnected callbacks, drain and close, fire on_closed).
   The supervisor holds no socket, core or queue.
+- Automatic reconnect with a `RetryPolicy` (default `DaemonRetryPolicy`: never gives up). With
+  `retry_initial_start=True` (default) a failed first start is retried with the same policy.
+  Close(allowReconnect=false) stops; Close(allowReconnect=true) or transport loss reconnects.
+- Healthy before reset: a connection counts as healthy once it has stayed up `healthy_after`
+  seconds (default 10). Only the loss of a healthy connection restarts the policy at retry 0 (0 s
+  with the default policy); a connection lost sooner counts as one more failed attempt, so a hub
+  that accepts the handshake and then closes or breaks every connection gets the same backoff as
+  one that refuses them (no hot loop). Three short-lived connections in a row are "flapping": a
+  `signalr.flapping` warning (at most one a minute, with the count since the last one), `flapping`
+  and `stats.short_lived_connections` for metrics; `signalr.flapping_ended` once a connection is
+  healthy again. Time, not data, is the criterion: a hub that delivers a few messages and then drops
+  every connection is flapping just the same.
 """
 
 from __future__ import annotations
