@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -104,9 +105,10 @@ class Link(Protocol):
 
 
 class Health:
-    """Healthy before reset, and flapping (see the module docstring). Times are `time.monotonic()`."""
+    """Healthy before reset, and flapping (see the module docstring). Times come from `clock`."""
 
     __slots__ = (
+        "_clock",
         "_flap_logged_at",
         "_flap_unlogged",
         "_stats",
@@ -115,9 +117,12 @@ class Health:
         "short_streak",
     )
 
-    def __init__(self, healthy_after: float, stats: ClientStats) -> None:
+    def __init__(
+        self, healthy_after: float, stats: ClientStats, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.healthy_after = healthy_after
         self._stats = stats
+        self._clock = clock
         self.connected_at: float | None = None  # when the last connection opened (a handshake answer)
         self.short_streak = 0  # consecutive connections lost before they were healthy
         self._flap_logged_at: float | None = None
@@ -130,7 +135,7 @@ class Health:
 
     def opened(self) -> None:
         """A connection opened (the hub answered the handshake, or a resume succeeded)."""
-        self.connected_at = time.monotonic()
+        self.connected_at = self._clock()
 
     def flapping(self, connected: bool) -> bool:
         """`FLAPPING_AFTER` or more connections in a row were lost before `healthy_after` seconds,
@@ -139,12 +144,12 @@ class Health:
             return False
         at = self.connected_at
         if connected and at is not None:
-            return time.monotonic() - at < self.healthy_after
+            return self._clock() - at < self.healthy_after
         return True
 
     def lost(self, error: BaseException | None) -> None:
         """Healthy or short-lived? Count the streak and warn (rate-bounded) while flapping."""
-        now = time.monotonic()
+        now = self._clock()
         at = self.connected_at
         lived = now - at if at is not None else 0.0
         if lived >= self.healthy_after:
