@@ -6,7 +6,7 @@ noise hits all of them alike) and reported as the best round, in µs per frame:
 
 - `reference convert`: `msgspec.msgpack.decode` + `contract.encodable_arguments_from_msgpack` (the
   relay's path before issue 15, now the fast path's fallback).
-- `fastpack convert`: `consumer.relay.fastpack.convert` (typed decode straight into Structs).
+- `fastpack convert`: `consumer.redmist.fastpack.convert` (typed decode straight into Structs).
 - `reference line` / `fastpack line`: the same plus the envelope line (`EnvelopeEncoder.invocation`,
   event id included): the relay's whole MessagePack per-frame work.
 """
@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from payloads import TARGET, build_full_pool
 
-from consumer.relay import contract, fastpack
+from consumer.redmist import contract, fastpack
+from consumer.redmist.payloads import event_id_of
 from consumer.relay.envelope import EnvelopeEncoder
-from consumer.relay.relay import event_id_of
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ per message and per car patch. Stages:
   form for the envelope), when the contract module has it.
 - `msgpack envelope line`: the reference MessagePack per-message work up to the line bytes.
 - `msgpack -> names (fastpack)` / `msgpack envelope line (fastpack)`: the same through
-  `consumer.relay.fastpack` (the relay's path since issue 15; the reference is its fallback).
+  `consumer.redmist.fastpack` (the relay's path since issue 15; the reference is its fallback).
 - `json envelope line`: `peek_json_event_id` + `EnvelopeEncoder.invocation` with the raw JSON spliced.
 - `relay -> file, json|messagepack`: `Relay.on_raw` for every message with a real `SinkWorker` +
   `FileSink` (fsync never, temp file) running in the same event loop, until every line is written.
@@ -44,9 +44,10 @@ sys.path.insert(0, str(HERE))
 
 from payloads import TARGET, build_full_pool, build_pool  # noqa: E402
 
-from consumer.relay import contract, fastpack  # noqa: E402
-from consumer.relay.envelope import EnvelopeEncoder, peek_json_event_id  # noqa: E402
-from consumer.relay.relay import Relay, event_id_of  # noqa: E402
+from consumer.redmist import PAYLOADS, contract, fastpack  # noqa: E402
+from consumer.redmist.payloads import event_id_of, peek_json_event_id  # noqa: E402
+from consumer.relay.envelope import EnvelopeEncoder  # noqa: E402
+from consumer.relay.relay import Relay  # noqa: E402
 from consumer.sinks import FileSink, SinkWorker  # noqa: E402
 
 
@@ -99,7 +100,7 @@ def messages_for(pool: list[Any], min_patches: int) -> list[Any]:
 async def relay_to_file(protocol: str, raws: list[msgspec.Raw], path: Path) -> None:
     worker = SinkWorker(FileSink(path, fsync="never"), queue_size=10_000)
     await worker.start()
-    relay = Relay([worker], hub="bench", protocol=protocol)  # type: ignore[arg-type]
+    relay = Relay([worker], hub="bench", profile=PAYLOADS, protocol=protocol)  # type: ignore[arg-type]
     on_raw = relay.on_raw
     for raw in raws:
         await on_raw(TARGET, raw)

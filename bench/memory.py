@@ -79,7 +79,7 @@ def metrics_url(log_path: Path, proc: subprocess.Popen[bytes], timeout: float = 
         if proc.poll() is not None:
             raise RuntimeError(f"the daemon exited {proc.returncode}: {log_path.read_text()[-500:]}")
         for line in log_path.read_text(errors="replace").splitlines():
-            if "observability endpoint listening" in line:
+            if "daemon.observability_listening" in line:
                 return str(json.loads(line)["url"]) + "/metrics"
         time.sleep(0.05)  # a file another process writes: nothing to await
     raise TimeoutError("the daemon did not report its metrics URL")

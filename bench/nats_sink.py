@@ -43,6 +43,7 @@ sys.path.insert(0, str(HERE.parent))
 from payloads import TARGET, build_pool  # noqa: E402
 
 from consumer.config import NatsSinkConfig  # noqa: E402
+from consumer.redmist import PAYLOADS  # noqa: E402
 from consumer.relay.relay import Relay  # noqa: E402
 from consumer.sinks import FileSink, SinkWorker  # noqa: E402
 from consumer.sinks.nats import NatsSink  # noqa: E402
@@ -88,7 +89,7 @@ async def one_run(cell: str, raws: list[Any], path: Path, url: str, server_pid: 
         await w.start()
     if nats_sink is not None and nats_sink._js is not None:
         await nats_sink._js.purge_stream("EVENTS")
-    relay = Relay(workers, hub="bench", protocol="json")
+    relay = Relay(workers, hub="bench", protocol="json", profile=PAYLOADS)
     on_raw = relay.on_raw
     s0 = proc_cpu(server_pid)
     c0 = time.process_time()

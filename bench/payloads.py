@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from consumer.relay import contract
+from consumer.redmist import contract
 from consumer.sim.race import PACKAGED_REPLAYS, RaceEngine, load_replay
 
 TARGET = "ReceiveCarPatches"

@@ -286,6 +286,27 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
+def _apply_override(data: dict[str, Any], parts: list[str], name: str, raw: str) -> None:
+    """Set `data[parts[0]][parts[1]]...` to the parsed `raw` (variable `name`); lists by index."""
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not (part.isascii() and part.isdigit()) or int(part) >= len(node):
+                raise ConfigError(f"no list element {part} to override", file=f"${name}")
+            if last:
+                node[int(part)] = _parse_env_value(raw)
+                return
+            node = node[int(part)]
+        elif last:
+            node[part] = _parse_env_value(raw)
+            return
+        else:
+            node = node.setdefault(part, {})
+        if not isinstance(node, dict | list):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])} is not a table", file=f"${name}")
+
+
 def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     """`EVENT_CONSUMER__AUTH__CLIENT_ID=x` sets data["auth"]["client_id"]; numeric parts index lists."""
     for name in sorted(env):
@@ -300,25 +321,7 @@ def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[st
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
         if not parts:
             continue
-        node: Any = data
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            if isinstance(node, list):
-                if not (part.isascii() and part.isdigit()) or int(part) >= len(node):
-                    raise ConfigError(f"no list element {part} to override", file=f"${name}")
-                if last:
-                    node[int(part)] = _parse_env_value(env[name])
-                else:
-                    node = node[int(part)]
-                    if not isinstance(node, dict | list):
-                        raise ConfigError(f"{'.'.join(parts[: i + 1])} is not a table", file=f"${name}")
-                continue
-            if last:
-                node[part] = _parse_env_value(env[name])
-            else:
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict | list):
-                    raise ConfigError(f"{'.'.join(parts[: i + 1])} is not a table", file=f"${name}")
+        _apply_override(data, parts, name, env[name])
     return data
 
 

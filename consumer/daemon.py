@@ -48,9 +48,11 @@ from consumer.ha import HaController
 from consumer.kvboard import KvBoard
 from consumer.logs import get_logger, register_secret
 from consumer.observability import DaemonCollector, ObservabilityServer, build_registry, healthy
-from consumer.relay.redmist import RedMistProfile
+from consumer.redmist.payloads import PAYLOADS
+from consumer.redmist.profile import RedMistProfile
+from consumer.redmist.state import LiveState
+from consumer.redmist.view import human_line
 from consumer.relay.relay import Relay
-from consumer.relay.state import LiveState
 from consumer.relay.stats import RelayStats
 from consumer.relay.subscriptions import HubCall, Subscriber
 from consumer.signalr.connection import HubConnection, HubError
@@ -61,7 +63,7 @@ from consumer.sinks.base import CLOSE_TIMEOUT
 from consumer.systemd import Notifier
 from consumer.web import BoardCollector, BoardService
 
-log = get_logger("consumer.daemon")
+log = get_logger(__name__)
 
 STATUS_INTERVAL = 10.0
 CLOSE_TIMEOUT_MAX = 2.0  # the hub connection's own default
@@ -94,10 +96,6 @@ def shutdown_budget(grace: float) -> ShutdownBudget:
     )
 
 
-def _describe(error: BaseException | None) -> str | None:
-    return describe_error(error) if error is not None else None
-
-
 def _reason(error: BaseException | None) -> str:
     """A bounded metrics label for a reconnect reason: the exception class name."""
     return type(error).__name__ if error is not None else "unknown"
@@ -125,7 +123,10 @@ class Daemon:
         self.workers = (
             workers
             if workers is not None
-            else [build_worker(s, config=cfg, index=i, env=env) for i, s in enumerate(cfg.sinks)]
+            else [
+                build_worker(s, config=cfg, index=i, env=env, formatter=human_line)
+                for i, s in enumerate(cfg.sinks)
+            ]
         )
         self.relay = Relay(
             self.workers,
@@ -133,6 +134,7 @@ class Daemon:
             protocol=cfg.hub.protocol,
             stats=self.stats,
             compact_patches=cfg.redmist.patches == "compact",
+            profile=PAYLOADS,
         )
         self._provider = token_provider
         self._connection_factory = connection_factory
@@ -241,7 +243,7 @@ class Daemon:
             self.ha.hub_lost()  # a leader hands over: the standby received what we miss now
         self._set_state("reconnecting")
         self.stats.count_reconnect(_reason(error))
-        await self.relay.emit_connection("reconnecting", _describe(error))
+        await self.relay.emit_connection("reconnecting", describe_error(error) if error is not None else None)
         self._status()
 
     async def _on_reconnected(self, _connection_id: str | None = None) -> None:
@@ -256,17 +258,17 @@ class Daemon:
         if not self._stopping:
             self._fatal = error or ServiceUnavailable("the hub connection closed")
             self._closed_for_good.set()
-            await self.relay.emit_connection("closed", _describe(error))
+            await self.relay.emit_connection("closed", describe_error(error) if error is not None else None)
             return
         # Inside connection.stop(): a sink that stopped taking lines must not hold up the shutdown.
         budget = shutdown_budget(self.cfg.service.shutdown_grace_seconds)
         try:
             async with asyncio.timeout(budget.closed_marker):
-                await self.relay.emit_connection("closed", _describe(error))
+                await self.relay.emit_connection(
+                    "closed", describe_error(error) if error is not None else None
+                )
         except TimeoutError:
-            log.warning(
-                "closed marker not queued: a sink queue stayed full", waited_seconds=budget.closed_marker
-            )
+            log.warning("daemon.closed_marker_not_queued", waited_seconds=budget.closed_marker)
 
     def _set_state(self, state: str) -> None:
         """The hub connection's state: metrics/health (stats) and the board's streams."""
@@ -287,9 +289,9 @@ class Daemon:
         reason = self._unhealthy_reason()
         if reason != self._unhealthy:
             if reason is not None:
-                log.error("unhealthy; withholding the systemd watchdog", reason=reason)
+                log.error("daemon.unhealthy", reason=reason)
             else:
-                log.warning("healthy again; watchdog resumed", was=self._unhealthy)
+                log.warning("daemon.healthy_again", was=self._unhealthy)
             self._unhealthy = reason
         return reason is None
 
@@ -325,7 +327,7 @@ class Daemon:
             pending = conn_stats.invocations_decoded - conn_stats.invocations_dispatched
             abandoned = max(conn_stats.invocations_abandoned, pending)
         log.info(
-            "stopped",
+            "daemon.stopped",
             # decoded by the hub connection; == received unless a drain was cut short (abandoned)
             decoded=conn_stats.invocations_decoded if conn_stats is not None else 0,
             abandoned=abandoned,
@@ -391,7 +393,7 @@ class Daemon:
                     raise ConfigError(
                         f"cannot listen: {err.strerror}", file=cfg.source, key="http.port"
                     ) from None
-                log.info("observability endpoint listening", url=self.observability.url)
+                log.info("daemon.observability_listening", url=self.observability.url)
             if cfg.redmist.events:
                 self.http = httpx.AsyncClient(
                     auth=BearerAuth(provider),
@@ -431,7 +433,9 @@ class Daemon:
         if isinstance(self._fatal, CredentialsRejected | ConfigError):
             raise self._fatal
         if self._fatal is not None and not self._stop.is_set():
-            raise ServiceUnavailable(f"hub connection closed for good: {_describe(self._fatal)}")
+            raise ServiceUnavailable(
+                f"hub connection closed for good: {describe_error(self._fatal) if self._fatal else None}"
+            )
         return 0
 
     def _kv_board(self, state: LiveState) -> KvBoard:
@@ -495,7 +499,7 @@ class Daemon:
                 return
             self._set_state("connected")
             await self.relay.emit_connection("connected")
-            log.info("connected", hub=self.cfg.hub.name)
+            log.info("daemon.connected", hub=self.cfg.hub.name)
             assert self.subscriber is not None
             self.subscriber.connected()
             self._ready()
@@ -533,7 +537,7 @@ class Daemon:
         deadline = time.monotonic() + grace
         budget = shutdown_budget(grace)
         self.notifier.stopping("draining")
-        log.info("shutting down", grace_seconds=grace)
+        log.info("daemon.shutting_down", grace_seconds=grace)
         if self.connection is not None:
             try:
                 # The drain ends by its own deadline (what it did not reach is counted as abandoned),
@@ -541,7 +545,7 @@ class Daemon:
                 async with asyncio.timeout(budget.connection):
                     await self.connection.stop(drain_timeout=budget.drain)
             except TimeoutError:
-                log.error("hub connection did not close in time", budget_seconds=budget.connection)
+                log.error("daemon.hub_close_timeout", budget_seconds=budget.connection)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -557,7 +561,7 @@ class Daemon:
         )
         for worker, result in zip(self.workers, closed, strict=True):
             if isinstance(result, Exception):
-                log.error("sink close failed", sink=worker.name, error=_describe(result))
+                log.error("daemon.sink_close_failed", sink=worker.name, error=describe_error(result))
         if self.ha is not None and self._ha_task is not None:
             await self.ha.release()  # after the drain: the standby continues from our last record
             self._ha_task.cancel()

@@ -81,14 +81,22 @@ def _text_of(error: BaseException) -> str:
     return text
 
 
-def describe_error(error: BaseException, context: str | None = None) -> str:
+def describe_error(error: BaseException, context: str | None = None, *, errno_name: bool = False) -> str:
     """`ClassName: text` for logs and messages — never with an empty text.
+
+    `errno_name=True`: an OSError with an errno is described by its errno name instead
+    (`ENOSPC: No space left on device`: what an operator greps for when a disk or file fails).
 
     When the exception carries no text (`httpx.ReadError()` after a TCP reset prints as `ReadError: `),
     the text comes from its cause/context chain (e.g. `[Errno 104] Connection reset by peer`), else from
     what the class means ("connection reset or closed while reading the response"), else the class name
     alone. `context` (e.g. "fetching the snapshot") is appended as "while ..." when given.
     """
+    if errno_name and isinstance(error, OSError) and error.errno is not None:
+        import errno as _errno  # local: keeps this module import-light
+
+        out = f"{_errno.errorcode.get(error.errno, str(error.errno))}: {error.strerror or error}"
+        return f"{out} (while {context})" if context else out
     name = type(error).__name__
     text = _text_of(error)
     seen: set[int] = {id(error)}

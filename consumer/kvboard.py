@@ -35,20 +35,20 @@ import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from consumer.backoff import Backoff
 from consumer.errors import CredentialsRejected
 from consumer.logs import get_logger
 from consumer.natsconn import NatsUnavailable, connect, sanitize_token, server_label
-from consumer.signalr.retry import DaemonRetryPolicy
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
     from nats.js.kv import KeyValue
 
-    from consumer.relay.state import LiveState
+    from consumer.redmist.state import LiveState
 
 __all__ = ["BoardValue", "KvBoard", "KvBoardSource", "KvSourceCollector", "board_key", "open_bucket"]
 
-log = get_logger("consumer.kvboard")
+log = get_logger(__name__)
 
 
 class BoardValue(msgspec.Struct, kw_only=True):
@@ -168,7 +168,7 @@ class KvBoard:
         """Until cancelled: follow the state, write changes, reconnect with backoff."""
         import nats.errors
 
-        policy = DaemonRetryPolicy(cap=10.0)
+        backoff = Backoff(cap=10.0, floor=0.5)
         failures = 0
         servers = server_label(list(self._kwargs["servers"]))
         while True:
@@ -177,7 +177,7 @@ class KvBoard:
                 nc = await connect(self._kwargs)
                 kv = await open_bucket(nc, self.bucket)
                 if failures:
-                    log.info("board KV reconnected", bucket=self.bucket, servers=servers)
+                    log.info("kvboard.reconnected", bucket=self.bucket, servers=servers)
                 failures = 0
                 self._written.clear()  # unknown after a reconnect: rewrite what differs from nothing
                 while True:
@@ -189,9 +189,9 @@ class KvBoard:
                     await asyncio.sleep(self.period)  # the rate limit (coalescing), not synchronisation
             except (NatsUnavailable, CredentialsRejected, nats.errors.Error, OSError) as err:
                 failures += 1
-                delay = policy.next_delay(failures, 0.0, err)
+                delay = backoff.delay(failures)
                 log.warning(
-                    "board KV write failed; retrying",
+                    "kvboard.write_failed",
                     bucket=self.bucket,
                     servers=servers,
                     error=f"{type(err).__name__}: {err}",
@@ -203,7 +203,7 @@ class KvBoard:
                     try:
                         await asyncio.wait_for(nc.close(), 2.0)
                     except Exception as err:
-                        log.debug("NATS close failed", error=type(err).__name__)
+                        log.debug("kvboard.nats_close_failed", error=type(err).__name__)
 
 
 class KvBoardSource:
@@ -308,11 +308,11 @@ class KvBoardSource:
             decoded = _DECODE_VALUE(value)
         except msgspec.ValidationError as err:
             self.invalid += 1
-            log.warning("board KV value ignored", bucket=self.bucket, key=key, error=str(err))
+            log.warning("kvboard.value_ignored", bucket=self.bucket, key=key, error=str(err))
             return
         except msgspec.DecodeError:
             self.invalid += 1
-            log.warning("board KV value ignored", bucket=self.bucket, key=key, error="not JSON")
+            log.warning("kvboard.value_ignored", bucket=self.bucket, key=key, error="not JSON")
             return
         before = self.hub_state()
         self.values[event_id] = decoded
@@ -324,7 +324,7 @@ class KvBoardSource:
         """Until cancelled: follow the bucket, reconnect with backoff."""
         import nats.errors
 
-        policy = DaemonRetryPolicy(cap=10.0)
+        backoff = Backoff(cap=10.0, floor=0.5)
         failures = 0
         servers = server_label(list(self._kwargs["servers"]))
         while True:
@@ -334,7 +334,7 @@ class KvBoardSource:
                 nc = await connect(self._kwargs, on_disconnect=lost.set)
                 kv = await open_bucket(nc, self.bucket)
                 watcher = await kv.watch(self.prefix + "*")
-                log.info("board KV followed", bucket=self.bucket, servers=servers, reconnect=bool(failures))
+                log.info("kvboard.followed", bucket=self.bucket, servers=servers, reconnect=bool(failures))
                 failures = 0
                 follow = asyncio.ensure_future(self._follow(watcher))
                 gone = asyncio.ensure_future(lost.wait())
@@ -350,9 +350,9 @@ class KvBoardSource:
                     self._set_connected(False)
                 failures += 1
                 self.reconnects += 1
-                delay = policy.next_delay(failures, 0.0, err)
+                delay = backoff.delay(failures)
                 log.warning(
-                    "board KV unavailable; retrying",
+                    "kvboard.unavailable",
                     bucket=self.bucket,
                     servers=servers,
                     error=f"{type(err).__name__}: {err}",
@@ -364,7 +364,7 @@ class KvBoardSource:
                     try:
                         await asyncio.wait_for(nc.close(), 2.0)
                     except Exception as err:
-                        log.debug("NATS close failed", error=type(err).__name__)
+                        log.debug("kvboard.nats_close_failed", error=type(err).__name__)
 
     async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
         seen: set[str] = set()

@@ -43,7 +43,7 @@ __all__ = [
     "subject_template_error",
 ]
 
-log = get_logger("consumer.natsconn")
+log = get_logger(__name__)
 
 PLACEHOLDERS = ("hub", "event_id", "target", "kind")
 _FIELD = re.compile(r"\{([^{}]*)\}")

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from consumer.relay.contract import STATS as CONTRACT_STATS
+from consumer.redmist.contract import STATS as CONTRACT_STATS
 from consumer.relay.stats import CONNECTION_STATES, RelayStats
 from consumer.signalr.connection import BufferUsage
 from consumer.sinks import SinkWorker

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 
 from consumer.logs import get_logger
 
-log = get_logger("consumer.systemd")
+log = get_logger(__name__)
 
 
 class Notifier:
@@ -65,7 +65,7 @@ class Notifier:
         except OSError as err:
             if not self._warned:
                 self._warned = True
-                log.warning("sd_notify failed", socket=self.address, error=str(err))
+                log.warning("systemd.notify_failed", socket=self.address, error=str(err))
             return False
         if len(self.sent) < 1000:
             self.sent.append(payload.decode())
@@ -106,7 +106,7 @@ class Notifier:
             lag = clock() - expected
             expected = clock() + interval
             if lag > interval:
-                log.warning("event loop lagging; watchdog ping skipped", lag_seconds=round(lag, 3))
+                log.warning("systemd.loop_lagging", lag_seconds=round(lag, 3))
                 continue
             if healthy():
                 self.watchdog()

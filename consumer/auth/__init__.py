@@ -9,7 +9,9 @@ Public API (everything else in consumer.auth is internal):
     await provider.aclose()
 
     headers_for(provider.header_name, token)      # the headers to send (see below)
-    httpx.AsyncClient(auth=BearerAuth(provider))  # REST: bearer + one retry after a 401
+    httpx.AsyncClient(auth=BearerAuth(provider))  # REST: bearer + one retry after a 401 (THE flow:
+                                                  # consumer.auth.httpx_auth; negotiate can use it
+                                                  # with rejected=rejected_401_403)
     check_url_security(url, allow_insecure, what) # THE plain-http rule (token, discovery, hub URLs)
 
 How to send a token: `provider.header_name == "Authorization"` means `Authorization: Bearer <token>`;
@@ -36,7 +38,7 @@ from consumer.auth.base import (
 from consumer.auth.clock import SYSTEM_CLOCK, Clock, SystemClock
 from consumer.auth.errors import TokenRequestRejected, TokenUnavailable
 from consumer.auth.factory import build_token_provider, resolve_endpoint
-from consumer.auth.httpx_auth import BearerAuth, token_rejected
+from consumer.auth.httpx_auth import BearerAuth, rejected_401_403, token_rejected
 from consumer.auth.oauth import OAuthTokenProvider, parse_retry_after
 from consumer.auth.settings import AuthConfig
 from consumer.auth.urls import check_url_security, is_loopback_host, keycloak_token_url
@@ -62,6 +64,7 @@ __all__ = [
     "is_loopback_host",
     "keycloak_token_url",
     "parse_retry_after",
+    "rejected_401_403",
     "resolve_endpoint",
     "token_rejected",
 ]

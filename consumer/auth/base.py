@@ -9,7 +9,7 @@ from typing import Literal, Protocol
 from consumer.logs import get_logger, register_secret
 from consumer.secret import Secret, fingerprint
 
-log = get_logger("consumer.auth")
+log = get_logger(__name__)
 
 AUTHORIZATION = "Authorization"
 
@@ -154,7 +154,7 @@ class StaticTokenProvider:
         # A static token cannot be refreshed; say so once instead of on every rejected request.
         if not self._warned and token == self._token.reveal():
             self._warned = True
-            log.warning("resource server rejected the static token", token_fingerprint=fingerprint(token))
+            log.warning("auth.static_token_rejected", token_fingerprint=fingerprint(token))
 
     async def aclose(self) -> None:
         return None

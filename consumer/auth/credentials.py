@@ -20,7 +20,7 @@ from consumer.errors import ConfigError
 from consumer.logs import get_logger, register_secret
 from consumer.secret import Secret
 
-log = get_logger("consumer.auth")
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,9 @@ def warn_if_readable(
             key=key,
         )
     log.warning(
-        f"{what} is readable by group/others; chmod 600 it",
+        "auth.file_readable_by_others",
+        what=what,
+        problem="readable by group/others; chmod 600 it",
         file=str(path),
         mode=oct(stat.S_IMODE(mode)),
     )

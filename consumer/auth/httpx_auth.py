@@ -1,12 +1,27 @@
-"""httpx.Auth adapter: adds the provider's credentials; on a rejection, invalidates and retries once."""
+"""THE 401 -> invalidate -> retry-once flow, as an `httpx.Auth` generator (no I/O of its own).
+
+    http = httpx.AsyncClient(auth=BearerAuth(provider))                 # REST: snapshots, check-config
+    await http.post(negotiate_url, auth=BearerAuth(provider, rejected=rejected_401_403))  # negotiate
+
+The flow: take a token from the provider, send the request with it (`headers_for`); if the response
+says the token was rejected (`rejected(response)`: by default `token_rejected`, i.e. 401 or a Bearer
+challenge with `error="invalid_token"`), call `provider.invalidate(token)`, take a fresh token and send
+the request once more — only when the provider hands out a *different* token (a static or empty one
+would be rejected again). The second response is final, whatever it says. An empty token (grant none)
+sends no credentials and is never retried.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 
 import httpx
 
 from consumer.auth.base import TokenProvider, headers_for
+
+__all__ = ["BearerAuth", "rejected_401_403", "token_rejected"]
+
+Rejected = Callable[[httpx.Response], bool]
 
 
 def token_rejected(response: httpx.Response) -> bool:
@@ -17,16 +32,23 @@ def token_rejected(response: httpx.Response) -> bool:
     return "invalid_token" in challenge and challenge.lower().startswith("bearer")
 
 
+def rejected_401_403(response: httpx.Response) -> bool:
+    """SignalR negotiate's rule: 401 and 403 both mean "this token is not accepted here"."""
+    return response.status_code in (401, 403) or token_rejected(response)
+
+
 class BearerAuth(httpx.Auth):
     """`httpx.AsyncClient(auth=BearerAuth(provider))`: async only.
 
     Sends `Authorization: Bearer <token>` (or the provider's raw header, or nothing for grant none).
-    When the response says the token was rejected, calls `provider.invalidate(token)` and retries the
-    request once with a new token (if the provider hands out a different one).
+    When the response says the token was rejected (`rejected`, default `token_rejected`), calls
+    `provider.invalidate(token)` and retries the request once with a new token (if the provider hands
+    out a different one).
     """
 
-    def __init__(self, provider: TokenProvider) -> None:
+    def __init__(self, provider: TokenProvider, *, rejected: Rejected = token_rejected) -> None:
         self._provider = provider
+        self._rejected = rejected
 
     def __repr__(self) -> str:
         return f"BearerAuth({self._provider!r})"
@@ -39,7 +61,7 @@ class BearerAuth(httpx.Auth):
         token = await self._provider.get_token()
         request.headers.update(headers_for(self._provider.header_name, token))
         response = yield request
-        if not token or not token_rejected(response):
+        if not token or not self._rejected(response):
             return
         self._provider.invalidate(token)
         fresh = await self._provider.get_token()

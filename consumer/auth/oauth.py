@@ -44,11 +44,12 @@ from consumer.auth.errors import TRANSIENT_OAUTH_ERRORS, TokenRequestRejected, T
 from consumer.auth.jwtinfo import decode_unverified
 from consumer.auth.settings import AuthConfig
 from consumer.auth.urls import check_url_security, discovery_url
+from consumer.backoff import Backoff
 from consumer.errors import describe_error
 from consumer.logs import get_logger, register_secret, scrub
 from consumer.secret import Secret, fingerprint
 
-log = get_logger("consumer.auth")
+log = get_logger(__name__)
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 MAX_RETRY_AFTER = 3600.0  # a Retry-After beyond an hour is treated as an hour
@@ -156,11 +157,11 @@ class TokenEndpoint:
         if not isinstance(endpoint, str) or not endpoint:
             raise TransientFailure("malformed", f"discovery document at {url} has no token_endpoint")
         if isinstance(doc, dict) and doc.get("issuer") not in (self._issuer, self._issuer.rstrip("/")):
-            log.warning("discovery issuer differs from the configured issuer", issuer=self._issuer, url=url)
+            log.warning("auth.issuer_mismatch", issuer=self._issuer, url=url)
         check_url_security(
             endpoint, self._allow_insecure, "discovered token_endpoint", file=self._source, key="auth.issuer"
         )
-        log.debug("token endpoint discovered", token_endpoint=endpoint, issuer=self._issuer)
+        log.debug("auth.endpoint_discovered", token_endpoint=endpoint, issuer=self._issuer)
         self._url = endpoint
         return endpoint
 
@@ -204,9 +205,9 @@ class OAuthTokenProvider:
         self._subject_provider = subject_provider
         self._owns_subject = owns_subject_provider
         self._last_subject: str | None = None
-        self._rng = rng or random.Random()
+        rng = rng or random.Random()
         self._min_interval = max(1.0, min_request_interval)
-        self._backoff_base = backoff_base
+        self._backoff = Backoff(backoff_base, cfg.backoff_cap_seconds, uniform=rng.uniform)  # full jitter
         self.stats = stats or TokenStats()
         self._token: _Cached | None = None
         self._task: asyncio.Task[_Cached] | None = None
@@ -253,7 +254,7 @@ class OAuthTokenProvider:
         tok = self._token
         if tok is not None and hmac.compare_digest(tok.access.encode(), token.encode()):
             self._token = None
-            log.info("token invalidated by a resource server", token_fingerprint=tok.info.fingerprint)
+            log.info("auth.token_invalidated", token_fingerprint=tok.info.fingerprint)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -284,7 +285,7 @@ class OAuthTokenProvider:
             tok = self._token
             if tok is not None and self._clock.monotonic() < tok.expires_at:
                 log.error(
-                    "token refresh rejected; serving the cached token until it expires",
+                    "auth.refresh_rejected_serving_cached",
                     error=exc.error,
                     client_id=exc.client_id,
                     grant=exc.grant,
@@ -292,7 +293,7 @@ class OAuthTokenProvider:
                 )
         elif exc is not None:
             # Waiters (if any) get the exception; say it once here for background refreshes.
-            log.error("token fetch failed", error=type(exc).__name__, detail=describe_error(exc))
+            log.error("auth.token_fetch_failed", error=type(exc).__name__, detail=describe_error(exc))
 
     async def _wait(self, task: asyncio.Task[_Cached], max_wait: float | None) -> _Cached:
         if max_wait is None:
@@ -321,7 +322,7 @@ class OAuthTokenProvider:
                 if err.error == "invalid_grant" and self._using_response_refresh():
                     # A refresh token we were handed expired or was revoked: re-authenticate with
                     # the configured grant instead (still subject to the rate floor).
-                    log.info("refresh token rejected; re-authenticating", grant=self._grant)
+                    log.info("auth.refresh_token_rejected", grant=self._grant)
                     self._refresh = None
                     continue
                 if (
@@ -333,7 +334,7 @@ class OAuthTokenProvider:
                     # The IdP refused the subject token (expired or revoked before our schedule
                     # said so): drop it at its provider and exchange a fresh one, once.
                     subject_retried = True
-                    log.info("subject token rejected; exchanging a fresh one", error=err.error)
+                    log.info("auth.subject_token_rejected", error=err.error)
                     self._subject_provider.invalidate(self._last_subject)
                     continue
                 self._rejected = err
@@ -342,7 +343,7 @@ class OAuthTokenProvider:
                 self._on_failure(failure)
                 continue
             if self._streak:
-                log.info("token request recovered", failures=self._streak)
+                log.info("auth.token_recovered", failures=self._streak)
             self._streak = 0
             self._streak_warned = False
             self._last_failure = None
@@ -353,11 +354,8 @@ class OAuthTokenProvider:
         self._streak += 1
         self._last_failure = failure
         now = self._clock.monotonic()
-        if failure.retry_after is not None:
-            delay = failure.retry_after
-        else:
-            ceiling = min(self._cfg.backoff_cap_seconds, self._backoff_base * 2 ** min(self._streak - 1, 30))
-            delay = self._rng.uniform(0.0, ceiling)
+        retry_after = failure.retry_after
+        delay = retry_after if retry_after is not None else self._backoff.delay(self._streak)
         self._not_before = max(self._not_before, now + delay)
         tok = self._token
         serving = tok is not None and now < tok.expires_at
@@ -372,11 +370,11 @@ class OAuthTokenProvider:
         if not self._streak_warned:
             self._streak_warned = True
             if serving:
-                log.warning("token refresh failing; serving the cached token while it is valid", **fields)
+                log.warning("auth.refresh_failing_serving_cached", **fields)
             else:
-                log.warning("token request failing; retrying with backoff", **fields)
+                log.warning("auth.token_failing_retrying", **fields)
         else:
-            log.debug("token request failed", **fields)
+            log.debug("auth.token_request_failed", **fields)
 
     def _using_response_refresh(self) -> bool:
         return self._refresh is not None and self._refresh is not self._configured_refresh
@@ -584,7 +582,7 @@ class OAuthTokenProvider:
             refresh_token_present=self._refresh is not None,
         )
         log.info(
-            "token obtained",
+            "auth.token_obtained",
             grant=info.grant,
             client_id=self._cfg.client_id,
             token_fingerprint=info.fingerprint,

@@ -32,7 +32,7 @@ from consumer.relay.stats import RelayStats
 
 HELP = "serve the live board (API, stream, page) from the NATS KV bucket the daemon writes"
 
-log = get_logger("consumer.board")
+log = get_logger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,7 +96,7 @@ async def serve(cfg: Config, stop: asyncio.Event, env: Mapping[str, str] | None 
         await server.start()
     except OSError as err:
         raise ConfigError(f"cannot listen: {err.strerror}", file=cfg.source, key="http.port") from None
-    log.info("board server listening", url=server.url, bucket=cfg.nats.board_bucket)
+    log.info("board.listening", url=server.url, bucket=cfg.nats.board_bucket)
     try:
         async with asyncio.TaskGroup() as tg:
             tasks = [
@@ -108,7 +108,7 @@ async def serve(cfg: Config, stop: asyncio.Event, env: Mapping[str, str] | None 
                 task.cancel()
     finally:
         await server.stop()
-    log.info("board server stopped")
+    log.info("board.stopped")
     return 0
 
 

@@ -128,7 +128,7 @@ def check_urls(cfg: Config, report: Report) -> None:
     problems = 0
     checks: list[tuple[str, str, bool, str]] = [("hub.url", hub.url, hub.allow_insecure_http, "hub.url")]
     if cfg.redmist.events:
-        from consumer.relay.redmist import default_rest_url
+        from consumer.redmist.profile import default_rest_url
 
         rest = cfg.redmist.rest_url or default_rest_url(hub.url)
         checks.append(("the REST URL", rest, hub.allow_insecure_http, "redmist.rest_url"))
@@ -364,7 +364,7 @@ async def _snapshot_request(
 async def check_snapshots(
     cfg: Config, report: Report, provider: TokenProvider, env: Mapping[str, str], *, step_timeout: float
 ) -> None:
-    from consumer.relay.redmist import JSON_ACTION, MSGPACK_ACTION, default_rest_url
+    from consumer.redmist.profile import JSON_ACTION, MSGPACK_ACTION, default_rest_url
 
     rm = cfg.redmist
     rest = (rm.rest_url or default_rest_url(cfg.hub.url)).rstrip("/")

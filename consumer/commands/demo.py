@@ -7,7 +7,7 @@ given to the daemon, never printed or logged). The hub requires a bearer token, 
 path is exercised.
 
 Output on a TTY: a live leaderboard (top cars per event, flag, time to go) redrawn in place
-(`consumer.commands.board_view`); `--log` keeps the scrolling view of the daemon's stdout sink (one
+(`consumer.redmist.board_view`); `--log` keeps the scrolling view of the daemon's stdout sink (one
 line per record: connection markers, snapshots, car and session patches), `--json` (or stdout not a
 TTY) the JSON lines. The daemon also serves the board API and the live page on loopback; the page's
 URL is printed at start (`--http-port`, default a free port). Logs (WARNING and up unless
@@ -136,7 +136,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                 loop.call_later(args.duration, daemon.stop)
             if not board_view:
                 return await daemon.run()
-            from consumer.commands.board_view import TerminalBoard
+            from consumer.redmist.board_view import TerminalBoard
 
             view = TerminalBoard(
                 lambda: daemon.state if daemon is not None else None,

@@ -18,7 +18,7 @@ import msgspec
 from consumer.auth import check_url_security
 from consumer.config import load_config
 from consumer.errors import ServiceUnavailable, describe_error
-from consumer.relay.redmist import default_rest_url
+from consumer.redmist.profile import default_rest_url
 
 HELP = "list RedMist live events (LoadLiveEvents)"
 

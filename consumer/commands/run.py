@@ -25,7 +25,7 @@ from consumer.sinks import stuck_threads
 
 HELP = "run the daemon: relay the hub's live events to the configured sinks"
 
-log = get_logger("consumer.run")
+log = get_logger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,10 +41,10 @@ async def run_daemon(daemon: Daemon) -> int:
         nonlocal signals_seen
         signals_seen += 1
         if signals_seen == 1:
-            log.info("signal received; shutting down", signal=signame)
+            log.info("daemon.signal", signal=signame)
             daemon.stop()
         else:
-            log.warning("second signal; exiting now", signal=signame)
+            log.warning("daemon.second_signal", signal=signame)
             daemon.abort(signame)
             _exit_now(130)
 

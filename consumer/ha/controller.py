@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from consumer.backoff import Backoff
 from consumer.errors import CredentialsRejected
 from consumer.kvboard import open_bucket
 from consumer.logs import get_logger
 from consumer.natsconn import NatsUnavailable, connect, sanitize_token, server_label
-from consumer.signalr.retry import DaemonRetryPolicy
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HaController"]
 
-log = get_logger("consumer.ha")
+log = get_logger(__name__)
 
 
 class HaController:
@@ -120,7 +120,7 @@ class HaController:
         self.revision = revision
         self._renewed_at = time.monotonic()
         self.takeovers += 1
-        log.warning("lease acquired; taking over", node=self.node, key=self.key, revision=revision)
+        log.warning("ha.lease_acquired", node=self.node, key=self.key, revision=revision)
         await asyncio.sleep(self.settle)  # let lines still in flight from the hub reach the buffer
         for sink in self.sinks:
             sink.begin_takeover()
@@ -133,7 +133,7 @@ class HaController:
         self.revision = None
         for sink in self.sinks:
             sink.demote()
-        log.error("lease lost; standing by", node=self.node, key=self.key, reason=why)
+        log.error("ha.lease_lost", node=self.node, key=self.key, reason=why)
 
     # -- run -----------------------------------------------------------------------------------
 
@@ -141,7 +141,7 @@ class HaController:
         """Until cancelled: hold or wait for the lease; reconnect to NATS with backoff."""
         import nats.errors
 
-        policy = DaemonRetryPolicy(cap=self.ttl)
+        backoff = Backoff(cap=self.ttl, floor=0.5)
         failures = 0
         while True:
             nc: NATS | None = None
@@ -156,9 +156,9 @@ class HaController:
                 failures += 1
                 if self.leader and time.monotonic() - self._renewed_at > 0.8 * self.ttl:
                     self._demote("NATS unreachable")
-                delay = min(policy.next_delay(failures, 0.0, err), self.ttl / 5)
+                delay = min(backoff.delay(failures), self.ttl / 5)
                 log.warning(
-                    "HA lease: NATS error; retrying",
+                    "ha.nats_error",
                     servers=self._servers,
                     error=f"{type(err).__name__}: {err}",
                     retry_in=round(delay, 2),
@@ -169,7 +169,7 @@ class HaController:
                     try:
                         await asyncio.wait_for(nc.close(), 2.0)
                     except Exception as err:
-                        log.debug("NATS close failed", error=type(err).__name__)
+                        log.debug("ha.nats_close_failed", error=type(err).__name__)
 
     async def _cycle(self, kv: KeyValue) -> None:
         import nats.errors
@@ -216,7 +216,7 @@ class HaController:
             try:
                 await watcher.stop()  # type: ignore[no-untyped-call]
             except Exception as err:
-                log.debug("KV watch stop failed", error=type(err).__name__)
+                log.debug("ha.watch_stop_failed", error=type(err).__name__)
 
     async def _step_down(self, kv: KeyValue, revision: int) -> None:
         """Give the lease to the standby now (delete on our revision), and stand by ourselves."""
@@ -238,6 +238,6 @@ class HaController:
             return
         try:
             await asyncio.wait_for(kv.delete(self.key, last=revision), 2.0)
-            log.info("lease released", node=self.node, key=self.key)
+            log.info("ha.lease_released", node=self.node, key=self.key)
         except (nats.errors.Error, OSError, TimeoutError) as err:
-            log.warning("lease release failed; the standby waits for the TTL", error=f"{type(err).__name__}")
+            log.warning("ha.lease_release_failed", error=f"{type(err).__name__}")

@@ -1,16 +1,21 @@
-"""Subscriptions, the RedMist profile, the output envelope and live state.
+"""The generic relay: hub invocations in, envelope lines out; subscriptions that survive reconnects.
 
 Public API:
-- `Relay(workers, hub=, protocol=)`: `on_raw(target, raw)` (the hot path), `on_invocation(target,
+- `Relay(workers, hub=, protocol=, profile=)`: `on_raw(target, raw)` (the hot path), `on_invocation(target,
   *args)`, `emit_snapshot(...)`, `emit_connection(state, error)`, `watch(target, callback)`, `stats`
-- `EnvelopeEncoder`, `peek_json_event_id` (consumer.relay.envelope); schema in docs/
+- `HubProfile` (protocol), `PlainProfile` (consumer.relay.profile): what depends on one hub's payloads
+  (event ids, MessagePack names, compact form, known targets), injected into the relay
+- `EnvelopeEncoder` (consumer.relay.envelope); schema in docs/
 - `Subscriber(invoke, calls, after_round=...)`, `HubCall` (consumer.relay.subscriptions)
-- `RedMistProfile(cfg.redmist, relay, http, hub_url=)` (consumer.relay.redmist)
-- `LiveState(path)` (consumer.relay.state): the board kept right (new sessionId = reset, entered
-  cars only); read API `events()`, `event_state(id)`, `epoch(id)`, `event_status(id)`,
-  `last_message_at(id)`, `wait_changed(version)`; `RelayStats` (consumer.relay.stats)
-- `contract`: MessagePack arrays <-> RedMist JSON names, nothing dropped (slots beyond the contract
-  as `key<n>`, unexpected forms as received; `contract.STATS`) (`arguments_from_msgpack` -> dicts;
-  `encodable_arguments_from_msgpack` -> Structs that msgspec.json encodes to the same bytes, the
-  relay's MessagePack hot path)
+- `RelayStats` (consumer.relay.stats)
+
+Nothing here knows RedMist: its profile is `consumer.redmist`.
 """
+
+from consumer.relay.envelope import EnvelopeEncoder
+from consumer.relay.profile import HubProfile, PlainProfile
+from consumer.relay.relay import Relay
+from consumer.relay.stats import RelayStats
+from consumer.relay.subscriptions import HubCall, Subscriber
+
+__all__ = ["EnvelopeEncoder", "HubCall", "HubProfile", "PlainProfile", "Relay", "RelayStats", "Subscriber"]

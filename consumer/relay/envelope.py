@@ -3,15 +3,15 @@
 Line shape (JSON Schema: docs/envelope.schema.json)::
 
     {"received_at": "2026-08-22T19:43:12.402117Z", "seq": 17, "hub": "redmist",
-     "kind": "invocation", "target": "ReceiveCarPatches", "event_id": 1187, "arguments": [...]}
+     "kind": "invocation", "target": "<hub method>", "event_id": 1187, "arguments": [...]}
 
 - `received_at`: RFC 3339, UTC, microseconds, `Z` suffix; when the daemon received the message.
 - `seq`: per process, strictly increasing (starts at 1); gaps are allowed (filtered records).
-- `kind`: `invocation` (a hub → client call), `snapshot` (a session state fetched over REST; target
-  is the REST action, e.g. `GetCurrentSessionStateJson`), `connection` (target is one of
+- `kind`: `invocation` (a hub → client call), `snapshot` (a state a hub profile fetched over REST;
+  target is the REST action), `connection` (target is one of
   `connected`, `reconnecting`, `reconnected`, `closed`; arguments is `[]` or `[error text]`).
 - `kind` `ha` (hot-standby pair, NATS stream only): target `failover` or `gap`, arguments `[info]`.
-- `event_id`: present only where the profile knows it (RedMist: from the payload).
+- `event_id`: present only where the hub profile finds one in the payload.
 - `arguments`: the invocation's argument array. On the JSON protocol hot path these are the raw bytes
   received from the hub (a `msgspec.Raw`) spliced into the line without decoding. A MessagePack value
   JSON has no form for (an extension type other than the timestamp) is written as
@@ -21,7 +21,6 @@ Line shape (JSON Schema: docs/envelope.schema.json)::
 from __future__ import annotations
 
 import base64
-import re
 import time
 from typing import Any, Literal
 
@@ -48,7 +47,7 @@ _EMPTY_ARGS = msgspec.Raw(b"[]")
 
 def _enc_hook(value: Any) -> Any:
     """Values msgspec.json cannot encode (called only for those): nothing received is dropped.
-    `str` subclasses (consumer.relay.fastpack's converted slots) are written as their text."""
+    `str` subclasses (consumer.redmist.fastpack's converted slots) are written as their text."""
     if isinstance(value, str):
         return str(value)
     if isinstance(value, msgspec.msgpack.Ext):
@@ -110,25 +109,3 @@ class EnvelopeEncoder:
         if state not in CONNECTION_TARGETS:
             raise ValueError(f"unknown connection state {state!r}")
         return self.encode("connection", state, [error] if error else _EMPTY_ARGS)
-
-
-_EVENT_ID = re.compile(rb'"eventId":\s*(?:"([^"\\]*)"|(-?\d+))')
-
-
-def peek_json_event_id(raw: bytes | memoryview | msgspec.Raw, limit: int = 512) -> int | str | None:
-    """Cheap RedMist event id peek on raw JSON arguments: the first `"eventId":` value, no full parse.
-
-    Car patches carry it as a string ("1187"), session patches as a number; both become an int
-    when they are digits. Returns None when absent within the first `limit` bytes (RedMist puts
-    `eventId` first). A regex over the buffer: no copy, no decode of the payload.
-    """
-    m = _EVENT_ID.search(raw, 0, limit)  # any buffer (bytes, memoryview, msgspec.Raw): no copy
-    if m is None:
-        return None
-    quoted, number = m.groups()
-    if number is not None:
-        return int(number)
-    if quoted.isdigit():  # ASCII digits (the common case: "1187")
-        return int(quoted)
-    text = bytes(quoted).decode("utf-8", "replace")
-    return int(text) if text.isdigit() else text

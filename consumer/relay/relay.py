@@ -3,24 +3,28 @@
 Hot path per invocation (`on_raw(target, raw_args)`, registered with `HubConnection.on_raw` on a
 connection built with `raw_arguments=True`):
 
-    count → route (per-target cached tuple of sink workers) → JSON: cheap `eventId` peek and the raw
-    argument bytes spliced into the envelope | MessagePack: decode + contract names (msgspec Structs
-    named like RedMist's JSON; dicts only when a watcher reads the target) → encode the envelope once
-    → `offer()` the same bytes to each worker (await only when a `block` queue is full)
+    count → route (per-target cached tuple of sink workers) → JSON: the profile's cheap event id peek
+    and the raw argument bytes spliced into the envelope | MessagePack: the profile names the decoded
+    arguments (its cheapest encodable form; dicts only when a watcher reads the target) → encode the
+    envelope once → `offer()` the same bytes to each worker (await only when a `block` queue is full)
 
 No per-message logging, task creation or awaiting of a sink. Payloads are decoded only for targets a
-feature needs (`watch()`: RedMist resets, live state).
+feature needs (`watch()`: e.g. a profile's resets and live state).
 
-Per event (`track_events`, the RedMist profile's configured events): the monotonic time of the last
-message is kept in `last_message_by_event` (the profile's quiet-hub resync), and a message for an event
-in `wake_events` calls `on_event_message(event_id)` (the profile lifts a "not live" hold).
+What depends on the hub's payloads (event ids, MessagePack names, compact form, known targets) comes
+from the injected `HubProfile` (consumer.relay.profile; default `PlainProfile`, RedMist's is
+`consumer.redmist.payloads.PAYLOADS`).
+
+Per event (`track_events`, a profile's configured events): the monotonic time of the last message is
+kept in `last_message_by_event` (a quiet-hub resync), and a message for an event in `wake_events` calls
+`on_event_message(event_id)` (e.g. a "not live" hold lifted).
 
 Filters (`include` / `exclude` per sink) apply to invocation targets. Snapshot and connection records
 go to every sink: they are what makes the stream interpretable (gaps, fresh baselines).
 
 Cardinality: target names come from the hub, so nothing keyed by them grows without bound. Every
 invocation is relayed whatever its target, but the per-target counters (`stats.received`,
-`stats.relayed`, hence the metric labels) name only known targets — RedMist's client methods, the
+`stats.relayed`, hence the metric labels) name only known targets — the profile's, the
 `known_targets` given (`[hub] known_targets`), the sinks' include/exclude lists and watched targets —
 and count every other target as `other`. The route cache holds at most `MAX_ROUTES` targets of at most
 `MAX_TARGET_LENGTH` characters (longer ones are routed, never cached) and starts over when full.
@@ -29,14 +33,13 @@ and count every other target as `other`. The route cache holds at most `MAX_ROUT
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from typing import Any, Literal
 
 import msgspec
 
-from consumer.relay import contract, fastpack
-from consumer.relay.compact import compact_decoded, compact_json
-from consumer.relay.envelope import EnvelopeEncoder, peek_json_event_id
+from consumer.relay.envelope import EnvelopeEncoder
+from consumer.relay.profile import HubProfile, PlainProfile
 from consumer.relay.stats import OTHER_TARGET, RelayStats
 from consumer.signalr.connection import MAX_TARGET_LENGTH
 from consumer.sinks import SinkWorker
@@ -45,30 +48,6 @@ Watcher = Callable[[list[Any], "int | str | None"], None]
 _Cached = tuple[tuple[SinkWorker, ...], str]  # the sink workers a target goes to, its counter key
 
 MAX_ROUTES = 1024  # route cache entries; the cache starts over when full
-
-
-def normalise_event_id(value: Any) -> int | str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value:
-        return int(value) if value.isdigit() else value
-    return None
-
-
-def event_id_of(args: Sequence[Any]) -> int | str | None:
-    """The `eventId` of a decoded RedMist argument list (first object, or first object of a list)."""
-    if not args:
-        return None
-    first = args[0]
-    if isinstance(first, list):
-        first = first[0] if first else None
-    if isinstance(first, dict):
-        return normalise_event_id(first.get("eventId"))
-    if isinstance(first, msgspec.Struct):  # contract.encodable_arguments_from_msgpack's objects
-        return normalise_event_id(getattr(first, "eventId", None))
-    return None
 
 
 class Relay:
@@ -84,9 +63,11 @@ class Relay:
         peek_event_id: bool = True,
         clock: Callable[[], float] = time.monotonic,
         compact_patches: bool = False,
+        profile: HubProfile | None = None,
     ) -> None:
         self.workers = tuple(workers)
-        self.known_targets: set[str] = {*contract.CLIENT_METHOD_ARGS, *known_targets}
+        self.profile = profile = profile or PlainProfile()
+        self.known_targets: set[str] = {*profile.known_targets, *known_targets}
         for worker in self.workers:
             self.known_targets.update(worker.include, worker.exclude)
         self.protocol = protocol
@@ -97,7 +78,7 @@ class Relay:
         self._routes: dict[str, _Cached] = {}
         self._watch: dict[str, list[Watcher]] = {}
         self._json = protocol == "json"
-        self.compact_patches = compact_patches  # `[redmist] patches = "compact"` (consumer.relay.compact)
+        self.compact_patches = compact_patches  # the profile's compact form (e.g. `[redmist] patches`)
         self.track_events: Container[int | str] = frozenset()
         self.last_message_by_event: dict[int | str, float] = {}
         self.wake_events: Container[int | str] = frozenset()
@@ -114,6 +95,11 @@ class Relay:
         self._watch.setdefault(target, []).append(callback)
         self.known_targets.add(target)
         self._routes.clear()
+
+    @property
+    def cached_targets(self) -> Collection[str]:
+        """The targets the route cache holds now (a live view; at most `MAX_ROUTES`)."""
+        return self._routes.keys()
 
     def _route(self, target: str) -> _Cached:
         cached = self._routes.get(target)
@@ -143,28 +129,18 @@ class Relay:
             return
         decoded: list[Any] | None = None
         compact = self.compact_patches
+        profile = self.profile
         if self._json:
             arguments: Any = raw
-            event_id = peek_json_event_id(raw) if self.peek_event_id else None
+            event_id = profile.json_event_id(raw) if self.peek_event_id else None
             if compact and route:
-                arguments = compact_json(target, raw) or raw
+                arguments = profile.compact_json(target, raw) or raw
         elif watchers:  # the watchers read fields: they get the dict form (always faithful)
-            fast = fastpack.convert(target, raw)
-            if fast is not None:
-                decoded = fastpack.to_dicts(fast)
-                arguments = compact_decoded(target, decoded) if compact else fast
-            else:
-                decoded = contract.arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
-                arguments = compact_decoded(target, decoded) if compact else decoded
-            event_id = event_id_of(decoded) if self.peek_event_id else None
-        else:  # only encoded: Structs encode to the same bytes as the dicts, and cost far less
-            # fastpack: decoded and named in C where it can prove the result exact; else the reference
-            arguments = fastpack.convert(target, raw, compact)
-            if arguments is None:
-                arguments = contract.encodable_arguments_from_msgpack(target, msgspec.msgpack.decode(raw))
-                if compact:
-                    arguments = compact_decoded(target, arguments)
-            event_id = event_id_of(arguments) if self.peek_event_id else None
+            decoded, arguments = profile.msgpack_decoded(target, raw, compact)
+            event_id = profile.event_id(decoded) if self.peek_event_id else None
+        else:  # only encoded: the profile's cheapest form that encodes to the same bytes
+            arguments = profile.msgpack_encodable(target, raw, compact)
+            event_id = profile.event_id(arguments) if self.peek_event_id else None
         if event_id in self.track_events:
             self._seen(event_id, now)  # type: ignore[arg-type]
         if route:
@@ -187,11 +163,11 @@ class Relay:
         route, key = self._route(target)
         stats.received[key] = stats.received.get(key, 0) + 1
         decoded = list(args)
-        event_id = event_id_of(decoded) if self.peek_event_id else None
+        event_id = self.profile.event_id(decoded) if self.peek_event_id else None
         if event_id in self.track_events:
             self._seen(event_id, now)  # type: ignore[arg-type]
         if route:
-            out = compact_decoded(target, decoded) if self.compact_patches else decoded
+            out = self.profile.compact_decoded(target, decoded) if self.compact_patches else decoded
             line = self.encoder.invocation(target, out, event_id)
             await self._fan_out(line, route)
             stats.relayed[key] = stats.relayed.get(key, 0) + 1

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from consumer.backoff import Backoff
 from consumer.errors import describe_error
 from consumer.logs import get_logger
 from consumer.relay.stats import RelayStats
 
-log = get_logger("consumer.relay.subscriptions")
+log = get_logger(__name__)
 
 Invoke = Callable[..., Awaitable[Any]]
 
@@ -88,7 +88,7 @@ class Subscriber:
                 try:
                     await self._round(generation)
                 except Exception as exc:  # connection lost mid-round: the next connected() redoes it
-                    log.warning("subscription round aborted", error=describe_error(exc))
+                    log.warning("relay.subscribe_round_aborted", error=describe_error(exc))
                     continue
                 if generation == self.generation:
                     self.rounds_completed += 1
@@ -116,17 +116,18 @@ class Subscriber:
                 self._retries.add(task)
                 task.add_done_callback(self._retries.discard)
             else:
-                log.info("subscribed", call=call.describe())
+                log.info("relay.subscribed", call=call.describe())
 
     def _failed(self, call: HubCall, exc: BaseException) -> None:
         if self.stats is not None:
             self.stats.subscribe_failures += 1
-        log.error("subscription failed; retrying with backoff", call=call.describe(), hub_error=str(exc))
+        log.error("relay.subscribe_failed", call=call.describe(), hub_error=str(exc))
 
     async def _retry(self, call: HubCall, generation: int) -> None:
-        delay = self.retry_initial
+        backoff = Backoff(self.retry_initial, self.retry_max, floor=0.5)
+        failures = 1  # the round's own call failed
         while generation == self.generation:
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            await asyncio.sleep(backoff.delay(failures))
             if generation != self.generation:
                 return
             try:
@@ -135,9 +136,9 @@ class Subscriber:
                 if not self._is_hub_error(exc):
                     return  # connection trouble: the next round resubscribes
                 self._failed(call, exc)
-                delay = min(self.retry_max, delay * 2)
+                failures += 1
                 continue
-            log.info("subscribed after retry", call=call.describe())
+            log.info("relay.subscribed_after_retry", call=call.describe())
             return
 
     async def aclose(self) -> None:

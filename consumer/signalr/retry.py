@@ -11,7 +11,8 @@ Presets:
   next attempt comes within `cap` seconds whatever the outage length. The floor is the rate bound:
   at the cap there are at least `cap * jitter_floor` (2.5 s) between attempts, so a hub that fails
   or drops every connection at once sees at most ~26 attempts a minute (full jitter, floor 0,
-  averages 24 a minute at a 5 s cap but exceeds 30 in a few percent of minutes).
+  averages 24 a minute at a 5 s cap but exceeds 30 in a few percent of minutes). The delays come from
+  the shared `consumer.backoff.Backoff` (floor = `jitter_floor`).
 - `OFFICIAL` (`FixedDelaysRetryPolicy((0, 2, 10, 30))`): the @microsoft/signalr
   `withAutomaticReconnect()` default — four attempts, then stop.
 - `NEVER` (`NeverRetryPolicy()`): no automatic reconnect.
@@ -23,6 +24,8 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from consumer.backoff import Backoff
 
 
 class RetryPolicy(Protocol):
@@ -44,10 +47,7 @@ class DaemonRetryPolicy:
     def next_delay(self, previous_retry_count: int, elapsed: float, reason: BaseException | None) -> float:
         if previous_retry_count <= 0:
             return self.first_delay
-        exponent = min(previous_retry_count - 1, 62)
-        ceiling = min(self.cap, self.base * float(2**exponent))
-        floor = ceiling * min(1.0, max(0.0, self.jitter_floor))
-        return min(self.cap, max(0.0, self.uniform(floor, ceiling)))
+        return Backoff(self.base, self.cap, self.jitter_floor, self.uniform).delay(previous_retry_count)
 
 
 @dataclass(frozen=True, slots=True)

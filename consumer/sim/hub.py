@@ -38,7 +38,7 @@ import msgspec
 from aiohttp import web
 
 from consumer.logs import get_logger
-from consumer.relay.contract import (
+from consumer.redmist.contract import (
     CLIENT_METHOD_ARGS,
     CONTRACT,
     EXTRA_SLOT_PREFIX,
@@ -51,7 +51,7 @@ from consumer.sim.idp import Idp, InvalidToken
 from consumer.sim.race import RaceEngine, Update
 from consumer.sim.ratelimit import FixedWindow, TokenBucket, retry_after_header
 
-log = get_logger("consumer.sim.hub")
+log = get_logger(__name__)
 
 HUB_PATH = "/status/event-status"
 REST_PREFIXES = ("/status/v2/Events", "/status/v1/Events", "/status/Events")
@@ -251,8 +251,9 @@ class RedMistHub:
 
     # --- broadcasting --------------------------------------------------------------------------------
 
-    def _send(self, group: str, target: str, json_args: list[Any]) -> int:
-        """Broadcast with per-protocol shaping: the MessagePack form is derived from the JSON form."""
+    def send(self, group: str, target: str, json_args: list[Any]) -> int:
+        """Broadcast with per-protocol shaping: the MessagePack form is derived from the JSON form.
+        Every broadcast goes through here (tests wrap it to record what the hub sent)."""
         if not self.server.group_members(group):
             return 0
         types = CLIENT_METHOD_ARGS.get(target, [])
@@ -272,18 +273,18 @@ class RedMistHub:
         group = f"evt{eid}-sub"
         if update.session_patch is not None:
             patch = {**update.session_patch, **self._extras(_SESSION_PATCH_NAMES, update.race_ms)}
-            self._send(group, "ReceiveSessionPatch", [_json_patch(_SESSION_PATCH_NAMES, patch)])
+            self.send(group, "ReceiveSessionPatch", [_json_patch(_SESSION_PATCH_NAMES, patch)])
             self.stats["session_patches"] += 1
         if update.car_patches:  # only non-empty batches
             extras = self._extras(_PATCH_NAMES, update.race_ms)
             patches = [{**p, **extras} for p in update.car_patches] if extras else update.car_patches
-            self._send(group, "ReceiveCarPatches", [[_json_patch(_PATCH_NAMES, p) for p in patches]])
+            self.send(group, "ReceiveCarPatches", [[_json_patch(_PATCH_NAMES, p) for p in patches]])
             self.stats["car_patch_batches"] += 1
             for p in patches:
                 car = p["number"]
                 in_car_group = f"in-car-evt-{eid}-car-{car}v2"
                 if self.server.group_members(in_car_group):
-                    self._send(in_car_group, "ReceiveInCarUpdateV2", [event.engine.in_car(car)])
+                    self.send(in_car_group, "ReceiveInCarUpdateV2", [event.engine.in_car(car)])
         if update.flag_changed and update.session_patch is not None:
             self._log_flag(event, int(update.session_patch.get("currentFlag") or 0), update.race_ms)
 
@@ -316,10 +317,10 @@ class RedMistHub:
         for event in self.events.values():
             eid = event.event_id
             whole = {"cn": "", "entries": list(event.control_log)}
-            self._send(f"{eid}-cl", "ReceiveControlLog", [whole])
+            self.send(f"{eid}-cl", "ReceiveControlLog", [whole])
             for car in sorted(event.car_logs_changed):
                 logs = {"cn": car, "entries": [e for e in event.control_log if car in (e["c1"], e["c2"])]}
-                self._send(f"{eid}-{car}", "ReceiveControlLog", [logs])
+                self.send(f"{eid}-{car}", "ReceiveControlLog", [logs])
             event.car_logs_changed.clear()
 
     def _start_ms(self, event: SimEvent) -> float:

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from consumer.logs import get_logger
 from consumer.sim.ratelimit import TokenBucket, retry_after_header
 
-log = get_logger("consumer.sim.idp")
+log = get_logger(__name__)
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"

@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from consumer.relay.contract import CONTRACT, format_datetime
+from consumer.redmist.contract import CONTRACT, format_datetime
 
 REPLAY_FORMAT = "redmist-replay/laps@2"
 PACKAGED_REPLAYS = ("244-6", "390-13")

@@ -36,7 +36,7 @@ from consumer.sim.idp import Idp, IdpConfig
 from consumer.sim.race import PACKAGED_REPLAYS, RaceEngine, load_replay, synthetic_replay
 from consumer.sim.serving import Site
 
-log = get_logger("consumer.sim")
+log = get_logger(__name__)
 
 DEMO_CLIENT_ID = "relay-svc"
 

@@ -18,7 +18,7 @@ A broker sink is one new module implementing `Sink` plus a branch in `build_work
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from consumer.sinks.base import PartialWrite, Sink, SinkStats, SinkWorker
@@ -43,9 +43,15 @@ __all__ = [
 
 
 def build_worker(
-    cfg: SinkConfig, *, config: Config | None = None, index: int = 0, env: Mapping[str, str] | None = None
+    cfg: SinkConfig,
+    *,
+    config: Config | None = None,
+    index: int = 0,
+    env: Mapping[str, str] | None = None,
+    formatter: Callable[[bytes], str] | None = None,
 ) -> SinkWorker:
-    """A worker for one `[[sinks]]` entry; a `nats` sink also needs the whole `config` ([nats])."""
+    """A worker for one `[[sinks]]` entry; a `nats` sink also needs the whole `config` ([nats]);
+    `formatter`: a stdout sink's human view with `pretty` (a hub profile's, e.g. RedMist's)."""
     from consumer.config import sink_name
 
     sink: Sink
@@ -79,7 +85,7 @@ def build_worker(
             key=f"sinks.{index}.nats",
         )
     else:
-        sink = StdoutSink(pretty=cfg.pretty, name=sink_name(cfg))
+        sink = StdoutSink(pretty=cfg.pretty, name=sink_name(cfg), formatter=formatter)
     return SinkWorker(
         sink,
         queue_size=cfg.queue_size,

@@ -33,17 +33,16 @@ first failure is logged at once and then a `sink still failing` line at most eve
 from __future__ import annotations
 
 import asyncio
-import errno
-import random
 import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
+from consumer.backoff import Backoff
 from consumer.errors import describe_error
 from consumer.logs import get_logger
 
-log = get_logger("consumer.sinks")
+log = get_logger(__name__)
 
 Overflow = Literal["block", "drop_oldest"]
 
@@ -106,15 +105,6 @@ DEFAULT_QUEUE_BYTES = 16 * MiB
 DEFAULT_BUFFERED_BYTES = 32 * MiB
 DEFAULT_BATCH_BYTES = 4 * MiB
 CLOSE_TIMEOUT = 2.0
-
-
-def _describe(err: BaseException) -> str:
-    if isinstance(err, PartialWrite):
-        err = err.cause
-    if isinstance(err, OSError) and err.errno is not None:
-        name = errno.errorcode.get(err.errno, str(err.errno))
-        return f"{name}: {err.strerror or err}"
-    return describe_error(err)
 
 
 class SinkWorker:
@@ -274,17 +264,21 @@ class SinkWorker:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
                 lost = self.abandon()
-                log.error("sink drain timed out", sink=self.name, lost_records=lost)
+                log.error("sink.drain_timeout", sink=self.name, lost_records=lost)
         try:
             async with asyncio.timeout(close_timeout):
                 await self._flush_settled()  # an interval flush still in flight finishes first
                 try:
                     await self.sink.flush()
                 except OSError as err:
-                    log.error("sink flush failed at close", sink=self.name, error=_describe(err))
+                    log.error(
+                        "sink.close_flush_failed",
+                        sink=self.name,
+                        error=describe_error(err, errno_name=True),
+                    )
                 await self.sink.close()
         except TimeoutError:
-            log.error("sink flush/close timed out", sink=self.name, timeout_seconds=close_timeout)
+            log.error("sink.close_timeout", sink=self.name, timeout_seconds=close_timeout)
             if self._flush_task is not None:
                 self._flush_task.cancel()  # its thread may still block; the task must not outlive us
 
@@ -305,7 +299,16 @@ class SinkWorker:
 
     # -- writer task ---------------------------------------------------------------------------
 
-    def _take(self) -> list[bytes]:
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the lines queued (not yet taken into a batch / the retry buffer)."""
+        return self._queue_bytes
+
+    def queued_lines(self) -> list[bytes]:
+        """A copy of the lines queued, oldest first (not those already taken into the retry buffer)."""
+        return list(self._queue)
+
+    def take_batch(self) -> list[bytes]:
         """Move queued lines into the retry buffer (bounded) and return the next batch."""
         q, pend = self._queue, self._pending
         if (
@@ -361,17 +364,21 @@ class SinkWorker:
             self._progress_at = time.monotonic()
 
     async def _run(self) -> None:
-        delay = self.retry_initial
+        # equal jitter: a failing sink is retried at most every retry_max / 2 seconds at the cap
+        backoff = Backoff(self.retry_initial, self.retry_max, floor=0.5)
+        failures = 0
         while True:
             if self._reopen:
                 self._reopen = False
                 try:
                     await self._sync_if_dirty(force=True)
                     await self.sink.reopen()
-                    log.info("sink reopened", sink=self.name)
+                    log.info("sink.reopened", sink=self.name)
                 except OSError as err:
-                    log.error("sink reopen failed", sink=self.name, error=_describe(err))
-            batch = self._take()
+                    log.error(
+                        "sink.reopen_failed", sink=self.name, error=describe_error(err, errno_name=True)
+                    )
+            batch = self.take_batch()
             if not batch:
                 self._idle.set()
                 if self._closing.is_set() and not self._queue:
@@ -386,17 +393,17 @@ class SinkWorker:
                 self._written(err.done if isinstance(err, PartialWrite) else 0)
                 self.stats.errors += 1
                 self._log_failure(err)
-                await self._backoff(delay)
-                delay = min(self.retry_max, delay * 2)
+                failures += 1
+                await self._backoff(backoff.delay(failures))
                 continue
             self._written(len(batch))
             if self._dirty_since is None:
                 self._dirty_since = time.monotonic()
             if self.failing:
                 self.failing = False
-                delay = self.retry_initial
+                failures = 0
                 log.warning(
-                    "sink recovered",
+                    "sink.recovered",
                     sink=self.name,
                     dropped_while_failing=self.stats.dropped["sink_error"],
                     failed_seconds=round(time.monotonic() - self._failing_since, 3),
@@ -406,13 +413,14 @@ class SinkWorker:
     def _log_failure(self, err: BaseException) -> None:
         """The first failure at once, then at most one line per `failing_log_interval` while failing."""
         now = time.monotonic()
+        cause = err.cause if isinstance(err, PartialWrite) else err
         if not self.failing:
             self.failing = True
             self._failing_since = self._failing_logged = now
             log.error(
-                "sink write failed; keeping records and retrying",
+                "sink.write_failed",
                 sink=self.name,
-                error=_describe(err),
+                error=describe_error(cause, errno_name=True),
                 buffered=self.depth,
                 buffered_bytes=self.depth_bytes,
                 max_buffered=self.max_pending,
@@ -421,9 +429,9 @@ class SinkWorker:
         elif now - self._failing_logged >= self.failing_log_interval:
             self._failing_logged = now
             log.error(
-                "sink still failing",
+                "sink.still_failing",
                 sink=self.name,
-                error=_describe(err),
+                error=describe_error(cause, errno_name=True),
                 failing_seconds=round(now - self._failing_since, 3),
                 written=self.stats.written,
                 buffered=self.depth,
@@ -449,7 +457,7 @@ class SinkWorker:
                 await self.sink.flush()
             except OSError as err:
                 self._dirty_since = time.monotonic()
-                log.error("sink sync failed", sink=self.name, error=_describe(err))
+                log.error("sink.sync_failed", sink=self.name, error=describe_error(err, errno_name=True))
             return
         if self._dirty_since is None or self._flush_task is not None:
             return
@@ -466,13 +474,13 @@ class SinkWorker:
         except OSError as err:
             if self._dirty_since is None:
                 self._dirty_since = time.monotonic()  # not synced: retry at the next interval
-            log.error("sink sync failed", sink=self.name, error=_describe(err))
+            log.error("sink.sync_failed", sink=self.name, error=describe_error(err, errno_name=True))
 
     def _flush_done(self, task: asyncio.Task[None]) -> None:
         if self._flush_task is task:
             self._flush_task = None
         if not task.cancelled() and (err := task.exception()) is not None:
-            log.error("sink sync crashed", sink=self.name, error=_describe(err))
+            log.error("sink.sync_crashed", sink=self.name, error=describe_error(err, errno_name=True))
         self._items.set()  # wake the writer: the next interval's deadline may be due now
 
     async def _flush_settled(self) -> None:
@@ -496,9 +504,9 @@ class SinkWorker:
 
     async def _backoff(self, delay: float) -> None:
         """Wait before retrying; keep moving queued lines into the bounded retry buffer meanwhile."""
-        deadline = time.monotonic() + delay * (0.5 + random.random() / 2)
+        deadline = time.monotonic() + delay
         while (left := deadline - time.monotonic()) > 0:
-            self._take()
+            self.take_batch()
             if self._closing.is_set():
                 left = min(left, 0.05)  # shutting down: retry promptly within the grace
             self._items.clear()
@@ -507,4 +515,4 @@ class SinkWorker:
                     await self._items.wait()
             except TimeoutError:
                 break
-        self._take()
+        self.take_batch()

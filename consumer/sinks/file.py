@@ -49,14 +49,15 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from consumer.logs import get_logger
 from consumer.sinks.base import PartialWrite
 from consumer.sinks.threads import SinkThread
 
-log = get_logger("consumer.sinks.file")
+log = get_logger(__name__)
 
 Writer = Callable[[int, memoryview], int]
 Syncer = Callable[[int], None]
@@ -86,8 +87,11 @@ class FileSink:
         syncer: Syncer | None = None,
         clock: Callable[[], float] = time.time,
         create_dirs: bool = False,
+        fd_lock: AbstractContextManager[Any] | None = None,
     ) -> None:
-        """`writer`/`syncer` replace `os.write`/`os.fsync` (tests: faults, gates); `clock` the UTC time."""
+        """`writer`/`syncer` replace `os.write`/`os.fsync` (tests: faults, gates); `clock` the UTC time;
+        `fd_lock` the lock held by fsync and whatever closes or replaces the fd (default a
+        `threading.Lock`; tests pass one that reports who waits)."""
         self.path = Path(path)
         self.name = name or f"file:{self.path}"
         self.rotate_bytes = rotate_bytes
@@ -104,7 +108,7 @@ class FileSink:
         self._good = 0  # offset just after the last complete line
         self._day = ""
         # Held by fsync and by whatever closes or replaces `_fd`; never by a plain append.
-        self._fd_lock = threading.Lock()
+        self._fd_lock: AbstractContextManager[Any] = fd_lock if fd_lock is not None else threading.Lock()
         self._written_gen = 0  # completed writes (batches or rotation chunks), ever
         self._synced_gen = 0  # writes up to this generation are known durable
         self._fsync_unsupported = False
@@ -151,7 +155,7 @@ class FileSink:
             if not self.create_dirs:
                 raise
             os.makedirs(self.path.parent, mode=DIR_MODE, exist_ok=True)
-            log.warning("sink directory created", sink=self.name, directory=str(self.path.parent))
+            log.warning("sink.dir_created", sink=self.name, directory=str(self.path.parent))
             fd = self._open_fd()
         try:
             st = os.fstat(fd)
@@ -185,7 +189,7 @@ class FileSink:
         try:
             rfd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except PermissionError:  # a write-only file: we cannot look, so we append as before
-            log.warning("cannot read the sink file to check for a torn tail", sink=self.name)
+            log.warning("sink.torn_tail_unreadable", sink=self.name)
             return size
         try:
             if os.pread(rfd, 1, size - 1) == b"\n":
@@ -202,7 +206,7 @@ class FileSink:
         finally:
             os.close(rfd)
         os.ftruncate(fd, cut)
-        log.warning("torn tail repaired", sink=self.name, bytes_dropped=size - cut, size=cut)
+        log.warning("sink.torn_tail_repaired", sink=self.name, bytes_dropped=size - cut, size=cut)
         return cut
 
     def _check_path(self, st: os.stat_result) -> None:
@@ -216,7 +220,7 @@ class FileSink:
             reason = "replaced" if st.st_nlink > 0 else "unlinked"
         except FileNotFoundError:
             reason = "unlinked" if self.path.parent.is_dir() else "directory_missing"
-        log.warning("sink file missing or replaced; reopening", sink=self.name, reason=reason)
+        log.warning("sink.file_replaced", sink=self.name, reason=reason)
         self._close()
         self._open()
 
@@ -252,7 +256,7 @@ class FileSink:
                 if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EROFS):
                     raise
                 self._fsync_unsupported = True
-                log.warning("fsync not supported on this sink path; continuing without", sink=self.name)
+                log.warning("sink.fsync_unsupported", sink=self.name)
         self._synced_gen = gen
 
     def _reopen(self) -> None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from consumer.errors import ConfigError, CredentialsRejected, ServiceUnavailable
+from consumer.errors import ConfigError, CredentialsRejected, ServiceUnavailable, describe_error
 from consumer.logs import get_logger
 from consumer.natsconn import NatsUnavailable, SubjectTemplate, connect, server_label
 from consumer.sinks.base import PartialWrite
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["NatsSink", "msg_id"]
 
-log = get_logger("consumer.sinks.nats")
+log = get_logger(__name__)
 
 CONTENT_TYPE = "application/json"
 _HDR = (
@@ -171,7 +171,7 @@ class NatsSink:
         await nc.subscribe(self._inbox + "*", cb=self._on_ack)
         self.connects += 1
         if self.connects > 1:
-            log.info("NATS reconnected", sink=self.name, servers=self._servers)
+            log.info("nats.reconnected", sink=self.name, servers=self._servers)
         return self._js
 
     async def _drop_connection(self) -> None:
@@ -180,7 +180,7 @@ class NatsSink:
             try:
                 await asyncio.wait_for(nc.close(), timeout=self.cfg.ack_timeout_seconds)
             except Exception as err:  # closing a broken connection: nothing left to save
-                log.debug("NATS close failed", sink=self.name, error=type(err).__name__)
+                log.debug("nats.close_failed", sink=self.name, error=type(err).__name__)
 
     async def open(self) -> None:
         try:
@@ -214,7 +214,7 @@ class NatsSink:
                     await js.stream_info(cfg.stream)
                 except nats.js.errors.NotFoundError:
                     await js.add_stream(config)
-                    log.info("JetStream stream created", stream=cfg.stream, subjects=subjects)
+                    log.info("nats.stream_created", stream=cfg.stream, subjects=subjects)
                 else:
                     await js.update_stream(config)
             else:
@@ -387,7 +387,7 @@ class NatsSink:
         error = error or batch.error or ("connection lost" if lost.done() else "no ack in time")
         if batch.error is None:
             await self._drop_connection()  # transport trouble: reconnect on the next write
-        text = _describe(error) if isinstance(error, BaseException) else error
+        text = describe_error(error) if isinstance(error, BaseException) else error
         cause = NatsUnavailable(f"NATS server {self._servers}, stream {self.cfg.stream!r}: {text}")
         if done:
             raise PartialWrite(done, cause)
@@ -490,7 +490,7 @@ class NatsSink:
         self._backlog.extend(plan)
         self.role = "leader"
         self.takeovers.append(report)
-        log.warning("took over publishing", sink=self.name, **report)
+        log.warning("nats.took_over", sink=self.name, **report)
         try:
             await self._leader_write(lines[cut:])
         except PartialWrite as err:
@@ -696,9 +696,3 @@ def _is_failover(line: bytes) -> bool:
     except msgspec.DecodeError:
         return False
     return rec.kind == "ha" and rec.target == "failover"
-
-
-def _describe(err: BaseException) -> str:
-    text = str(err)
-    name = type(err).__name__
-    return f"{name}: {text}" if text and text != name else name

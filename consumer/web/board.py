@@ -40,7 +40,7 @@ import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from consumer.relay import contract
+from consumer.redmist.view import flag_name
 from consumer.web.server import (
     Request,
     Response,
@@ -66,13 +66,6 @@ class BoardSource(Protocol):
     def event_status(self, event_id: str) -> str: ...
     def last_message_at(self, event_id: str) -> float | None: ...
     async def wait_changed(self, since_version: int) -> int: ...
-
-
-_FLAGS = {v: k for k, v in contract.CONTRACT.enums["Flags"].items()}
-
-
-def flag_name(flag: Any) -> str | None:
-    return _FLAGS.get(flag) if isinstance(flag, int) else None
 
 
 def _split(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:

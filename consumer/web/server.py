@@ -45,7 +45,7 @@ __all__ = [
     "json_response",
 ]
 
-log = get_logger("consumer.web")
+log = get_logger(__name__)
 
 JSON = "application/json"
 _ENCODER = msgspec.json.Encoder()
@@ -256,7 +256,7 @@ class HttpServer:
             # (re-raising only makes asyncio's stream callback log the cancelled task as an error).
             pass
         except Exception:  # a bug in a handler must not take the server down
-            log.exception("http connection failed")
+            log.exception("web.connection_failed")
         finally:
             self._tasks.discard(task)
             await self._close(writer)
@@ -335,7 +335,7 @@ class HttpServer:
             try:
                 response = await self.handler(request)
             except Exception:
-                log.exception("http handler failed", path=request.path)
+                log.exception("web.handler_failed", path=request.path)
                 response = error_response(500, "internal error")
             if self.extra_headers is not None:
                 response.headers.extend(self.extra_headers(request))

@@ -57,9 +57,7 @@ async def test_trickling_idp_is_cut_at_timeout_seconds_then_retried(
     first = conns[0]
     assert first["client_closed"] and first["sent"] < 100, first  # we hung up, mid-body
     assert "within 1 s" in str(caught.value) and "timeout_seconds" in str(caught.value)
-    warnings = [
-        r for r in json_logs.records() if r["event"] == "token request failing; retrying with backoff"
-    ]
+    warnings = [r for r in json_logs.records() if r["event"] == "auth.token_failing_retrying"]
     assert len(warnings) == 1
     assert warnings[0]["outcome"] == "network_error" and warnings[0]["client_id"] == "svc-hostile"
     assert provider.stats.requests["network_error"] >= 2

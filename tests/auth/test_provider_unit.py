@@ -220,8 +220,8 @@ async def test_stale_while_failing_serves_cached_and_warns_once(json_logs: LogCa
         await until(lambda: clock.sleeping == 1)
         assert len(idp.calls) == 1 + 5
         warnings = [r for r in json_logs.records() if r["level"] == "warning"]
-        assert len(warnings) == 1 and "serving the cached token" in warnings[0]["event"]
-        assert len([r for r in json_logs.records() if r["event"] == "token request failed"]) == 4
+        assert len(warnings) == 1 and warnings[0]["event"] == "auth.refresh_failing_serving_cached"
+        assert len([r for r in json_logs.records() if r["event"] == "auth.token_request_failed"]) == 4
         # Past real expiry (t=101): callers now wait for the refresh; a bound gives exit 69.
         clock.advance(6)
         with pytest.raises(TokenUnavailable) as caught:

@@ -107,7 +107,8 @@ def test_readable_secret_file_warns_and_world_readable_fails_strict(
     assert getattr(creds_of(config, {}), key).reveal() == VALUE
     warnings = [r for r in json_logs.records() if r["level"] == "warning"]
     assert len(warnings) == 1 and warnings[0]["file"] == str(secret_file)
-    assert "readable by group/others" in warnings[0]["event"]
+    assert warnings[0]["event"] == "auth.file_readable_by_others"
+    assert "readable by group/others" in warnings[0]["problem"]
     creds_of(config, {}, strict=True)  # group-readable: a warning even for the preflight
     secret_file.chmod(0o604)
     with pytest.raises(ConfigError) as caught:

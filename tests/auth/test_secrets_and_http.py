@@ -17,6 +17,7 @@ from consumer.auth import (
     build_token_provider,
     check_url_security,
     headers_for,
+    rejected_401_403,
 )
 from consumer.auth.credentials import read_client_secret
 from consumer.config import load_config
@@ -115,7 +116,8 @@ def test_inline_secret_in_readable_config_warns(tmp_path: Path, json_logs: LogCa
     loaded = load_config(config, env={})
     build_token_provider(loaded.auth, source=loaded.source, env={})
     warnings = [r for r in json_logs.records() if r["level"] == "warning"]
-    assert len(warnings) == 1 and "readable by group/others" in warnings[0]["event"]
+    assert len(warnings) == 1 and warnings[0]["event"] == "auth.file_readable_by_others"
+    assert "readable by group/others" in warnings[0]["problem"]
     assert warnings[0]["file"] == str(config)
     config.chmod(0o600)
     build_token_provider(loaded.auth, source=loaded.source, env={})
@@ -196,6 +198,45 @@ async def test_bearer_auth_invalid_token_challenge_retries_once() -> None:
         resp = await c.post("https://api.example/x", json={"a": 1})
     assert resp.status_code == 403
     assert seen == ["Bearer tok-1-abcdef", "Bearer tok-2-abcdef"]  # retried once, then gave up
+    await provider.aclose()
+
+
+async def test_bearer_auth_rejection_rule_is_injectable_for_negotiate() -> None:
+    """The same flow with negotiate's rule: a plain 403 (no challenge) also invalidates and retries
+    once; with the default REST rule a plain 403 is final."""
+    clock = FakeClock()
+    n = 0
+
+    def idp(_request: httpx.Request) -> httpx.Response:
+        nonlocal n
+        n += 1
+        return httpx.Response(200, json={"access_token": f"tok-{n}-abcdef", "expires_in": 300})
+
+    provider = build_token_provider(
+        AuthConfig(token_url=URL, client_id="c", client_secret=Secret("abcdefgh")),
+        http=httpx.AsyncClient(transport=httpx.MockTransport(idp)),
+        clock=clock,
+        env={},
+    )
+    seen: list[str] = []
+
+    def resource(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["Authorization"])
+        return (
+            httpx.Response(200)
+            if request.headers["Authorization"] == "Bearer tok-2-abcdef"
+            else httpx.Response(403)
+        )
+
+    transport = httpx.MockTransport(resource)
+    async with httpx.AsyncClient(transport=transport, auth=BearerAuth(provider)) as c:
+        assert (await c.post("https://api.example/negotiate")).status_code == 403
+    assert seen == ["Bearer tok-1-abcdef"]
+    seen.clear()
+    negotiate_auth = BearerAuth(provider, rejected=rejected_401_403)
+    async with httpx.AsyncClient(transport=transport, auth=negotiate_auth) as c:
+        assert (await c.post("https://api.example/negotiate")).status_code == 200
+    assert seen == ["Bearer tok-1-abcdef", "Bearer tok-2-abcdef"]
     await provider.aclose()
 
 

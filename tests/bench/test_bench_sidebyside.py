@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from consumer.relay import contract
+from consumer.redmist import contract
 from consumer.signalr import protocol as p
 
 ROOT = Path(__file__).resolve().parents[2]

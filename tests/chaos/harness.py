@@ -64,18 +64,18 @@ class Traffic:
     interval: float = 0.01
     log: list[tuple[int, float, int]] = field(default_factory=list)  # (seq, monotonic, queued)
     _task: asyncio.Task[None] | None = None
-    _seq: int = 0
+    seq: int = 0
 
     def send_one(self) -> int:
-        self._seq += 1
+        self.seq += 1
         patch = {
             "eventId": str(self.event_id),
             "sessionId": "1",
-            "number": str(self._seq % 60),
-            "chaosSeq": self._seq,
+            "number": str(self.seq % 60),
+            "chaosSeq": self.seq,
         }
         queued = self.sim.hub.server.send_to_group(f"evt{self.event_id}-sub", TARGET, [patch])
-        self.log.append((self._seq, time.monotonic(), queued))
+        self.log.append((self.seq, time.monotonic(), queued))
         return queued
 
     async def _run(self) -> None:
@@ -262,7 +262,7 @@ async def start_daemon(
 
 async def wait_relaying(daemon: DaemonProc, traffic: Traffic, timeout: float = 15.0) -> None:
     """Until a message sent from now on shows up in the sink (subscribed and relaying)."""
-    mark = traffic._seq
+    mark = traffic.seq
     await until(
         lambda: any(s > mark for s in daemon.seqs()) or daemon.proc.returncode is not None,
         timeout,

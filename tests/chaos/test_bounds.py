@@ -155,7 +155,7 @@ class Daemon:
             for line in self.log.read_text(errors="replace").splitlines():
                 with contextlib.suppress(json.JSONDecodeError):
                     rec = json.loads(line)
-                    if rec.get("event") == "observability endpoint listening":
+                    if rec.get("event") == "daemon.observability_listening":
                         self.metrics_url = rec["url"] + "/metrics"
                         return True
             return self.proc.returncode is not None

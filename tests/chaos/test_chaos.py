@@ -303,7 +303,7 @@ async def test_sigterm_mid_burst(tmp_path: Path, chaos_summary: list[Any]) -> No
         finally:
             code = await daemon.terminate()
     seqs = daemon.seqs()
-    stopped = [r for r in daemon.logs() if r.get("event") == "stopped"]
+    stopped = [r for r in daemon.logs() if r.get("event") == "daemon.stopped"]
     assert stopped, "no 'stopped' log line"
     received = stopped[-1]["received"]
     decoded = stopped[-1].get("decoded", received)

@@ -143,7 +143,7 @@ async def test_leader_killed_repeatedly_and_sigterm_handover(tmp_path: Path, cha
     sim = Simulator(SimConfig(hub=settings))
     sent: list[tuple[float, str, int]] = []  # (time, content, event)
     sending = True
-    original = sim.hub._send
+    original = sim.hub.send
 
     def logged(group: str, target: str, json_args: list[Any]) -> int:
         if not sending:
@@ -153,7 +153,7 @@ async def test_leader_killed_repeatedly_and_sigterm_handover(tmp_path: Path, cha
             sent.append((time.time(), canon(target, json.loads(json.dumps(json_args))), int(group[3:-4])))
         return n
 
-    sim.hub._send = logged  # type: ignore[method-assign]
+    sim.hub.send = logged  # type: ignore[method-assign]
     await sim.start()
     cfg = tmp_path / "daemon.toml"
     cfg.write_text(daemon_toml(sim, server, ttl))

@@ -49,16 +49,16 @@ class PaddedTraffic(Traffic):
     pad: int = 0
 
     def send_one(self) -> int:
-        self._seq += 1
+        self.seq += 1
         patch = {
             "eventId": str(self.event_id),
             "sessionId": "1",
-            "number": str(self._seq % 60),
-            "chaosSeq": self._seq,
+            "number": str(self.seq % 60),
+            "chaosSeq": self.seq,
             "pad": "x" * self.pad,
         }
         queued = self.sim.hub.server.send_to_group(f"evt{self.event_id}-sub", TARGET, [patch])
-        self.log.append((self._seq, time.monotonic(), queued))
+        self.log.append((self.seq, time.monotonic(), queued))
         return queued
 
 
@@ -155,7 +155,7 @@ async def test_sigterm_exits_within_the_grace_while_stdout_is_not_read(
     )
     assert code == 0
     assert elapsed <= GRACE + 1.0
-    stopped = events(daemon, "stopped")
+    stopped = events(daemon, "daemon.stopped")
     assert len(stopped) == 1
     assert stopped[0]["dropped"]["stdout"]["shutdown"] > 0  # what the stuck pipe never took
     assert stopped[0]["stuck_sinks"] == ["sink:stdout"]
@@ -169,7 +169,9 @@ async def test_second_sigterm_exits_130_with_a_stopped_line(tmp_path: Path) -> N
             os.close(w)
             traffic = await stall_stdout(sim, daemon, r, port)
             daemon.proc.send_signal(signal.SIGTERM)
-            await until(lambda: bool(events(daemon, "shutting down")), 10, "the graceful shutdown to begin")
+            await until(
+                lambda: bool(events(daemon, "daemon.shutting_down")), 10, "the graceful shutdown to begin"
+            )
             started = time.monotonic()
             daemon.proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(10):
@@ -178,7 +180,7 @@ async def test_second_sigterm_exits_130_with_a_stopped_line(tmp_path: Path) -> N
             await traffic.stop()
     assert code == 130
     assert elapsed < 1.0 + 1.0  # at once (a 30 s grace was not waited for); margin for a loaded machine
-    stopped = events(daemon, "stopped")
+    stopped = events(daemon, "daemon.stopped")
     assert len(stopped) == 1
     assert stopped[0]["aborted"] == "SIGTERM"
     assert stopped[0]["dropped"]["stdout"]["shutdown"] > 0
@@ -228,7 +230,7 @@ async def test_sigkill_mid_burst_then_restart_every_line_parses(
                 await daemon.proc.wait()
                 daemon = await start_daemon(sim, tmp_path)  # same file; the log restarts
                 await wait_relaying(daemon, traffic, timeout=30)
-                torn += len(events(daemon, "torn tail repaired"))
+                torn += len(events(daemon, "sink.torn_tail_repaired"))
             await traffic.stop()
         finally:
             code = await daemon.terminate()
@@ -304,7 +306,7 @@ async def test_stalled_sink_with_90kb_records_stays_within_the_byte_bound(
                     traffic.send_one()
                     await asyncio.sleep(0.1)
                 baseline = status_kib(daemon.proc.pid, "VmRSS")
-                while traffic._seq < total:
+                while traffic.seq < total:
                     traffic.burst(20)
                     # pace by what the daemon has read (the hub's outbound queue is bounded too)
                     await until_received(port, len(traffic.sent) - 40, 60)

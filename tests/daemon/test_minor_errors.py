@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from consumer.logs import redact_processor
+from consumer.redmist import PAYLOADS
 
 
 def _closed_port() -> int:
@@ -31,7 +32,7 @@ async def test_sigterm_before_first_connect_logs_no_error(tmp_path: Path, stuck_
     config = tmp_path / "config.toml"
     if stuck_at == "token":  # the first connect waits for a token the IdP never gives
         auth = f'token_url = "http://127.0.0.1:{dead}/token"\nclient_id = "svc"\nclient_secret_env = "S14"\n'
-        waited_for = "token request failing; retrying with backoff"
+        waited_for = "auth.token_failing_retrying"
     else:  # a static token: the first connect retries against a hub that refuses connections
         auth = 'grant = "static"\nstatic_token_env = "S14"\n'
         waited_for = "signalr.connect_failed"
@@ -72,7 +73,7 @@ async def test_sigterm_before_first_connect_logs_no_error(tmp_path: Path, stuck_
     errors = [r for r in lines if r["level"] == "error"]
     assert errors == [], errors
     assert code == 0
-    assert any(r["event"] == "stopped" for r in lines)
+    assert any(r["event"] == "daemon.stopped" for r in lines)
 
 
 def test_describe_error_never_empty() -> None:
@@ -105,12 +106,10 @@ def test_logged_exception_values_are_never_empty() -> None:
 
 async def test_snapshot_failure_after_reset_has_a_description() -> None:
     """The RedMist profile's snapshot log line after a TCP reset (the issue's `ReadError: `)."""
-    from consumer.daemon import _describe
+    from consumer.errors import describe_error  # the one description helper (the daemon's copy is gone)
 
-    assert (
-        _describe(httpx.ReadError("")) == "ReadError: connection reset or closed while reading the response"
-    )
-    assert _describe(None) is None
+    text = describe_error(httpx.ReadError(""))
+    assert text == "ReadError: connection reset or closed while reading the response"
 
 
 async def test_snapshot_after_tcp_reset_logs_a_non_empty_error() -> None:
@@ -121,7 +120,7 @@ async def test_snapshot_after_tcp_reset_logs_a_non_empty_error() -> None:
 
     from consumer.config import RedMistConfig
     from consumer.logs import setup_logging
-    from consumer.relay.redmist import RedMistProfile
+    from consumer.redmist.profile import RedMistProfile
     from consumer.relay.relay import Relay
 
     answers: list[Exception | None] = [httpx.ReadError(""), None]
@@ -140,7 +139,7 @@ async def test_snapshot_after_tcp_reset_logs_a_non_empty_error() -> None:
         now[0] += seconds
         await asyncio.sleep(0)
 
-    relay = Relay([], hub="h")
+    relay = Relay([], hub="h", profile=PAYLOADS)
     try:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
             profile = RedMistProfile(
@@ -165,6 +164,7 @@ async def test_snapshot_after_tcp_reset_logs_a_non_empty_error() -> None:
             if getattr(handler_, "_event_consumer", False):
                 root.removeHandler(handler_)
         structlog.reset_defaults()
-    failed = [json.loads(line) for line in stream.getvalue().splitlines() if "snapshot failed" in line]
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    failed = [r for r in records if r.get("event") == "redmist.snapshot_failed"]
     assert len(failed) == 1
     assert failed[0]["error"] == "ReadError: connection reset or closed while reading the response"

@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from consumer.relay.contract import arguments_to_msgpack
+from consumer.redmist.contract import arguments_to_msgpack
 from consumer.sim.hubhost import ProtocolArgs
 from consumer.sim.simulator import SimConfig, Simulator
 
@@ -161,7 +161,7 @@ async def test_sigterm_mid_burst_every_decoded_invocation_is_in_the_file(
     assert (first["eventId"], first["number"], first["overallPosition"]) == (str(ev), "42", 1)
     assert all(r["event_id"] == ev for r in invocations)
 
-    stopped = [e for e in log_events(stderr) if e.get("event") == "stopped"]
+    stopped = [e for e in log_events(stderr) if e.get("event") == "daemon.stopped"]
     assert len(stopped) == 1, stderr[-3000:]
     line = stopped[0]
     assert line["decoded"] == len(invocations), line  # every invocation decoded before the signal

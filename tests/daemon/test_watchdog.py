@@ -129,7 +129,7 @@ async def test_watchdog_withheld_while_a_sink_makes_no_progress(notify_path: str
                 await asyncio.wait_for(sink.entered.wait(), 10)  # the `connected` marker: stuck
                 await until(lambda: len(notifier.pings) >= 2, 10, "pings while the stall is young")
                 await until(
-                    lambda: any(e["event"] == "unhealthy; withholding the systemd watchdog" for e in logs),
+                    lambda: any(e["event"] == "daemon.unhealthy" for e in logs),
                     10,
                     "the stall to be noticed",
                 )
@@ -142,9 +142,9 @@ async def test_watchdog_withheld_while_a_sink_makes_no_progress(notify_path: str
             finally:
                 daemon.stop()
                 assert await asyncio.wait_for(task, 10) == 0
-    reasons = [e["reason"] for e in logs if e["event"] == "unhealthy; withholding the systemd watchdog"]
+    reasons = [e["reason"] for e in logs if e["event"] == "daemon.unhealthy"]
     assert reasons and reasons[0].startswith("sink gated: no write returned")
-    assert any(e["event"] == "healthy again; watchdog resumed" for e in logs)
+    assert any(e["event"] == "daemon.healthy_again" for e in logs)
 
 
 async def test_watchdog_withheld_while_the_hub_stays_disconnected(notify_path: str) -> None:
@@ -167,7 +167,7 @@ async def test_watchdog_withheld_while_the_hub_stays_disconnected(notify_path: s
                 server.refuse_upgrades(503, 60)  # the hub goes away and stays away
                 assert server.drop_all() == 1
                 await until(
-                    lambda: any(e["event"] == "unhealthy; withholding the systemd watchdog" for e in logs),
+                    lambda: any(e["event"] == "daemon.unhealthy" for e in logs),
                     10,
                     "the long disconnect to be noticed",
                 )
@@ -181,7 +181,7 @@ async def test_watchdog_withheld_while_the_hub_stays_disconnected(notify_path: s
             finally:
                 daemon.stop()
                 assert await asyncio.wait_for(task, 10) == 0
-    reasons = [e["reason"] for e in logs if e["event"] == "unhealthy; withholding the systemd watchdog"]
+    reasons = [e["reason"] for e in logs if e["event"] == "daemon.unhealthy"]
     assert reasons and reasons[0].startswith("hub reconnecting for more than 0.3 s")
 
 
@@ -205,9 +205,9 @@ async def test_watchdog_withheld_while_the_event_loop_is_blocked(notify_path: st
 async def test_a_failing_sink_is_not_a_stalled_sink(tmp_path: Path) -> None:
     """ENOSPC: the writes return (and fail); the worker retries and logs. Not hung, so the watchdog
     keeps going: a restart would not free the disk and would lose the retry buffer."""
-    from consumer.sinks import FileSink
+    from sinks.test_sink_hardening import ShortDisk
 
-    from .test_sink_hardening import ShortDisk
+    from consumer.sinks import FileSink
 
     w = SinkWorker(
         FileSink(tmp_path / "out.jsonl", writer=ShortDisk(free=0)), retry_initial=0.01, retry_max=0.05

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from consumer.config import HaConfig, NatsSinkConfig
 from consumer.ha import HaController
+from consumer.redmist import PAYLOADS
 from consumer.relay.relay import Relay
 from consumer.sinks.nats import NatsSink
 
@@ -29,7 +30,7 @@ def controller(server: NatsServer, node: str, health: dict[str, bool]) -> HaCont
         {"servers": [server.url]},
         hub="redmist",
         sinks=[sink],
-        relay=Relay([], hub="redmist"),
+        relay=Relay([], hub="redmist", profile=PAYLOADS),
         healthy=lambda: health[node],
         settle=0.0,
     )

@@ -11,7 +11,7 @@ import nats
 import pytest
 
 from consumer.kvboard import BoardValue, KvBoard, board_key
-from consumer.relay.state import LiveState
+from consumer.redmist.state import LiveState
 from consumer.sim.race import PACKAGED_REPLAYS, RaceEngine, load_replay
 
 from .natsserver import NatsServer

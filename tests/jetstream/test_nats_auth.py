@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from consumer.config import NatsSinkConfig, parse_config
 from consumer.errors import CredentialsRejected
 from consumer.natsconn import connect_kwargs
+from consumer.redmist import PAYLOADS
 from consumer.relay.relay import Relay
 from consumer.sinks import SinkWorker
 from consumer.sinks.nats import NatsSink
@@ -45,7 +46,9 @@ async def publish_one(cfg_nats: dict[str, object], tmp_path: Path, env: dict[str
     )
     worker = SinkWorker(sink)
     await worker.start()
-    await Relay([worker], hub="redmist").on_raw("ReceiveCarPatches", msgspec.Raw(b'[[{"eventId":"1"}]]'))
+    await Relay([worker], hub="redmist", profile=PAYLOADS).on_raw(
+        "ReceiveCarPatches", msgspec.Raw(b'[[{"eventId":"1"}]]')
+    )
     await worker.close(grace=10)
     return sink
 

@@ -14,6 +14,7 @@ import pytest
 
 from consumer.config import Config, NatsSinkConfig, parse_config
 from consumer.natsconn import connect_kwargs
+from consumer.redmist import PAYLOADS
 from consumer.relay.relay import Relay
 from consumer.sinks import FileSink, SinkWorker, build_worker
 from consumer.sinks.nats import NatsSink, msg_id
@@ -67,7 +68,7 @@ async def test_100k_replayed_invocations_stream_equals_file_sink(
     nworker = nats_worker(nats_server)
     for w in (file_worker, nworker):
         await w.start()
-    relay = Relay([file_worker, nworker], hub="redmist")
+    relay = Relay([file_worker, nworker], hub="redmist", profile=PAYLOADS)
     await relay_invocations(relay, cycled(100_000))
     await file_worker.close(grace=60)
     await nworker.close(grace=120)
@@ -91,7 +92,7 @@ async def test_100k_replayed_invocations_stream_equals_file_sink(
 async def test_subject_tokens_are_sanitised(nats_server: NatsServer) -> None:
     worker = nats_worker(nats_server, subject="{hub}.{kind}.{event_id}.{target}", hub="red mist.v2")
     await worker.start()
-    relay = Relay([worker], hub="red mist.v2")
+    relay = Relay([worker], hub="red mist.v2", profile=PAYLOADS)
     await relay.on_raw("Receive.Car*Patches", msgspec.Raw(b'[{"eventId":"a.b c>"}]'))
     await relay.emit_connection("connected")
     await worker.close(grace=10)
@@ -112,7 +113,7 @@ async def test_server_killed_and_restarted_mid_run_nothing_lost_no_duplicate(
     assert isinstance(sink, NatsSink)
     for w in (file_worker, nworker):
         await w.start()
-    relay = Relay([file_worker, nworker], hub="redmist")
+    relay = Relay([file_worker, nworker], hub="redmist", profile=PAYLOADS)
     invocations = cycled(30_000)
     feeder = asyncio.create_task(relay_invocations(relay, invocations))
     while sink.published < 8_000:  # mid-run: some acked, more coming
@@ -139,7 +140,7 @@ async def test_bounded_while_down_oldest_dropped_and_counted(nats_server: NatsSe
     worker.queue_size = 50
     await worker.start()
     await nats_server.kill()
-    relay = Relay([worker], hub="redmist")
+    relay = Relay([worker], hub="redmist", profile=PAYLOADS)
     await relay_invocations(relay, cycled(1_000))
     while worker.stats.dropped["sink_error"] < 1_000 - 150:
         await asyncio.sleep(0.01)
@@ -258,7 +259,7 @@ async def test_fast_and_public_publish_paths_store_the_same(
     nworker = nats_worker(nats_server, max_in_flight=64)  # the in-flight window fills many times
     for w in (file_worker, nworker):
         await w.start()
-    await relay_invocations(Relay([file_worker, nworker], hub="redmist"), cycled(3_000))
+    await relay_invocations(Relay([file_worker, nworker], hub="redmist", profile=PAYLOADS), cycled(3_000))
     await file_worker.close(grace=30)
     await nworker.close(grace=60)
     msgs = await stream_messages(nats_server)

@@ -1,4 +1,4 @@
-"""consumer.relay.contract: MessagePack integer-keyed arrays <-> RedMist's named JSON."""
+"""consumer.redmist.contract: MessagePack integer-keyed arrays <-> RedMist's named JSON."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from consumer.relay import contract
-from consumer.relay.contract import (
+from consumer.redmist import contract
+from consumer.redmist.contract import (
     CLIENT_METHOD_ARGS,
     CONTRACT,
     ContractError,

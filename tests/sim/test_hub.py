@@ -14,7 +14,7 @@ import pytest
 from pysignalr.client import SignalRClient
 from signalrcore.hub_connection_builder import HubConnectionBuilder
 
-from consumer.relay.contract import CONTRACT, format_time_only, from_msgpack_array, value_from_msgpack
+from consumer.redmist.contract import CONTRACT, format_time_only, from_msgpack_array, value_from_msgpack
 from consumer.signalr import protocol as p
 from consumer.sim.race import format_lap_time
 from consumer.sim.simulator import SimConfig, Simulator

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from consumer.relay.contract import CONTRACT, from_msgpack_array, json_names
+from consumer.redmist.contract import CONTRACT, from_msgpack_array, json_names
 from consumer.sim.simulator import Simulator
 
 from .conftest import ACCESS_CODE, PRIVATE_EVENT, run_node

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from consumer.relay.contract import CONTRACT, to_msgpack_array, value_to_msgpack
+from consumer.redmist.contract import CONTRACT, to_msgpack_array, value_to_msgpack
 from consumer.sim.race import (
     PACKAGED_REPLAYS,
     RaceEngine,

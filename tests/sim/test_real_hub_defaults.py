@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from consumer.relay.contract import value_from_msgpack
+from consumer.redmist.contract import value_from_msgpack
 from consumer.signalr import protocol as p
 from consumer.sim.ratelimit import TokenBucket
 from consumer.sim.simulator import SimConfig, Simulator

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-CONTRACT = json.loads((Path(__file__).resolve().parents[2] / "consumer/relay/contract.json").read_text())
+CONTRACT = json.loads((Path(__file__).resolve().parents[2] / "consumer/redmist/contract.json").read_text())
 
 
 def _patch_names() -> dict[str, str]:

@@ -10,7 +10,7 @@ import pytest
 from daemon.helpers import until
 
 from consumer.observability import DaemonCollector, ObservabilityServer, build_registry
-from consumer.relay.state import LiveState
+from consumer.redmist.state import LiveState
 from consumer.relay.stats import RelayStats
 from consumer.web import BoardService, board_delta
 

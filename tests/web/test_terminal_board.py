@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from consumer.commands.board_view import render
+from consumer.redmist.board_view import render
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 HOME = "\x1b[H"

@@ -1,4 +1,4 @@
-"""The MessagePack fast path (`consumer.relay.fastpack`) against the reference conversion.
+"""The MessagePack fast path (`consumer.redmist.fastpack`) against the reference conversion.
 
 Pinned: on every replay frame (both the shared replays and the simulator's packaged copies, played
 through the `RaceEngine`, sparse patches and RedMist-shaped full ones) and on hypothesis-generated
@@ -21,9 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.relay import contract, fastpack
+from consumer.redmist import PAYLOADS, contract, fastpack
+from consumer.redmist.payloads import event_id_of
 from consumer.relay.envelope import EnvelopeEncoder
-from consumer.relay.relay import Relay, event_id_of
+from consumer.relay.relay import Relay
 from consumer.sim.race import PACKAGED_REPLAYS, RaceEngine, load_replay
 
 from .test_hot_path_contract import reference_arguments
@@ -185,7 +186,7 @@ async def test_relay_output_is_the_reference_line_on_both_paths() -> None:
             return True
 
     sink = Capture()
-    relay = Relay([sink], hub="h", protocol="messagepack")  # type: ignore[list-item]
+    relay = Relay([sink], hub="h", profile=PAYLOADS, protocol="messagepack")  # type: ignore[list-item]
     good = frame(patch(k0="1187", k2="7", k43=10_000_000))
     extra = frame([*patch(k0="1187", k2="8"), "beyond"])
     for raw in (good, extra):
@@ -215,7 +216,7 @@ async def test_watchers_get_the_reference_dicts_and_the_line_is_unchanged() -> N
             return True
 
     sink = Capture()
-    relay = Relay([sink], hub="h", protocol="messagepack")  # type: ignore[list-item]
+    relay = Relay([sink], hub="h", profile=PAYLOADS, protocol="messagepack")  # type: ignore[list-item]
     seen: list[list[Any]] = []
     relay.watch(CAR, lambda args, event_id: seen.append(args))
     when = dt.datetime(2026, 8, 22, 19, 43, 55, 402000, tzinfo=dt.UTC)

@@ -211,12 +211,12 @@ async def test_fd_close_waits_for_the_fsync_in_flight(
 ) -> None:
     path = tmp_path / "out.jsonl"
     fsync = GatedFsync(events)
-    sink = FileSink(path, fsync="interval", rotate_bytes=300, keep=3, syncer=fsync)
+    spy = SpyLock(threading.Lock())
+    sink = FileSink(path, fsync="interval", rotate_bytes=300, keep=3, syncer=fsync, fd_lock=spy)
     await sink.open()
     await sink.write(lines(4))  # 248 bytes: the next line takes it past 300, so it rotates first
     assert path.stat().st_size == 248
-    spy = SpyLock(sink._fd_lock)
-    sink._fd_lock = spy  # type: ignore[assignment]
+    before = spy.attempts
     flush = asyncio.create_task(sink.flush())
     await wait_thread_event(fsync.entered)
     (fd,) = fsync.calls
@@ -227,7 +227,7 @@ async def test_fd_close_waits_for_the_fsync_in_flight(
         task = asyncio.create_task(sink.reopen())
     else:
         task = asyncio.create_task(sink.close())
-    await spy.wait_attempts(2)  # the flush holds the lock; the closing call is waiting for it
+    await spy.wait_attempts(before + 2)  # the flush holds the lock; the closing call is waiting for it
     assert not task.done()
     assert ("close", fd) not in events
     assert os.fstat(fd).st_ino == ino == path.stat().st_ino  # still open, not renamed away

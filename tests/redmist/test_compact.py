@@ -14,8 +14,8 @@ import msgspec
 import pytest
 
 from consumer.config import ConfigError, parse_config
-from consumer.relay import contract
-from consumer.relay.compact import COMPACT_ARGUMENTS
+from consumer.redmist import PAYLOADS, contract
+from consumer.redmist.compact import COMPACT_ARGUMENTS
 from consumer.relay.relay import Relay
 from consumer.sim.race import PACKAGED_REPLAYS, RaceEngine, load_replay
 
@@ -66,7 +66,7 @@ def batches() -> list[tuple[str, list[Any]]]:
 
 async def relay_lines(protocol: str, frames: list[tuple[str, list[Any]]], compact: bool) -> list[bytes]:
     sink = Capture()
-    relay = Relay([sink], hub="h", protocol=protocol, compact_patches=compact)  # type: ignore[list-item,arg-type]
+    relay = Relay([sink], hub="h", profile=PAYLOADS, protocol=protocol, compact_patches=compact)  # type: ignore[list-item,arg-type]
     for target, args in frames:
         if protocol == "json":
             raw = msgspec.json.encode(args)
@@ -150,7 +150,7 @@ async def test_messagepack_fallback_frames_are_compacted_too() -> None:
     arr: list[Any] = [None] * contract.CONTRACT.type("CarPositionPatch").array_length
     arr[0], arr[2] = "1187", "7"
     sink = Capture()
-    relay = Relay([sink], hub="h", protocol="messagepack", compact_patches=True)  # type: ignore[list-item]
+    relay = Relay([sink], hub="h", profile=PAYLOADS, protocol="messagepack", compact_patches=True)  # type: ignore[list-item]
     await relay.on_raw(CAR, msgspec.Raw(msgspec.msgpack.encode([[[*arr, "beyond"]]])))
     await relay.on_raw(CAR, msgspec.Raw(msgspec.msgpack.encode([[arr]])))
     first, second = (arguments(x) for x in sink.lines)

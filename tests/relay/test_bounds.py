@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from consumer.config import load_config
 from consumer.errors import ConfigError
 from consumer.observability import DaemonCollector, build_registry
-from consumer.relay import contract
+from consumer.redmist import PAYLOADS, contract
 from consumer.relay.relay import MAX_ROUTES, Relay
 from consumer.relay.stats import OTHER_TARGET
 from consumer.signalr.connection import MAX_TARGET_LENGTH, BufferUsage
@@ -52,7 +52,7 @@ ARGS = msgspec.Raw(b'[{"eventId":"1"}]')
 async def test_unknown_targets_are_relayed_but_counted_as_other_and_never_cached() -> None:
     sink = MemorySink()
     worker = SinkWorker(sink, queue_size=1_000_000)  # not started: the lines stay queued, countable
-    relay = Relay([worker], hub="h")
+    relay = Relay([worker], hub="h", profile=PAYLOADS)
     names = 20_000
     for i in range(names):
         await relay.on_raw(f"Hostile{i}", ARGS)
@@ -63,18 +63,18 @@ async def test_unknown_targets_are_relayed_but_counted_as_other_and_never_cached
     stats = relay.stats
     assert stats.received == {OTHER_TARGET: names + 3, "ReceiveCarPatches": 1}
     assert stats.relayed == {OTHER_TARGET: names + 3, "ReceiveCarPatches": 1}
-    assert len(relay._routes) <= MAX_ROUTES
-    assert long_target not in relay._routes
+    assert len(relay.cached_targets) <= MAX_ROUTES
+    assert long_target not in relay.cached_targets
     # nothing lost: every invocation is queued for the sink under its own target
     assert worker.depth == names + 4
-    queued = [json.loads(line) for line in worker._queue]
+    queued = [json.loads(line) for line in worker.queued_lines()]
     assert [r["target"] for r in queued[:3]] == ["Hostile0", "Hostile1", "Hostile2"]
     assert queued[-2]["target"] == long_target
 
 
 async def test_known_targets_come_from_the_contract_the_config_the_filters_and_watchers() -> None:
     worker = SinkWorker(MemorySink(), queue_size=100, include=["FromInclude"], exclude=["FromExclude"])
-    relay = Relay([worker], hub="h", known_targets=["FromConfig"])
+    relay = Relay([worker], hub="h", profile=PAYLOADS, known_targets=["FromConfig"])
     seen: list[Any] = []
     relay.watch("Watched", lambda args, event_id: seen.append(args))
     for target in (
@@ -96,7 +96,9 @@ async def test_known_targets_come_from_the_contract_the_config_the_filters_and_w
 
 
 async def test_metrics_stay_small_whatever_the_target_names_and_report_the_buffers() -> None:
-    relay = Relay([SinkWorker(MemorySink(), queue_size=10, overflow="drop_oldest")], hub="h")
+    relay = Relay(
+        [SinkWorker(MemorySink(), queue_size=10, overflow="drop_oldest")], hub="h", profile=PAYLOADS
+    )
     for i in range(20_000):
         await relay.on_raw(f"T{i:0200d}", ARGS)  # 200-character names: 8 MB of label text before
     usage = BufferUsage(

@@ -7,7 +7,8 @@ import jsonschema
 import msgspec
 import pytest
 
-from consumer.relay.envelope import Clock, EnvelopeEncoder, peek_json_event_id
+from consumer.redmist.payloads import peek_json_event_id
+from consumer.relay.envelope import Clock, EnvelopeEncoder
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "envelope.schema.json").read_text())
 

@@ -30,7 +30,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,15 +39,16 @@ import httpx
 import msgspec
 
 from consumer.auth import parse_retry_after
+from consumer.backoff import Backoff
 from consumer.config import RedMistConfig
 from consumer.errors import describe_error
 from consumer.logs import get_logger
-from consumer.relay import contract
+from consumer.redmist import contract
+from consumer.redmist.state import LiveState
 from consumer.relay.relay import Relay
-from consumer.relay.state import LiveState
 from consumer.relay.subscriptions import HubCall
 
-log = get_logger("consumer.relay.redmist")
+log = get_logger(__name__)
 
 JSON_ACTION = "GetCurrentSessionStateJson"
 MSGPACK_ACTION = "GetCurrentSessionState"
@@ -72,6 +72,22 @@ class SnapshotTooLarge(SnapshotError):
 
 class _NotLive(Exception):
     pass
+
+
+def _check_response(resp: httpx.Response, action: str, limit: int) -> None:
+    """Raise for a snapshot response that carries no usable body: 429, 404, not 200, declared too large."""
+    if resp.status_code == 429:
+        retry = parse_retry_after(resp.headers.get("Retry-After"), time.time())
+        raise _RateLimited(retry or 1.0)
+    if resp.status_code == 404:
+        raise _NotLive()
+    if resp.status_code != 200:
+        raise SnapshotError(f"{action} answered HTTP {resp.status_code}")
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise SnapshotTooLarge(
+            f"{action} body is {int(declared)} bytes, over redmist.snapshot_max_bytes = {limit}"
+        )
 
 
 class RedMistProfile:
@@ -181,7 +197,7 @@ class RedMistProfile:
     def _on_event_message(self, event_id: int | str) -> None:
         """A hub message for an event that is on hold (not live): lift the hold, fetch a snapshot."""
         if isinstance(event_id, int) and self._not_live.pop(event_id, None) is not None:
-            log.info("hub message for an event that was not live; fetching its snapshot", event_id=event_id)
+            log.info("redmist.event_live_again", event_id=event_id)
             if self.state is not None:
                 self.state.set_status(event_id, "unknown")
             self.request_snapshots([event_id])
@@ -249,7 +265,8 @@ class RedMistProfile:
 
     async def run(self) -> None:
         """The snapshot task: one call at a time, rate limited, until cancelled."""
-        delay = 1.0
+        backoff = Backoff(1.0, self.retry_max, floor=0.5, clock=self._clock)  # transient failures
+        failures = 0
         while True:
             nxt = self._due(self._clock())
             if not self._pending:
@@ -269,36 +286,36 @@ class RedMistProfile:
                 self.relay.stats.count_snapshot("rate_limited")
                 self._next_call = max(self._next_call, self._clock() + rl.retry_after)
                 self._pending.setdefault(ev, None)
-                log.warning("snapshot rate limited", event_id=ev, retry_after=rl.retry_after)
+                log.warning("redmist.snapshot_rate_limited", event_id=ev, retry_after=rl.retry_after)
                 continue
             except _NotLive:
                 self.relay.stats.count_snapshot("not_live")
                 if ev not in self._not_live:
                     log.info(
-                        "event not live (snapshot 404); rechecking while on hold",
+                        "redmist.event_not_live",
                         event_id=ev,
                         recheck_seconds=self.recheck,
                     )
                 self._not_live[ev] = self._clock()
                 if self.state is not None:
                     self.state.set_status(ev, "not_live")
-                delay = 1.0
+                failures = 0
                 continue
             except (httpx.HTTPError, SnapshotError, msgspec.DecodeError, ValueError, TimeoutError) as exc:
                 self.relay.stats.count_snapshot("error")
                 if ev not in self._failing:
                     self._failing.add(ev)
                     log.error(
-                        "snapshot failed; retrying with backoff (logged once until a snapshot succeeds)",
+                        "redmist.snapshot_failed",
                         event_id=ev,
                         error=describe_error(exc),
                     )
                 self._pending.setdefault(ev, None)
-                self._next_call = max(self._next_call, self._clock() + delay * (0.5 + random.random() / 2))
-                delay = min(self.retry_max, delay * 2)
+                failures += 1
+                self._next_call = max(self._next_call, backoff.deadline(failures))
                 continue
             self._failing.discard(ev)
-            delay = 1.0
+            failures = 0
 
     async def _fetch_and_emit(self, ev: int) -> None:
         json_format = self.cfg.snapshot_format == "json"
@@ -313,19 +330,7 @@ class RedMistProfile:
         try:
             async with asyncio.timeout(self.cfg.snapshot_timeout_seconds):
                 async with self.http.stream("GET", url, params={"eventId": str(ev)}, headers=headers) as resp:
-                    if resp.status_code == 429:
-                        retry = parse_retry_after(resp.headers.get("Retry-After"), time.time())
-                        raise _RateLimited(retry or 1.0)
-                    if resp.status_code == 404:
-                        raise _NotLive()
-                    if resp.status_code != 200:
-                        raise SnapshotError(f"{action} answered HTTP {resp.status_code}")
-                    declared = resp.headers.get("Content-Length", "")
-                    if declared.isdigit() and int(declared) > limit:
-                        raise SnapshotTooLarge(
-                            f"{action} body is {int(declared)} bytes, "
-                            f"over redmist.snapshot_max_bytes = {limit}"
-                        )
+                    _check_response(resp, action, limit)
                     chunks: list[bytes] = []
                     size = 0
                     async for chunk in resp.aiter_bytes():

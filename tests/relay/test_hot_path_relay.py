@@ -15,8 +15,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from consumer.relay import contract
-from consumer.relay.envelope import Clock, EnvelopeEncoder, peek_json_event_id
+from consumer.redmist import PAYLOADS, contract
+from consumer.redmist.payloads import peek_json_event_id
+from consumer.relay.envelope import Clock, EnvelopeEncoder
 from consumer.relay.relay import Relay
 from consumer.sinks import FileSink, PartialWrite, SinkWorker, StdoutSink
 
@@ -81,7 +82,7 @@ async def test_messagepack_lines_are_the_same_with_and_without_a_watcher() -> No
         sink = GatedSink()
         worker = SinkWorker(sink)
         await worker.start()
-        relay = Relay([worker], hub="h", protocol="messagepack")
+        relay = Relay([worker], hub="h", profile=PAYLOADS, protocol="messagepack")
         if mode == "watched":
             relay.watch(CAR, lambda args, ev: seen.append((args, ev)))
         await relay.on_raw(CAR, raw)
@@ -107,7 +108,7 @@ async def test_messagepack_unknown_target_passes_arguments_through() -> None:
     sink = GatedSink()
     worker = SinkWorker(sink)
     await worker.start()
-    relay = Relay([worker], hub="h", protocol="messagepack")
+    relay = Relay([worker], hub="h", profile=PAYLOADS, protocol="messagepack")
     await relay.on_raw("Other", msgspec.Raw(msgspec.msgpack.encode([[1, "a"], {"eventId": 9}])))
     await worker.close(grace=5)
     (line,) = sink.lines

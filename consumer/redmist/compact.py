@@ -14,7 +14,7 @@ field as received.
   rejects) goes the general way instead: decoded to dicts, null members dropped, the rest (unknown
   members included) kept in the order received. Targets without patch arguments keep the raw bytes
   (None is returned: splice as today).
-- MessagePack: `consumer.relay.fastpack.convert(..., compact=True)`; its fallback (and the dict form
+- MessagePack: `consumer.redmist.fastpack.convert(..., compact=True)`; its fallback (and the dict form
   the watchers get) goes through `compact_decoded(target, args)`.
 """
 
@@ -25,8 +25,8 @@ from typing import Any
 
 import msgspec
 
-from consumer.relay.contract import CLIENT_METHOD_ARGS, CONTRACT
-from consumer.relay.fastpack import PATCH_TYPES
+from consumer.redmist.contract import CLIENT_METHOD_ARGS, CONTRACT
+from consumer.redmist.fastpack import PATCH_TYPES
 
 __all__ = ["COMPACT_ARGUMENTS", "compact_decoded", "compact_json"]
 

@@ -11,9 +11,12 @@ import asyncio
 import os
 import shutil
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from consumer.web.board import BoardSource, flag_name
+from consumer.redmist.view import flag_name
+
+if TYPE_CHECKING:
+    from consumer.web.board import BoardSource
 
 __all__ = ["TerminalBoard", "render"]
 

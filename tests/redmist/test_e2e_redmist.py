@@ -7,17 +7,16 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from daemon.helpers import records, sim_settings, until
+from daemon.test_e2e import daemon_config, start_daemon
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.observability import DaemonCollector, build_registry
-from consumer.relay import contract
-from consumer.relay.state import LiveState
+from consumer.redmist import contract
+from consumer.redmist.state import LiveState
 from consumer.relay.stats import RelayStats
 from consumer.sim.simulator import SimConfig, Simulator
-
-from .helpers import records, sim_settings, until
-from .test_e2e import daemon_config, start_daemon
 
 
 def invocations(path: Path) -> list[dict[str, Any]]:

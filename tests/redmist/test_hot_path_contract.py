@@ -1,4 +1,4 @@
-"""The MessagePack -> named-JSON fast paths (`consumer.relay.contract`) against a reference conversion.
+"""The MessagePack -> named-JSON fast paths (`consumer.redmist.contract`) against a reference conversion.
 
 `reference_from_msgpack` below is the original per-field conversion (one lookup per confirmed field,
 converters applied to non-nil values), written out here so that the compiled tables (dict form) and
@@ -16,9 +16,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from consumer.relay import contract
-from consumer.relay.contract import CONTRACT, Contract, ContractError
-from consumer.relay.relay import event_id_of
+from consumer.redmist import contract
+from consumer.redmist.contract import CONTRACT, Contract, ContractError
+from consumer.redmist.payloads import event_id_of
 from consumer.sim.race import PACKAGED_REPLAYS, RaceEngine, load_replay
 
 CAR = "ReceiveCarPatches"

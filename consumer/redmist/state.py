@@ -51,12 +51,12 @@ from typing import Any
 import msgspec
 
 from consumer.logs import get_logger
-from consumer.relay import contract
+from consumer.redmist import contract
 from consumer.relay.envelope import Clock
 
 __all__ = ["LiveState"]
 
-log = get_logger("consumer.relay.state")
+log = get_logger(__name__)
 
 
 def _patch_to_row_names() -> dict[str, str]:
@@ -194,7 +194,7 @@ class LiveState:
         if sid == current:
             return
         self.session_changes += 1
-        log.info("new session: board reset, snapshot requested", event_id=key, session_id=sid)
+        log.info("redmist.new_session", event_id=key, session_id=sid)
         self._reset_event(key)
         self._session_ids[key] = sid
         if self.on_resync is not None:
@@ -354,7 +354,7 @@ class LiveState:
                 try:
                     await asyncio.to_thread(self.write_now)
                 except OSError as err:
-                    log.error("state file write failed", path=str(self.path), error=str(err))
+                    log.error("redmist.state_write_failed", path=str(self.path), error=str(err))
                 await asyncio.sleep(self.min_interval)  # rate limit, not synchronisation
         finally:
             if self.version != self.written_version:

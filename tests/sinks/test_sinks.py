@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import structlog
 
+from consumer.redmist.view import human_line
 from consumer.sinks import FileSink, SinkWorker, StdoutSink
-from consumer.sinks.stdout import human_line
+from consumer.sinks.stdout import plain_line
 
 
 def lines(n: int, start: int = 0, pad: int = 20) -> list[bytes]:
@@ -115,7 +116,7 @@ async def test_enospc_keeps_records_and_retries_when_space_returns(tmp_path: Pat
     errors = [e for e in logs if e["log_level"] == "error"]
     assert len(errors) == 1  # one clear error per failure streak
     assert "ENOSPC" in errors[0]["error"]
-    assert any(e["event"] == "sink recovered" for e in logs)
+    assert any(e["event"] == "sink.recovered" for e in logs)
 
 
 async def test_torn_tail_removed_even_when_truncate_fails_once(
@@ -329,3 +330,28 @@ async def test_close_is_bounded_when_the_sinks_flush_hangs() -> None:
         await worker.close(grace=1.0, close_timeout=0.2)
     assert sink.flush_started.is_set()
     assert sink.lines == [b"line"]
+
+
+class _TtyBuffer(io.BytesIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_stdout_pretty_view_is_the_injected_formatter_or_the_plain_line() -> None:
+    rec = {
+        "received_at": "2026-08-22T19:43:12.402117Z",
+        "kind": "invocation",
+        "target": "ReceiveCarPatches",
+        "event_id": 1187,
+        "arguments": [[{"number": "42", "overallPosition": 3}]],
+    }
+    line = json.dumps(rec).encode()
+    plain, rich = _TtyBuffer(), _TtyBuffer()
+    await StdoutSink(pretty=True, stream=plain).write([line])
+    await StdoutSink(pretty=True, stream=rich, formatter=human_line).write([line])
+    assert (
+        plain.getvalue().decode()
+        == '19:43:12.402 ReceiveCarPatches ev=1187 [[{"number":"42","overallPosition":3}]]\n'
+    )
+    assert rich.getvalue().decode() == "19:43:12.402 ReceiveCarPatches ev=1187 #42 P3\n"
+    assert plain_line(b"not json") == "not json"

@@ -37,7 +37,7 @@ async def test_torn_tail_is_repaired_on_open_and_logged(tmp_path: Path) -> None:
             w.offer(line)
         await w.close(grace=5)
     assert read_seqs(path) == [0, 1, 2, 3, 4]  # every line parses: the fragment is gone
-    repaired = [e for e in logs if e["event"] == "torn tail repaired"]
+    repaired = [e for e in logs if e["event"] == "sink.torn_tail_repaired"]
     assert len(repaired) == 1
     assert repaired[0]["bytes_dropped"] == len(fragment)
 
@@ -60,7 +60,7 @@ async def test_a_complete_file_is_left_alone(tmp_path: Path) -> None:
         await w.start()
         await w.close(grace=5)
     assert read_seqs(path) == [0, 1, 2]
-    assert not any(e["event"] == "torn tail repaired" for e in logs)
+    assert not any(e["event"] == "sink.torn_tail_repaired" for e in logs)
 
 
 async def test_deleted_file_is_detected_and_reopened(tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ async def test_deleted_file_is_detected_and_reopened(tmp_path: Path) -> None:
         await w.wait_idle()
     await w.close(grace=5)
     assert read_seqs(path) == list(range(10, 20))  # nothing went into the unlinked inode
-    reopened = [e for e in logs if e["event"] == "sink file missing or replaced; reopening"]
+    reopened = [e for e in logs if e["event"] == "sink.file_replaced"]
     assert [e["reason"] for e in reopened] == ["unlinked"]
 
 
@@ -97,7 +97,7 @@ async def test_replaced_file_is_detected_and_reopened(tmp_path: Path) -> None:
     await w.close(grace=5)
     assert read_seqs(tmp_path / "old.jsonl") == list(range(5))
     assert read_seqs(path) == list(range(5, 10))
-    assert [e["reason"] for e in logs if e["event"].startswith("sink file missing")] == ["replaced"]
+    assert [e["reason"] for e in logs if e["event"] == "sink.file_replaced"] == ["replaced"]
 
 
 async def test_vanished_directory_is_recreated_when_allowed(tmp_path: Path) -> None:
@@ -115,8 +115,8 @@ async def test_vanished_directory_is_recreated_when_allowed(tmp_path: Path) -> N
     await w.close(grace=5)
     assert read_seqs(path) == list(range(5, 10))
     events = [e["event"] for e in logs]
-    assert "sink file missing or replaced; reopening" in events
-    assert "sink directory created" in events
+    assert "sink.file_replaced" in events
+    assert "sink.dir_created" in events
     assert [e["reason"] for e in logs if "reason" in e] == ["directory_missing"]
 
 
@@ -138,7 +138,7 @@ async def test_vanished_directory_not_recreated_keeps_records_until_it_returns(t
             await w.wait_idle()
     await w.close(grace=5)
     assert read_seqs(path) == list(range(5))
-    failed = [e for e in logs if e["event"] == "sink write failed; keeping records and retrying"]
+    failed = [e for e in logs if e["event"] == "sink.write_failed"]
     assert failed and "ENOENT" in failed[0]["error"]
 
 
@@ -192,15 +192,15 @@ async def test_failing_sink_keeps_logging_at_a_bounded_rate(tmp_path: Path) -> N
         started = time.monotonic()
         w.offer(lines(1)[0])
         async with asyncio.timeout(10):
-            while sum(e["event"] == "sink still failing" for e in logs) < 3:
+            while sum(e["event"] == "sink.still_failing" for e in logs) < 3:
                 await asyncio.sleep(0.01)
         elapsed = time.monotonic() - started
     await w.close(grace=0.1)
-    still = [e for e in logs if e["event"] == "sink still failing"]
+    still = [e for e in logs if e["event"] == "sink.still_failing"]
     assert w.stats.errors > 2 * len(still)  # many failed attempts, far fewer lines
     assert len(still) <= elapsed / interval + 1
     assert all(e["buffered"] == 1 and "ENOSPC" in e["error"] for e in still)
-    assert sum(e["event"] == "sink write failed; keeping records and retrying" for e in logs) == 1
+    assert sum(e["event"] == "sink.write_failed" for e in logs) == 1
 
 
 async def test_queue_is_bounded_in_bytes_drop_oldest() -> None:
@@ -212,7 +212,7 @@ async def test_queue_is_bounded_in_bytes_drop_oldest() -> None:
     big = [bytes([65 + i % 26]) * 1000 for i in range(100)]
     for line in big:
         assert w.offer(line)
-    assert w._queue_bytes <= 10_000
+    assert w.queued_bytes <= 10_000
     assert w.depth_bytes <= 10_000 + len(b"first")
     assert w.stats.dropped["overflow"] == 90
     sink.gate.set()
@@ -262,7 +262,7 @@ async def test_retry_buffer_is_bounded_in_bytes(tmp_path: Path) -> None:
     for line in batch:
         await w.put(line)
     async with asyncio.timeout(5):
-        while w.stats.dropped["sink_error"] + w.depth < 200 or w._queue:
+        while w.stats.dropped["sink_error"] + w.depth < 200 or w.queued_lines():
             await asyncio.sleep(0.01)
     assert w.depth_bytes <= 20_000
     assert w.stats.dropped["sink_error"] + w.depth == 200
@@ -273,7 +273,7 @@ def test_batches_are_bounded_in_bytes() -> None:
     w = SinkWorker(GatedSink(), max_batch=4096, max_batch_bytes=10_000)
     for _ in range(50):
         w.offer(b"b" * 1000)
-    batch = w._take()
+    batch = w.take_batch()
     assert len(batch) == 10
     assert w.depth == 50  # taken into the retry buffer, not yet written
 
@@ -327,4 +327,4 @@ async def test_unreadable_file_is_opened_without_the_tail_check(
         await w.close(grace=5)
     monkeypatch.undo()
     assert read_seqs(path) == [0, 1]
-    assert any(e["event"] == "cannot read the sink file to check for a torn tail" for e in logs)
+    assert any(e["event"] == "sink.torn_tail_unreadable" for e in logs)

@@ -8,9 +8,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from consumer.relay import contract
+from consumer.redmist import PAYLOADS, contract
+from consumer.redmist.state import LiveState
 from consumer.relay.relay import Relay
-from consumer.relay.state import LiveState
 from consumer.relay.subscriptions import HubCall, Subscriber
 from consumer.sinks import SinkWorker
 
@@ -61,7 +61,7 @@ async def run_relay(protocol: str, messages: list[tuple[str, list[Any]]]) -> lis
     sink = MemorySink()
     worker = SinkWorker(sink)
     await worker.start()
-    relay = Relay([worker], hub="redmist", protocol=protocol)  # type: ignore[arg-type]
+    relay = Relay([worker], hub="redmist", profile=PAYLOADS, protocol=protocol)  # type: ignore[arg-type]
     for target, args in messages:
         if protocol == "json":
             raw = msgspec.Raw(msgspec.json.encode(full_json_args(target, args)))
@@ -96,7 +96,7 @@ async def test_messagepack_extra_trailing_elements_are_ignored() -> None:
     sink = MemorySink()
     worker = SinkWorker(sink)
     await worker.start()
-    relay = Relay([worker], hub="h", protocol="messagepack")
+    relay = Relay([worker], hub="h", profile=PAYLOADS, protocol="messagepack")
     arr = contract.arguments_to_msgpack("ReceiveSessionPatch", SESSION_PATCH)
     arr[0] = [*arr[0], "from-a-newer-server", 99]
     await relay.on_raw("ReceiveSessionPatch", msgspec.Raw(msgspec.msgpack.encode(arr)))
@@ -111,7 +111,7 @@ async def test_filters_route_by_target_and_markers_go_everywhere() -> None:
     wb = SinkWorker(b, exclude=["ReceiveCarPatches"])
     await wa.start()
     await wb.start()
-    relay = Relay([wa, wb], hub="h")
+    relay = Relay([wa, wb], hub="h", profile=PAYLOADS)
     await relay.emit_connection("connected")
     await relay.on_raw("ReceiveCarPatches", msgspec.Raw(b"[[]]"))
     await relay.on_raw("ReceiveSessionPatch", msgspec.Raw(b'[{"eventId":1}]'))
@@ -128,7 +128,7 @@ async def test_filters_route_by_target_and_markers_go_everywhere() -> None:
 async def test_block_policy_awaits_space_on_the_hot_path() -> None:
     sink = MemorySink()
     worker = SinkWorker(sink, queue_size=2, overflow="block")  # not started: nothing drains yet
-    relay = Relay([worker], hub="h")
+    relay = Relay([worker], hub="h", profile=PAYLOADS)
     await relay.on_raw("T", msgspec.Raw(b"[1]"))
     await relay.on_raw("T", msgspec.Raw(b"[2]"))
     third = asyncio.create_task(relay.on_raw("T", msgspec.Raw(b"[3]")))
@@ -145,7 +145,7 @@ async def test_on_invocation_matches_on_raw() -> None:
     sink = MemorySink()
     worker = SinkWorker(sink)
     await worker.start()
-    relay = Relay([worker], hub="h")
+    relay = Relay([worker], hub="h", profile=PAYLOADS)
     await relay.on_invocation("ReceiveSessionPatch", *SESSION_PATCH)
     await relay.on_raw("ReceiveSessionPatch", msgspec.Raw(msgspec.json.encode(SESSION_PATCH)))
     await worker.close(grace=5)
@@ -258,7 +258,7 @@ def test_live_state_merges_snapshot_and_patches(tmp_path: Any) -> None:
 @pytest.mark.parametrize("protocol", ["json", "messagepack"])
 async def test_watchers_get_decoded_arguments(protocol: str) -> None:
     seen: list[tuple[list[Any], Any]] = []
-    relay = Relay([], hub="h", protocol=protocol)  # type: ignore[arg-type]
+    relay = Relay([], hub="h", profile=PAYLOADS, protocol=protocol)  # type: ignore[arg-type]
     relay.watch("ReceiveSessionPatch", lambda args, ev: seen.append((args, ev)))
     payload = (
         msgspec.json.encode(full_json_args("ReceiveSessionPatch", SESSION_PATCH))

@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from consumer.relay.contract import CONTRACT, Contract
+from consumer.redmist.contract import CONTRACT, Contract
 
 # (MessagePack key, C# type, CarPosition JSON name, CarPositionPatch JSON name)
 CAR_FIELDS: list[tuple[int, str, str, str]] = [

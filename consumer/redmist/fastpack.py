@@ -4,7 +4,7 @@
 same encodable arguments `contract.encodable_arguments_from_msgpack(target, msgpack.decode(raw))`
 returns — objects that `msgspec.json` encodes to exactly the same bytes — or None when it cannot
 prove it handles the frame exactly; the caller then uses that reference conversion (so every rule
-about unexpected input lives in one place, `consumer.relay.contract`).
+about unexpected input lives in one place, `consumer.redmist.contract`).
 
 How: derived at import from the contract tables (`CONTRACT.types`, `CLIENT_METHOD_ARGS`), per
 contract type two generated Structs share one field layout: `<T>Named` (fields renamed to RedMist's
@@ -37,7 +37,7 @@ from typing import Any
 
 import msgspec
 
-from consumer.relay.contract import CONTRACT, Contract, FieldSpec, format_datetime
+from consumer.redmist.contract import CONTRACT, Contract, FieldSpec, format_datetime
 
 __all__ = ["FastPack", "convert", "supported_targets", "to_dicts"]
 
@@ -283,7 +283,7 @@ def _plain_text(value: Any) -> Any:
 def to_dicts(args: list[Any]) -> list[Any]:
     """`convert`'s result as `contract.arguments_from_msgpack` returns it: contract objects as dicts
     with RedMist's JSON names (all keys), converted slots as plain `str`, everything else as decoded.
-    For the relay's watchers (the live state reads fields); pinned equal in tests/daemon/test_fastpack.py."""
+    For the relay's watchers (the live state reads fields); pinned equal in tests/redmist/test_fastpack.py."""
     out: list[Any] = msgspec.to_builtins(args, builtin_types=_KEEP, enc_hook=_plain_text)
     return out
 

@@ -90,7 +90,7 @@ __all__ = [
     "value_to_msgpack",
 ]
 
-log = get_logger("consumer.relay.contract")
+log = get_logger(__name__)
 
 EXTRA_SLOT_PREFIX = "key"  # slots beyond the contract: `key<n>` (documented in docs/envelope.schema.json)
 _TICKS_PER_SECOND = 10_000_000
@@ -207,7 +207,7 @@ def _unexpected(type_name: str, value: Any) -> Any:
     if f"unexpected:{type_name}" not in STATS.warned:
         STATS.warned.add(f"unexpected:{type_name}")
         log.warning(
-            "a RedMist value arrived in a form the contract does not expect; passed through as received",
+            "redmist.contract_unexpected_form",
             type=type_name,
             got=type(value).__name__,
         )
@@ -236,13 +236,13 @@ def _add_extras(type_name: str, out: dict[str, Any], value: Sequence[Any], start
     if type_name not in STATS.warned:
         STATS.warned.add(type_name)
         log.warning(
-            "RedMist sent more fields than the contract knows; kept under generic names",
+            "redmist.contract_extra_fields",
             type=type_name,
             slots=n,
             known=start,
             names=f"{EXTRA_SLOT_PREFIX}{start}..{EXTRA_SLOT_PREFIX}{n - 1}",
             contract=version,
-            action="update consumer/relay/contract.json from the current RedMist contract",
+            action="update consumer/redmist/contract.json from the current RedMist contract",
         )
 
 
@@ -380,7 +380,7 @@ class Contract:
 
     @classmethod
     def load(cls) -> Contract:
-        text = resources.files("consumer.relay").joinpath("contract.json").read_text(encoding="utf-8")
+        text = resources.files("consumer.redmist").joinpath("contract.json").read_text(encoding="utf-8")
         return cls(json.loads(text))
 
     def type(self, name: str) -> TypeSpec:

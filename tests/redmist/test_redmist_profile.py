@@ -15,10 +15,10 @@ import pytest
 import structlog
 
 from consumer.config import InCar, RedMistConfig
-from consumer.relay import contract
-from consumer.relay.redmist import RedMistProfile, default_rest_url
+from consumer.redmist import PAYLOADS, contract
+from consumer.redmist.profile import RedMistProfile, default_rest_url
+from consumer.redmist.state import LiveState
 from consumer.relay.relay import Relay
-from consumer.relay.state import LiveState
 from consumer.secret import Secret
 from consumer.sinks import SinkWorker
 
@@ -69,7 +69,7 @@ def test_subscription_calls_follow_the_contract() -> None:
         control_logs=True,
         in_car=[InCar(event=390, car="42")],
     )
-    relay = Relay([], hub="h")
+    relay = Relay([], hub="h", profile=PAYLOADS)
     profile = RedMistProfile(cfg, relay, httpx.AsyncClient(), hub_url="https://x/status/event-status")
     calls = profile.calls()
     assert [(c.method, c.arguments) for c in calls] == [
@@ -106,7 +106,7 @@ async def test_snapshots_coalesced_rate_limited_and_429_honoured() -> None:
     sink = MemorySink()
     worker = SinkWorker(sink)
     await worker.start()
-    relay = Relay([worker], hub="h")
+    relay = Relay([worker], hub="h", profile=PAYLOADS)
     cfg = RedMistConfig(
         events=[390, 410], access_codes={"410": Secret("code-410")}, snapshot_min_interval_seconds=1.0
     )
@@ -157,7 +157,7 @@ async def test_reset_refetches_and_clears_state_messagepack_snapshot() -> None:
     sink = MemorySink()
     worker = SinkWorker(sink)
     await worker.start()
-    relay = Relay([worker], hub="h")
+    relay = Relay([worker], hub="h", profile=PAYLOADS)
     state = LiveState(None)
     cfg = RedMistConfig(events=[390], snapshot_format="messagepack")
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
@@ -203,7 +203,7 @@ async def test_server_errors_are_retried_with_backoff() -> None:
         status = answers.pop(0)
         return httpx.Response(status, json=snapshot_body(1) if status == 200 else {"error": "x"})
 
-    relay = Relay([], hub="h")
+    relay = Relay([], hub="h", profile=PAYLOADS)
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         profile = RedMistProfile(
             RedMistConfig(events=[1]), relay, http, hub_url="http://h/s/e", clock=t.clock, sleep=t.sleep
@@ -280,7 +280,7 @@ async def test_new_session_without_reset_drops_old_cars_and_fetches_a_snapshot()
     sink = MemorySink()
     worker = SinkWorker(sink)
     await worker.start()
-    relay = Relay([worker], hub="h")
+    relay = Relay([worker], hub="h", profile=PAYLOADS)
     state = LiveState(None)
     cfg = RedMistConfig(events=[390], resync_quiet_seconds=0, resync_every_seconds=0)
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
@@ -350,7 +350,7 @@ async def test_silent_hub_resyncs_within_the_quiet_window_and_messages_postpone_
     t = FakeTime()
     times: list[float] = []
     enough = asyncio.Event()
-    relay = Relay([], hub="h")
+    relay = Relay([], hub="h", profile=PAYLOADS)
     relay.stats.set_state("connected")
 
     async def handler(request: httpx.Request) -> httpx.Response:
@@ -386,7 +386,7 @@ async def test_busy_hub_resyncs_every_five_minutes_only_while_connected() -> Non
     t = FakeTime()
     times: list[float] = []
     enough = asyncio.Event()
-    relay = Relay([], hub="h")
+    relay = Relay([], hub="h", profile=PAYLOADS)
     relay.stats.set_state("connected")
 
     async def handler(request: httpx.Request) -> httpx.Response:
@@ -421,7 +421,7 @@ async def test_not_live_404_is_rechecked_every_30_s_and_a_hub_message_lifts_the_
     live = {"on": False}
     times: list[float] = []
     four = asyncio.Event()
-    relay = Relay([], hub="h")
+    relay = Relay([], hub="h", profile=PAYLOADS)
     relay.stats.set_state("connected")
     state = LiveState(None, clock=t.clock)
 
@@ -467,7 +467,7 @@ async def test_not_live_404_is_rechecked_every_30_s_and_a_hub_message_lifts_the_
     assert times[4] - held_at == cfg.snapshot_min_interval_seconds
     assert len(times) == 5 and not profile.is_not_live(390)
     assert relay.stats.snapshots == {"not_live": 4, "ok": 1}  # a 404 is not an error
-    hold_lines = [e for e in logs if "not live" in e["event"] and e["log_level"] == "info"]
+    hold_lines = [e for e in logs if e["event"] in ("redmist.event_not_live", "redmist.event_live_again")]
     assert len(hold_lines) == 2  # one "on hold" line, one "lifted" line
     assert not [e for e in logs if e["log_level"] == "error"]
 
@@ -488,7 +488,7 @@ async def test_snapshot_size_limit_is_a_clear_error_logged_once(streamed: bool) 
             return httpx.Response(200, json=snapshot_body(390))
         return httpx.Response(200, content=chunks() if streamed else body)
 
-    relay = Relay([], hub="h")
+    relay = Relay([], hub="h", profile=PAYLOADS)
     cfg = RedMistConfig(events=[390], snapshot_max_bytes=4096)
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         profile = RedMistProfile(
@@ -511,7 +511,7 @@ async def test_snapshot_read_has_a_total_deadline() -> None:
             await asyncio.Event().wait()  # headers never come
         return httpx.Response(200, json=snapshot_body(390))
 
-    relay = Relay([], hub="h")
+    relay = Relay([], hub="h", profile=PAYLOADS)
     cfg = RedMistConfig(events=[390], snapshot_timeout_seconds=0.2)
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         profile = RedMistProfile(cfg, relay, http, hub_url="http://h/status/event-status", retry_max=0.1)
