@@ -190,7 +190,6 @@ class Supervisor:
     async def run(self, started: asyncio.Future[None]) -> None:
         """Connect, resolve `started` (with the error when the start fails), supervise, shut down."""
         link = self._link
-        health = self._health
         close_error: BaseException | None = None
         connected_once = False
         self._give_up_error = None
@@ -199,35 +198,7 @@ class Supervisor:
             connected_once = True
             link.mark_connected()
             started.set_result(None)
-            while True:
-                ended = await link.run_transport()
-                if link.stopping:
-                    break
-                if not ended.allow_reconnect:
-                    close_error = ended.error
-                    log.warning("signalr.closed_by_server", error=_describe(ended.error), reconnect=False)
-                    break
-                health.lost(ended.error)
-                if link.can_resume():
-                    if health.short_streak:  # a resume that drops at once must not spin either
-                        delay = self._next_delay(health.short_streak, 0.0, ended.error)
-                        if delay is None:
-                            close_error = ended.error
-                            break
-                        await asyncio.sleep(delay)
-                    if await link.resume():
-                        health.opened()
-                        continue
-                link.fail_pending(
-                    ConnectionLostError(
-                        f"connection lost: {_describe(ended.error) or 'closed by the server'}"
-                    )
-                )
-                if await self._connect(ended.error, initial=False, failures=health.short_streak):
-                    await link.reconnected()
-                    continue
-                close_error = self._give_up_error or ended.error
-                break
+            close_error = await self._supervise()
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None:
@@ -245,6 +216,35 @@ class Supervisor:
         if connected_once:
             await link.fire_closed(close_error)
         link.closed()
+
+    async def _supervise(self) -> BaseException | None:
+        """Run transports until stopped, closed by the hub or given up; returns the close error."""
+        link = self._link
+        health = self._health
+        while True:
+            ended = await link.run_transport()
+            if link.stopping:
+                return None
+            if not ended.allow_reconnect:
+                log.warning("signalr.closed_by_server", error=_describe(ended.error), reconnect=False)
+                return ended.error
+            health.lost(ended.error)
+            if link.can_resume():
+                if health.short_streak:  # a resume that drops at once must not spin either
+                    delay = self._next_delay(health.short_streak, 0.0, ended.error)
+                    if delay is None:
+                        return ended.error
+                    await asyncio.sleep(delay)
+                if await link.resume():
+                    health.opened()
+                    continue
+            link.fail_pending(
+                ConnectionLostError(f"connection lost: {_describe(ended.error) or 'closed by the server'}")
+            )
+            if await self._connect(ended.error, initial=False, failures=health.short_streak):
+                await link.reconnected()
+                continue
+            return self._give_up_error or ended.error
 
     async def _connect(self, reason: BaseException | None, *, initial: bool, failures: int = 0) -> bool:
         """Attempt until connected (True) or the policy gives up (False, or raises on initial start).
