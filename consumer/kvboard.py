@@ -36,9 +36,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from consumer.backoff import Backoff
-from consumer.errors import CredentialsRejected
+from consumer.errors import CredentialsRejected, describe_error
 from consumer.logs import get_logger
-from consumer.natsconn import NatsUnavailable, connect, sanitize_token, server_label
+from consumer.natsconn import NatsUnavailable, close_quietly, connect, sanitize_token, server_label
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -194,16 +194,12 @@ class KvBoard:
                     "kvboard.write_failed",
                     bucket=self.bucket,
                     servers=servers,
-                    error=f"{type(err).__name__}: {err}",
+                    error=describe_error(err),
                     retry_in=round(delay, 2),
                 )
                 await asyncio.sleep(delay)
             finally:
-                if nc is not None and not nc.is_closed:
-                    try:
-                        await asyncio.wait_for(nc.close(), 2.0)
-                    except Exception as err:
-                        log.debug("kvboard.nats_close_failed", error=type(err).__name__)
+                await close_quietly(nc, event="kvboard.nats_close_failed")
 
 
 class KvBoardSource:
@@ -355,16 +351,12 @@ class KvBoardSource:
                     "kvboard.unavailable",
                     bucket=self.bucket,
                     servers=servers,
-                    error=f"{type(err).__name__}: {err}",
+                    error=describe_error(err),
                     retry_in=round(delay, 2),
                 )
                 await asyncio.sleep(delay)
             finally:
-                if nc is not None and not nc.is_closed:
-                    try:
-                        await asyncio.wait_for(nc.close(), 2.0)
-                    except Exception as err:
-                        log.debug("kvboard.nats_close_failed", error=type(err).__name__)
+                await close_quietly(nc, event="kvboard.nats_close_failed")
 
     async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
         seen: set[str] = set()

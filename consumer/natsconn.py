@@ -16,6 +16,7 @@ configured, and a missing install is a configuration error naming the key that a
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NatsUnavailable",
     "SubjectTemplate",
+    "close_quietly",
     "connect",
     "connect_kwargs",
     "require_nats",
@@ -301,3 +303,15 @@ async def connect(
             f"cannot connect to NATS server {servers}: {detail or type(err).__name__}"
         ) from None
     return nc
+
+
+async def close_quietly(nc: NATS | None, *, event: str) -> None:
+    """Close a NATS connection at the end of a retry cycle: bounded (2 s), never raising (logged at
+    debug under `event`, the caller's dotted log name)."""
+    if nc is None or nc.is_closed:
+        return
+    try:
+        async with asyncio.timeout(2.0):
+            await nc.close()
+    except Exception as err:
+        log.debug(event, error=type(err).__name__)

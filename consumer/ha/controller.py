@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from consumer.backoff import Backoff
-from consumer.errors import CredentialsRejected
+from consumer.errors import CredentialsRejected, describe_error
 from consumer.kvboard import open_bucket
 from consumer.logs import get_logger
-from consumer.natsconn import NatsUnavailable, connect, sanitize_token, server_label
+from consumer.natsconn import NatsUnavailable, close_quietly, connect, sanitize_token, server_label
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -160,16 +160,12 @@ class HaController:
                 log.warning(
                     "ha.nats_error",
                     servers=self._servers,
-                    error=f"{type(err).__name__}: {err}",
+                    error=describe_error(err),
                     retry_in=round(delay, 2),
                 )
                 await asyncio.sleep(delay)
             finally:
-                if nc is not None and not nc.is_closed:
-                    try:
-                        await asyncio.wait_for(nc.close(), 2.0)
-                    except Exception as err:
-                        log.debug("ha.nats_close_failed", error=type(err).__name__)
+                await close_quietly(nc, event="ha.nats_close_failed")
 
     async def _cycle(self, kv: KeyValue) -> None:
         import nats.errors
