@@ -1,45 +1,28 @@
 """asyncio SignalR hub client: accessTokenFactory semantics, automatic reconnect that never gives up.
 
-Layout: the protocol decisions (handshake, keepalive and Ack deadlines, stateful reconnect's
-numbering, replay buffer and dedupe, Close) are the sans-I/O core's (`consumer.signalr.core`); this
-module drives it over websockets. Negotiate (redirects, token transport, proxy) and the WebSocket
-open are `consumer.signalr.connector`; dispatching is `consumer.signalr.dispatch`, streams
-`streams.py`, errors `errors.py`, URLs `urls.py`.
-The lifecycle (connect, reconnect under the retry policy, healthy-before-reset, flapping, resume,
-shutdown) is `consumer.signalr.supervisor.Supervisor`, driving this connection through `_Link`.
-The receive path of one transport (socket → core → dispatch queue) is `receiver.py`.
-Size (about 950 lines, over the 700 guideline, a known debt of issue 11 item 3): the constructor's
-29 keyword parameters, sending through the core, the handshake, resume and shutdown still live here.
+It follows the official @microsoft/signalr client (HttpConnection.js, HubConnection.js,
+MessageBuffer.js) and goes past it where a daemon needs it. This module is the thin driver that ties
+the parts together and holds the public surface; each part describes its own behaviour:
 
-Point by point it follows the official @microsoft/signalr client (HttpConnection.js, HubConnection.js,
-MessageBuffer.js) and goes past it where a daemon needs it:
+- `core.py`: the sans-I/O connection core (handshake, keepalive and Ack deadlines, stateful
+  reconnect's numbering, byte-bounded replay buffer and dedupe, Close).
+- `connector.py`: negotiate (redirects, token transport, proxies, the 401/403 rule) and the
+  WebSocket open. `wire.py`: the handshake, sending through the core, keepalive Ping only when
+  nothing was sent for `keepalive_interval`, Acks, the Close. `receiver.py`: socket → core →
+  dispatch queue, the server timeout (any received frame resets it: half-open detection), UTF-8
+  checks of text frames (an invalid one closes the WebSocket with 1007 and recycles the connection).
+- `dispatch.py`: handlers, callbacks (`on_reconnecting(error)`, `on_reconnected(connection_id)`,
+  `on_closed(error)`), the bounded hand-off and the final drain. `calls.py`: pending invocations and
+  streams (`streams.py`); they fail with `ConnectionLostError` when the connection is lost (unless a
+  stateful reconnect resumes it), so nothing hangs.
+- `supervisor.py`: the lifecycle outside the connection (connect, the reconnect policy,
+  healthy-before-reset, flapping, the single resume attempt of a stateful connection, shutdown),
+  driving this connection through `_Link`. `state.py`: `ConnectionState`, `ClientStats`, `BufferUsage`.
 
-- Handshake timeout; keepalive Ping only when nothing was sent for `keepalive_interval`; server
-  timeout (any received frame resets it) → the transport is treated as lost (half-open detection).
-- `send` (no invocation id), `invoke` (awaits the Completion; raises `HubError` with the hub's
-  message), `stream` (a `HubStream` async iterator; `aclose()`, leaving `async with`, or cancelling
-  the consuming task sends CancelInvocation).
-- `connector.py` (negotiate, redirects, token transport, 401/403 rule, proxies), `dispatch.py`
-  (handlers, bounded hand-off, callback ordering) and `supervisor.py` (reconnect policy,
-  healthy-before-reset, flapping) describe their parts of the behaviour.
-- States `disconnected, connecting, connected, reconnecting, disconnecting`; callbacks
-  `on_reconnecting(error)`, `on_reconnected(connection_id)`, `on_closed(error)`. Pending invocations
-  and streams fail with `ConnectionLostError` when the connection is lost (unless a stateful reconnect
-  resumes it), so nothing hangs.
-- Nothing decoded is lost on `stop(drain_timeout=)`: reading stops first, the queue is drained
-  (bounded), then Close and the WebSocket close. `stats` (`ClientStats`) counts invocations decoded,
-  dispatched and abandoned (a drain cut short by its deadline or a cancelled `stop()`).
-- Text frames (JSON protocol) must be valid UTF-8 (RFC 6455 5.6, 8.1): a frame that is not is a
-  protocol error, never decoded or relayed; the WebSocket is closed with 1007 and the connection
-  recycled like any other protocol error.
-- Stateful reconnect (opt-in): negotiates `useStatefulReconnect`, handshake version 2, counts
-  trackable messages (types 1-5) both ways, Acks about every `ack_interval`, keeps a byte-bounded
-  replay buffer (sends wait when it is full), on a transport drop reconnects with the same
-  connection token without negotiating or handshaking, sends Sequence and replays, drops duplicates.
-  If that single resume attempt fails, a normal reconnect follows.
-
-Logging: structlog via `consumer.logs.get_logger`; tokens never logged; every logged URL goes
-through `redact_url` (access_token and the connection token `id` masked).
+States `disconnected, connecting, connected, reconnecting, disconnecting`. `send` (no invocation
+id), `invoke` (awaits the Completion; raises `HubError` with the hub's message), `stream` (a
+`HubStream` async iterator). Nothing decoded is lost on `stop(drain_timeout=)` (see `stop`). Tokens
+are never logged; every logged URL goes through `redact_url`.
 
 Public API::
 
@@ -53,44 +36,32 @@ Public API::
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
-import itertools
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
-from consumer.errors import ConfigError, describe_error
+from consumer.errors import ConfigError
 from consumer.logs import get_logger, register_secret
 from consumer.signalr import protocol as proto
-from consumer.signalr.connector import MAX_NEGOTIATE_BYTES, Connector, ConnectorOptions, TokenFactory
-from consumer.signalr.core import (
-    CloseReceived,
-    CoreOptions,
-    HandshakeCompleted,
-    HandshakeFailed,
-    HubCore,
-    ProtocolViolation,
-    Role,
-    StateError,
+from consumer.signalr.calls import Calls
+from consumer.signalr.connector import (
+    MAX_NEGOTIATE_BYTES,
+    Connector,
+    ConnectorOptions,
+    TokenFactory,
+    TokenProviderLike,
 )
+from consumer.signalr.core import CloseReceived, CoreOptions, HubCore, ProtocolViolation, Role
 from consumer.signalr.core import State as CoreState
 from consumer.signalr.dispatch import (
     DEFAULT_MAX_DISPATCH_BYTES,
     MAX_TARGET_LENGTH,
     Batch,
-    Callback,
     Dispatching,
     DispatchQueue,
-    Handler,
-    Notify,
-    RawHandler,
 )
 from consumer.signalr.errors import (
     ConnectionLostError,
@@ -98,27 +69,18 @@ from consumer.signalr.errors import (
     HubAuthError,
     HubConnectionError,
     HubError,
-    InvalidTextFrameError,
     NegotiateError,
     ServerClosedError,
     ServerTimeoutError,
 )
-from consumer.signalr.proxies import (
-    PROXY_ENV,
-    PROXY_OFF,
-    redact_proxy,
-    validate_proxy,
-)
-from consumer.signalr.receiver import Receiver, check_utf8
+from consumer.signalr.proxies import PROXY_ENV, PROXY_OFF, redact_proxy, validate_proxy
+from consumer.signalr.receiver import Receiver
 from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy
-from consumer.signalr.streams import _END, HubStream
-from consumer.signalr.supervisor import Ended, Health, Supervisor
-from consumer.signalr.urls import (
-    build_negotiate_url,
-    build_ws_url,
-    check_url_security,
-    redact_url,
-)
+from consumer.signalr.state import BufferUsage, ClientStats, ConnectionState
+from consumer.signalr.streams import HubStream
+from consumer.signalr.supervisor import Ended, Health, Supervisor, describe_reason
+from consumer.signalr.urls import build_negotiate_url, build_ws_url, check_url_security, redact_url
+from consumer.signalr.wire import Wire
 
 __all__ = [
     "MAX_TARGET_LENGTH",
@@ -144,55 +106,6 @@ __all__ = [
 log = get_logger(__name__)
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
-
-
-class TokenProviderLike(Protocol):
-    async def get_token(self) -> str: ...
-
-    def invalidate(self, token: str) -> None: ...
-
-
-# --- the connection ---------------------------------------------------------------------------------
-
-
-class ConnectionState(enum.StrEnum):
-    DISCONNECTED = "disconnected"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    RECONNECTING = "reconnecting"
-    DISCONNECTING = "disconnecting"
-
-
-@dataclass(slots=True)
-class ClientStats:
-    """Counters of one HubConnection (cumulative over start/stop cycles).
-
-    Once the connection is closed, `invocations_decoded == invocations_dispatched +
-    invocations_abandoned`; `invocations_abandoned` only grows when a drain deadline expired (a
-    handler too slow for `drain_timeout`) or `stop()` itself was cancelled.
-    """
-
-    invocations_decoded: int = 0  # server→client invocations decoded from the socket (replays excluded)
-    invocations_dispatched: int = 0  # ... whose dispatch finished (handled, failed or unhandled)
-    invocations_abandoned: int = 0  # ... decoded but never dispatched because a drain was cut short
-    connections_opened: int = 0  # handshakes completed (first connect and every reconnect)
-    short_lived_connections: int = 0  # ... lost before they had stayed up `healthy_after` seconds
-
-
-@dataclass(frozen=True, slots=True)
-class BufferUsage:
-    """What the connection holds in memory now, and its limits (for `/metrics`).
-
-    `dispatch_*`: invocations decoded and not yet dispatched (wire bytes of their frames);
-    `replay_*`: the stateful-reconnect buffer of sent, not yet acknowledged messages (0 without one).
-    """
-
-    dispatch_bytes: int
-    dispatch_invocations: int
-    dispatch_limit_bytes: int
-    dispatch_limit_invocations: int
-    replay_bytes: int
-    replay_limit_bytes: int
 
 
 class HubConnection(Dispatching):
@@ -233,6 +146,7 @@ class HubConnection(Dispatching):
         proxy: str = PROXY_ENV,
         max_negotiate_bytes: int = MAX_NEGOTIATE_BYTES,
     ) -> None:
+        super().__init__()
         check_url_security(url, allow_insecure_http)
         problem = validate_proxy(proxy)
         if problem is not None:
@@ -243,7 +157,6 @@ class HubConnection(Dispatching):
             access_token_factory = access_token_factory or token_provider.get_token
             invalidate_token = invalidate_token or token_provider.invalidate
         self.url = url
-        self._protocol_name = protocol
         self._raw_arguments = raw_arguments
         try:
             self._protocol: proto.HubProtocol = proto.get_protocol(protocol, raw_arguments=raw_arguments)
@@ -252,21 +165,24 @@ class HubConnection(Dispatching):
         self._text = self._protocol.transfer_format == "text"
         self._retry_policy: RetryPolicy = retry_policy if retry_policy is not None else DaemonRetryPolicy()
         self._retry_initial_start = retry_initial_start
-        self._stateful_buffer_size = stateful_buffer_size
-        self._ack_interval = ack_interval
-        self._handshake_timeout = handshake_timeout
-        self._keepalive_interval = keepalive_interval
+        self._core_options = CoreOptions(
+            keepalive_interval=keepalive_interval,
+            timeout=None,  # the server timeout times only the wait on the socket (receiver.py)
+            handshake_timeout=handshake_timeout,
+            ack_interval=ack_interval,
+            replay_limit=stateful_buffer_size,
+            max_message_size=max_message_size,
+            max_handshake_size=max_message_size,
+        )
         self._server_timeout = server_timeout
-        self._close_timeout = close_timeout
-        self._max_message_size = max_message_size
-        frame_size = max_frame_size if max_frame_size is not None else 8 * max_message_size
         self._dispatch_queue_size = dispatch_queue_size
         self._max_dispatch_bytes = max_dispatch_bytes
         self._drain_timeout = drain_timeout
+        self._close_timeout = close_timeout
         self._stream_buffer_size = stream_buffer_size
         if proxy not in (PROXY_ENV, PROXY_OFF):
-            parts = urlsplit(proxy)
-            register_secret(parts.password)
+            register_secret(urlsplit(proxy).password)
+        frame_size = max_frame_size if max_frame_size is not None else 8 * max_message_size
         self._connector = Connector(
             ConnectorOptions(
                 url=url,
@@ -294,38 +210,21 @@ class HubConnection(Dispatching):
         )
 
         self._state = ConnectionState.DISCONNECTED
-        self._handlers: dict[str, list[Handler]] = {}
-        self._raw_handler: RawHandler | None = None
-        self._reconnecting_cbs: list[Callback] = []
-        self._reconnected_cbs: list[Callback] = []
-        self._closed_cbs: list[Callback] = []
-        self._ids = itertools.count()
-        self._pending: dict[str, asyncio.Future[Any]] = {}
-        self._streams: dict[str, HubStream] = {}
-        self._warned_targets: set[str] = set()
-        self._background: set[asyncio.Task[Any]] = set()
-
-        self._ws: ClientConnection | None = None
-        # The sans-I/O connection core of the current logical connection (handshake, keepalive and
-        # Ack deadlines, stateful reconnect's numbering, replay buffer and dedupe); None when closed.
-        self._core: HubCore | None = None
-        self._early: list[Any] = []
-        self._timer_wake = asyncio.Event()  # the core may have an earlier deadline (an Ack is due)
-        self._acked = asyncio.Event()  # Acks arrived (or the core went away): blocked senders recheck
+        self.calls = Calls()
+        self._wire = Wire(text=self._text, close_timeout=close_timeout)
+        self._early: list[Any] = []  # hub messages right behind the handshake response
         self._resume_url: str | None = None
         self._connection_id: str | None = None
-        self._send_lock = asyncio.Lock()
         self._dispatch_queue: DispatchQueue | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._leftover: deque[Batch] = deque()  # decoded, not yet queued when stop() came
-        self._routes = {}  # (annotated in Dispatching)
         self._main_task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._closing = False  # _main is past its receive/reconnect loop: only cleanup is left
+        self._closing = False  # the supervisor is past its loop: only cleanup is left
         self._graceful_close = False  # stop() found the connection connected: send Close after draining
         self._drain_deadline: float | None = None
         self._abandoned = False  # stop() was cancelled: cut the drain and on_closed short
-        self._firing_closed = False  # _main is running the on_closed callbacks
+        self._firing_closed = False  # the on_closed callbacks are running
         self.stats = ClientStats()
         self._health = Health(healthy_after, self.stats)
         self._closed_event = asyncio.Event()
@@ -351,35 +250,10 @@ class HubConnection(Dispatching):
         current one (if any) has not yet stayed up that long."""
         return self._health.flapping(self._state == ConnectionState.CONNECTED)
 
-    def on(self, target: str, handler: Handler) -> None:
-        """Register `handler(*args)` (sync or async) for a hub → client method; case-insensitive."""
-        self._handlers.setdefault(target.lower(), []).append(handler)
-        self._routes.clear()
-
-    def off(self, target: str, handler: Handler | None = None) -> None:
-        self._routes.clear()
-        if handler is None:
-            self._handlers.pop(target.lower(), None)
-            return
-        handlers = self._handlers.get(target.lower(), [])
-        with contextlib.suppress(ValueError):
-            handlers.remove(handler)
-        if not handlers:
-            self._handlers.pop(target.lower(), None)
-
-    def on_raw(self, handler: RawHandler | None) -> None:
-        """With `raw_arguments=True`: `handler(target, raw_args)` gets invocations no `on()` handler takes."""
-        self._raw_handler = handler
-        self._routes.clear()
-
-    def on_reconnecting(self, callback: Callback) -> None:
-        self._reconnecting_cbs.append(callback)
-
-    def on_reconnected(self, callback: Callback) -> None:
-        self._reconnected_cbs.append(callback)
-
-    def on_closed(self, callback: Callback) -> None:
-        self._closed_cbs.append(callback)
+    @property
+    def pending_calls(self) -> int:
+        """Invocations awaiting their Completion plus open streams."""
+        return len(self.calls)
 
     async def start(self) -> None:
         """Connect (retrying with the policy when `retry_initial_start`); returns once connected."""
@@ -456,14 +330,14 @@ class HubConnection(Dispatching):
     def buffer_usage(self) -> BufferUsage:
         """Bytes and invocations held for dispatch and for a stateful resume now, with their limits."""
         queue = self._dispatch_queue
-        core = self._core
+        core = self._wire.core
         return BufferUsage(
             dispatch_bytes=queue.bytes if queue is not None else 0,
             dispatch_invocations=queue.size if queue is not None else 0,
             dispatch_limit_bytes=self._max_dispatch_bytes,
             dispatch_limit_invocations=self._dispatch_queue_size,
             replay_bytes=core.replay_bytes if core is not None else 0,
-            replay_limit_bytes=self._stateful_buffer_size,
+            replay_limit_bytes=self._core_options.replay_limit,
         )
 
     async def send(self, target: str, *args: Any) -> None:
@@ -474,53 +348,20 @@ class HubConnection(Dispatching):
     async def invoke(self, target: str, *args: Any) -> Any:
         """Invoke a hub method and return its result; raises HubError with the hub's error message."""
         self._require_connected()
-        invocation_id = str(next(self._ids))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[invocation_id] = future
+        invocation_id, future = self.calls.expect()
         try:
             await self._send_message(
                 proto.Invocation(target=target, arguments=list(args), invocation_id=invocation_id)
             )
             return await future
         finally:
-            self._pending.pop(invocation_id, None)
+            self.calls.forget(invocation_id)
 
     def stream(self, target: str, *args: Any) -> HubStream:
         """A server→client stream; the StreamInvocation is sent on first iteration."""
         return HubStream(self, target, args, self._stream_buffer_size)
 
-    # --- internals: streams --------------------------------------------------------------------
-
-    async def _start_stream(self, stream: HubStream) -> None:
-        self._require_connected()
-        invocation_id = str(next(self._ids))
-        stream._invocation_id = invocation_id
-        self._streams[invocation_id] = stream
-        try:
-            await self._send_message(
-                proto.StreamInvocation(
-                    invocation_id=invocation_id, target=stream._target, arguments=list(stream._args)
-                )
-            )
-        except BaseException:
-            self._streams.pop(invocation_id, None)
-            stream._finished = True
-            raise
-
-    async def _send_cancel(self, invocation_id: str) -> None:
-        if self._state != ConnectionState.CONNECTED:
-            return
-        try:
-            await self._send_message(proto.CancelInvocation(invocation_id=invocation_id))
-        except Exception as exc:  # the connection is going away; nothing to cancel any more
-            log.debug("signalr.cancel_not_sent", invocation_id=invocation_id, error=repr(exc))
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    # --- internals: sending --------------------------------------------------------------------
+    # --- internals -------------------------------------------------------------------------------
 
     def _require_connected(self) -> None:
         if self._state != ConnectionState.CONNECTED:
@@ -528,79 +369,25 @@ class HubConnection(Dispatching):
                 f"Cannot send data if the connection is not in the 'connected' state (it is {self._state})."
             )
 
-    async def _ws_send(self, ws: ClientConnection, data: bytes) -> None:
-        try:
-            if self._text:
-                await ws.send(data.decode("utf-8"))
-            else:
-                await ws.send(data)
-        except ConnectionClosed as exc:
-            raise ConnectionLostError(f"the WebSocket is closed ({exc})") from exc
-
     async def _send_message(self, message: proto.HubMessage) -> None:
-        """Through the core: it numbers and buffers trackable messages when stateful. A stateful
-        message whose write fails stays buffered and is replayed after the resume; a sender waits
-        while the replay buffer is at its byte limit and its message unacknowledged."""
-        core = self._core
-        if core is None or core.state not in (CoreState.OPEN, CoreState.DETACHED):
-            raise ConnectionLostError("the connection has no transport")
-        async with self._send_lock:
-            try:  # detached (resuming): a trackable message is kept for the replay
-                seq = core.send(message, asyncio.get_running_loop().time())
-            except StateError:
-                raise ConnectionLostError("the connection has no transport") from None
-            await self._flush_core(core, lost_ok=seq > 0)
-        while seq > 0 and core.send_blocked(seq):
-            if self._core is not core or core.state in (CoreState.CLOSING, CoreState.CLOSED):
-                raise ConnectionLostError("the connection was closed before the hub acknowledged the message")
-            self._acked.clear()
-            await self._acked.wait()
-
-    async def _flush_core(self, core: HubCore, *, lost_ok: bool = False) -> None:
-        """Write what the core queued (send lock held). `lost_ok`: a lost transport is not an error
-        (what was written is in the replay buffer)."""
-        ws = self._ws
-        data = core.data_to_send()
-        if ws is None:
-            if lost_ok:
-                return
-            raise ConnectionLostError("the connection has no transport")
-        try:
-            for chunk in data:
-                await self._ws_send(ws, chunk)
-        except ConnectionLostError:
-            if not lost_ok:
-                raise
-
-    # --- internals: connecting -----------------------------------------------------------------
+        await self._wire.send_message(message)
 
     async def _establish(self) -> None:
         """One connect: the connector's [negotiate (+redirects)] → WebSocket (with the 401/403 rule),
         then the handshake driven through a new core."""
         opened = await self._connector.open()
         ws, connect_url, stateful = opened.ws, opened.connect_url, opened.stateful
+        loop = asyncio.get_running_loop()
         core = HubCore(
-            Role.CLIENT,
-            asyncio.get_running_loop().time(),
-            protocol=self._protocol,
-            stateful=stateful,
-            options=CoreOptions(
-                keepalive_interval=self._keepalive_interval,
-                timeout=None,  # the server timeout times only the wait on the socket (_receive_loop)
-                handshake_timeout=self._handshake_timeout,
-                ack_interval=self._ack_interval,
-                replay_limit=self._stateful_buffer_size,
-                max_message_size=self._max_message_size,
-                max_handshake_size=self._max_message_size,
-            ),
+            Role.CLIENT, loop.time(), protocol=self._protocol, stateful=stateful, options=self._core_options
         )
         try:
-            await self._handshake(ws, core)
+            self._early = await self._wire.handshake(ws, core, self._answered)
         except BaseException:
-            await self._abort(ws)
+            await self._wire.abort(ws)
             raise
-        self._replace_core(core)
-        self._ws = ws
+        self._wire.replace_core(core)
+        self._wire.ws = ws
         self._connection_id = opened.connection_id
         self._resume_url = connect_url if stateful else None
         log.info(
@@ -611,74 +398,10 @@ class HubConnection(Dispatching):
             stateful_reconnect=stateful,
         )
 
-    def _replace_core(self, core: HubCore | None) -> None:
-        """A new logical connection (or none): senders blocked on the old one's replay buffer fail."""
-        self._core = core
-        self._acked.set()
-
-    async def _handshake(self, ws: ClientConnection, core: HubCore) -> None:
-        """Drive the core's handshake over `ws`; hub messages right behind the response are kept."""
-        loop = asyncio.get_running_loop()
-        for chunk in core.data_to_send():
-            await ws.send(chunk.decode("utf-8"))
-        events: list[Any] = []
-        try:
-            async with asyncio.timeout_at(core.next_deadline()):
-                while core.state is CoreState.HANDSHAKING:
-                    frame = await ws.recv(decode=False)
-                    if self._text and not frame.isascii():
-                        check_utf8(frame)
-                    core.receive_data(frame, loop.time())
-                    events.extend(core.events_received())
-        except TimeoutError:
-            core.on_timer(loop.time())
-            events.extend(core.events_received())
-        except ConnectionClosed as exc:
-            raise HandshakeError(f"the server closed the WebSocket during the handshake ({exc})") from None
-        except proto.ProtocolError as exc:  # invalid UTF-8
-            raise HandshakeError(f"Error parsing handshake response: {exc}") from None
-        for index, event in enumerate(events):
-            if isinstance(event, HandshakeFailed):
-                if event.error.startswith("Server returned"):  # a response arrived: the server is up
-                    self._health.opened()
-                    self.stats.connections_opened += 1
-                raise HandshakeError(event.error)
-            if isinstance(event, HandshakeCompleted):
-                self._health.opened()
-                self.stats.connections_opened += 1
-                rest = events[index + 1 :]
-                for later in rest:
-                    if isinstance(later, ProtocolViolation):
-                        raise HandshakeError(f"malformed data after the handshake: {later.error}")
-                self._early = rest
-                return
-        raise HandshakeError("the handshake ended without a response")  # pragma: no cover
-
-    async def _abort(self, ws: ClientConnection, code: int = 1000, reason: str = "") -> None:
-        try:
-            async with asyncio.timeout(self._close_timeout):
-                await ws.close(code, reason)
-        except Exception:
-            ws.transport.abort()
-
-    async def _notify(self, callbacks: list[Callback], *args: Any) -> None:
-        """Queue connection callbacks behind every invocation decoded so far: the dispatcher runs
-        them in that order, so markers and data keep their true order and the receive loop (or the
-        reconnect) never waits for a callback. If the queue stays full for `drain_timeout` s (a
-        handler is stuck), the put goes on in the background and ordering becomes best effort."""
-        queue = self._dispatch_queue
-        assert queue is not None
-        item = Notify(callbacks, args)
-        if queue.put_nowait(item):
-            return
-        try:
-            async with asyncio.timeout(self._drain_timeout):
-                await queue.put(item)
-        except TimeoutError:
-            log.warning("signalr.dispatch_queue_stuck", queued=queue.size)
-            self._spawn(queue.put(item))
-
-    # --- internals: lifecycle ------------------------------------------------------------------
+    def _answered(self) -> None:
+        """The hub answered a handshake: a connection opened (for healthy-before-reset and stats)."""
+        self._health.opened()
+        self.stats.connections_opened += 1
 
     async def _cancel_main(self) -> None:
         task = self._main_task
@@ -718,34 +441,25 @@ class HubConnection(Dispatching):
         assert queue is not None and dispatcher is not None
         self._closing = True
         self._state = ConnectionState.DISCONNECTING
-        self._fail_pending(  # before draining: a handler awaiting an invoke must not wait for it
+        self.calls.fail_all(  # before draining: a handler awaiting an invoke must not wait for it
             ConnectionLostError("the connection was stopped")
             if close_error is None
-            else ConnectionLostError(f"the connection was closed: {_describe(close_error)}")
+            else ConnectionLostError(f"the connection was closed: {describe_reason(close_error)}")
         )
         deadline = self._drain_deadline
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self._drain_timeout
         await self._drain(queue, dispatcher, deadline)
-        ws, self._ws = self._ws, None
-        core = self._core
-        if ws is not None:
-            if self._graceful_close and core is not None and core.state is CoreState.OPEN:
-                core.close(now=asyncio.get_running_loop().time())
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(self._close_timeout):
-                        for chunk in core.data_to_send():
-                            await self._ws_send(ws, chunk)
-            await self._abort(ws)
+        await self._wire.close(graceful=self._graceful_close)
         for task in list(self._background):
             task.cancel()
-        self._fail_pending(ConnectionLostError("the connection was stopped"))
-        self._replace_core(None)
+        self.calls.fail_all(ConnectionLostError("the connection was stopped"))
+        self._wire.replace_core(None)
         self._state = ConnectionState.DISCONNECTED
         self._dispatcher = None
         self._drain_deadline = None
         self._graceful_close = False
-        log.info("signalr.closed", error=_describe(close_error))
+        log.info("signalr.closed", error=describe_reason(close_error))
 
     async def _fire_closed(self, close_error: BaseException | None) -> None:
         self._firing_closed = True
@@ -763,14 +477,12 @@ class HubConnection(Dispatching):
             self._firing_closed = False
 
     async def _run_transport(self) -> Ended:
-        ws = self._ws
-        core = self._core
-        assert ws is not None and core is not None
-        timers = asyncio.create_task(self._timer_loop(core))
+        wire = self._wire
+        ws, core, queue = wire.ws, wire.core, self._dispatch_queue
+        assert ws is not None and core is not None and queue is not None
+        timers = asyncio.create_task(wire.timer_loop(core))
         try:
             early, self._early = self._early, []
-            queue = self._dispatch_queue
-            assert queue is not None
             receiver = Receiver(
                 ws,
                 core,
@@ -780,39 +492,29 @@ class HubConnection(Dispatching):
                 other=self._handle_other,
                 text=self._text,
                 server_timeout=self._server_timeout,
-                acked=self._acked,
-                timer_wake=self._timer_wake,
+                acked=wire.acked,
+                timer_wake=wire.timer_wake,
             )
             ended = await receiver.run(early)
         finally:
             timers.cancel()
             await asyncio.wait([timers])
-        if self._ws is ws:
-            self._ws = None
-        # stateful and resumable: the core keeps the replay buffer, detached, for _resume
-        core.connection_lost(asyncio.get_running_loop().time(), resumable=ended.resumable)
-        if ended.error is None or isinstance(ended.error, ServerClosedError):
-            await self._abort(ws)  # the server said goodbye: close the WebSocket politely
-        elif isinstance(ended.error, InvalidTextFrameError):
-            await self._abort(ws, code=1007, reason="invalid UTF-8")  # RFC 6455 7.4.1
-        else:
-            ws.transport.abort()  # dead, half-open or broken: do not wait for a close handshake
+        await wire.transport_ended(ws, core, ended)
         if not self._stopping:
             log.warning(
                 "signalr.transport_ended",
-                error=_describe(ended.error),
+                error=describe_reason(ended.error),
                 allow_reconnect=ended.allow_reconnect,
                 resumable=core.state is CoreState.DETACHED,
             )
         return ended
 
     async def _handle_other(self, message: Any) -> Ended | None:
+        """What the receive path does not hand to the dispatcher, in arrival order."""
         if isinstance(message, proto.StreamItem):
-            stream = self._streams.get(message.invocation_id)
-            if stream is not None:
-                await stream._put(message.item)
+            await self.calls.stream_item(message)
         elif isinstance(message, proto.Completion):
-            self._complete(message)
+            self.calls.complete(message)
         elif isinstance(message, CloseReceived):
             error = (
                 ServerClosedError(f"Server returned an error on close: {message.error}")
@@ -827,71 +529,26 @@ class HubConnection(Dispatching):
             log.warning("signalr.unexpected_message", type=type(message).__name__)
         return None
 
-    def _complete(self, message: proto.Completion) -> None:
-        future = self._pending.pop(message.invocation_id, None)
-        if future is not None:
-            if not future.done():
-                if message.error is not None:
-                    future.set_exception(HubError(message.error))
-                else:
-                    future.set_result(message.result)
-            return
-        stream = self._streams.get(message.invocation_id)
-        if stream is not None:
-            stream._complete(HubError(message.error) if message.error is not None else _END)
-
-    def _fail_pending(self, error: ConnectionLostError) -> None:
-        pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(error)
-        streams, self._streams = self._streams, {}
-        for stream in streams.values():
-            stream._complete(error)
-
-    async def _timer_loop(self, core: HubCore) -> None:
-        """Runs the core's deadlines (keepalive Ping after a quiet interval, Acks) for one transport."""
-        loop = asyncio.get_running_loop()
-        wake = self._timer_wake
-        while True:
-            deadline = core.next_deadline()
-            wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline):
-                    await wake.wait()
-            if core.state is not CoreState.OPEN:
-                return
-            core.on_timer(loop.time())
-            try:
-                async with self._send_lock:
-                    await self._flush_core(core)
-            except HubConnectionError:
-                return
-
     async def _resume(self) -> bool:
         """Stateful reconnect: same connection token, no negotiate, no handshake; the core writes
         Sequence + the replay and drops what the hub replays twice."""
-        core = self._core
+        core = self._wire.core
         url = self._resume_url
         assert core is not None and url is not None and core.state is CoreState.DETACHED
         log.info("signalr.resuming", url=redact_url(url), unacked_bytes=core.replay_bytes)
         try:
             ws = await self._connector.open_ws(url)
         except (HubConnectionError, OSError, TimeoutError) as exc:
-            log.warning("signalr.resume_failed", error=_describe(exc))
+            log.warning("signalr.resume_failed", error=describe_reason(exc))
             core.give_up()
             return False
         self._early = []
         try:
-            async with self._send_lock:
-                replayed = core.resume(asyncio.get_running_loop().time())
-                for chunk in core.data_to_send():
-                    await self._ws_send(ws, chunk)
-                self._ws = ws  # under the lock: no send may find the core open and no transport
+            replayed = await self._wire.resume_on(ws, core)
         except HubConnectionError as exc:
-            log.warning("signalr.resume_failed", error=_describe(exc))
+            log.warning("signalr.resume_failed", error=describe_reason(exc))
             core.connection_lost(asyncio.get_running_loop().time(), resumable=False)
-            await self._abort(ws)
+            await self._wire.abort(ws)
             return False
         log.info("signalr.resumed", replayed=replayed)
         return True
@@ -914,7 +571,7 @@ class _Link:
         return redact_url(self._conn.url)
 
     def can_resume(self) -> bool:
-        core = self._conn._core
+        core = self._conn._wire.core
         return core is not None and core.state is CoreState.DETACHED
 
     async def connect_once(self) -> None:
@@ -936,7 +593,7 @@ class _Link:
         await self._conn._reconnected()
 
     def fail_pending(self, error: ConnectionLostError) -> None:
-        self._conn._fail_pending(error)
+        self._conn.calls.fail_all(error)
 
     async def shut_down(self, error: BaseException | None) -> None:
         await self._conn._shut_down(error)
@@ -946,7 +603,3 @@ class _Link:
 
     def closed(self) -> None:
         self._conn._closed_event.set()
-
-
-def _describe(error: BaseException | None) -> str | None:
-    return describe_error(error) if error is not None else None

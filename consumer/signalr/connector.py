@@ -1,6 +1,6 @@
 """Opening one transport for the SignalR client: negotiate over httpx (redirects, token transport,
 proxy, deadline and size limit) and the WebSocket connect, with the 401/403 rule (invalidate the
-token and retry once at once). The handshake is the core's and the driver's (`connection.py`).
+token and retry once at once). The handshake is the core's, written by `wire.py`.
 
 Interface: `Connector(options, token_factory, invalidate).open()` → `Opened` (the WebSocket, the URL
 it was opened with, the connection id and whether stateful reconnect was negotiated);
@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 import httpx
 import msgspec
@@ -52,7 +52,15 @@ from consumer.signalr.urls import (
     redact_url,
 )
 
-__all__ = ["MAX_NEGOTIATE_BYTES", "MAX_REDIRECTS", "Connector", "ConnectorOptions", "Opened", "TokenFactory"]
+__all__ = [
+    "MAX_NEGOTIATE_BYTES",
+    "MAX_REDIRECTS",
+    "Connector",
+    "ConnectorOptions",
+    "Opened",
+    "TokenFactory",
+    "TokenProviderLike",
+]
 
 log = get_logger("consumer.signalr.connection")  # the client's log events keep their logger name
 
@@ -60,6 +68,14 @@ MAX_REDIRECTS = 100
 MAX_NEGOTIATE_BYTES = 1024 * 1024
 
 TokenFactory: TypeAlias = Callable[[], Awaitable[str]]
+
+
+class TokenProviderLike(Protocol):
+    """A token provider (`consumer.auth.TokenProvider` is one): a token, and invalidating it."""
+
+    async def get_token(self) -> str: ...
+
+    def invalidate(self, token: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from consumer.signalr.errors import ConnectionLostError, InvalidTextFrameError, 
 from consumer.signalr.supervisor import Ended
 
 if TYPE_CHECKING:
-    from consumer.signalr.connection import ClientStats
+    from consumer.signalr.state import ClientStats
 
 __all__ = ["OtherHandler", "Receiver", "check_utf8"]
 

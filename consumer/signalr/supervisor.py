@@ -35,9 +35,17 @@ from consumer.signalr.errors import ConnectionLostError, HubConnectionError
 from consumer.signalr.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from consumer.signalr.connection import ClientStats
+    from consumer.signalr.state import ClientStats
 
-__all__ = ["FLAPPING_AFTER", "FLAPPING_LOG_INTERVAL", "Ended", "Health", "Link", "Supervisor"]
+__all__ = [
+    "FLAPPING_AFTER",
+    "FLAPPING_LOG_INTERVAL",
+    "Ended",
+    "Health",
+    "Link",
+    "Supervisor",
+    "describe_reason",
+]
 
 log = get_logger("consumer.signalr.connection")  # the client's log events keep their logger name
 
@@ -171,7 +179,7 @@ class Health:
                 since_last_warning=self._flap_unlogged,
                 lived=round(lived, 3),
                 healthy_after=self.healthy_after,
-                error=_describe(error),
+                error=describe_reason(error),
             )
             self._flap_logged_at = now
             self._flap_unlogged = 0
@@ -226,7 +234,7 @@ class Supervisor:
             if link.stopping:
                 return None
             if not ended.allow_reconnect:
-                log.warning("signalr.closed_by_server", error=_describe(ended.error), reconnect=False)
+                log.warning("signalr.closed_by_server", error=describe_reason(ended.error), reconnect=False)
                 return ended.error
             health.lost(ended.error)
             if link.can_resume():
@@ -239,7 +247,9 @@ class Supervisor:
                     health.opened()
                     continue
             link.fail_pending(
-                ConnectionLostError(f"connection lost: {_describe(ended.error) or 'closed by the server'}")
+                ConnectionLostError(
+                    f"connection lost: {describe_reason(ended.error) or 'closed by the server'}"
+                )
             )
             if await self._connect(ended.error, initial=False, failures=health.short_streak):
                 await link.reconnected()
@@ -259,7 +269,7 @@ class Supervisor:
         if delay is None:
             return False
         if not initial:
-            log.warning("signalr.reconnecting", reason=_describe(reason), url=link.log_url)
+            log.warning("signalr.reconnecting", reason=describe_reason(reason), url=link.log_url)
             await link.reconnecting(reason)
             if link.stopping:
                 return False
@@ -269,7 +279,7 @@ class Supervisor:
                     "signalr.retry_scheduled",
                     attempt=attempts + 1,
                     delay=round(delay, 3),
-                    reason=_describe(last),
+                    reason=describe_reason(last),
                     initial_start=initial,
                 )
                 await asyncio.sleep(delay)
@@ -284,12 +294,15 @@ class Supervisor:
                 attempts += 1
                 last = exc
                 log.warning(
-                    "signalr.connect_failed", attempt=attempts, error=_describe(exc), initial_start=initial
+                    "signalr.connect_failed",
+                    attempt=attempts,
+                    error=describe_reason(exc),
+                    initial_start=initial,
                 )
                 if initial and not self._retry_initial_start:
                     raise
                 delay = self._next_delay(attempts, time.monotonic() - started_at, exc)
-        log.error("signalr.retries_exhausted", attempts=attempts, error=_describe(last))
+        log.error("signalr.retries_exhausted", attempts=attempts, error=describe_reason(last))
         if initial and last is not None:
             raise last
         self._give_up_error = last
@@ -299,10 +312,11 @@ class Supervisor:
         try:
             delay = self._policy.next_delay(count, elapsed, reason)
         except Exception as exc:
-            log.error("signalr.retry_policy_failed", error=_describe(exc))
+            log.error("signalr.retry_policy_failed", error=describe_reason(exc))
             return None
         return None if delay is None else max(0.0, float(delay))
 
 
-def _describe(error: BaseException | None) -> str | None:
+def describe_reason(error: BaseException | None) -> str | None:
+    """`describe_error` for an optional error (None: none to describe)."""
     return describe_error(error) if error is not None else None
