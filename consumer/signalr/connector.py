@@ -1,11 +1,12 @@
 """Opening one transport for the SignalR client: negotiate over httpx (redirects, token transport,
-proxy, deadline and size limit) and the WebSocket connect, with the 401/403 rule (invalidate the
-token and retry once at once). The handshake is the core's, written by `wire.py`.
+proxy, deadline and size limit) and the WebSocket connect, each under the project's one 401 ->
+invalidate -> retry-once flow (`consumer.auth.BearerAuth`, with SignalR's rule that 403 also rejects
+the token). The handshake is the core's, written by `wire.py`.
 
 Interface: `Connector(options, token_factory, invalidate).open()` → `Opened` (the WebSocket, the URL
 it was opened with, the connection id and whether stateful reconnect was negotiated);
-`open_ws(url)` opens a WebSocket to a known connect URL (a stateful resume) under the same 401/403
-rule. Neither knows about the core, the dispatcher or the reconnect policy.
+`open_ws(url)` opens a WebSocket to a known connect URL (a stateful resume) under the same flow.
+Neither knows about the core, the dispatcher or the reconnect policy.
 
 Behaviour (as the official @microsoft/signalr HttpConnection.js, plus what a daemon needs):
 
@@ -18,8 +19,10 @@ Behaviour (as the official @microsoft/signalr HttpConnection.js, plus what a dae
   the `access_token` query parameter or both (`token_transport`); TLS verification is on. Plain
   http/ws is refused (ConfigError) unless the host is loopback or `allow_insecure_http=True`.
 - The async token factory is awaited before every negotiate and every WebSocket connect. A 401/403
-  there calls `invalidate_token(token)` and retries once at once with a fresh token before the
-  attempt counts as failed.
+  there calls `invalidate_token(token)` and retries that request once at once with a fresh token
+  (when the factory hands out a different one); a second rejection invalidates that token too and is
+  `HubAuthError`. The negotiate request gets the flow as its httpx `auth`; the WebSocket upgrade (not
+  httpx) is driven through the same generator by `_upgrade`.
 - Proxies: `proxy="env"` (default) follows HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY as httpx
   does, for the negotiate request and the WebSocket (HTTP CONNECT); `"off"` connects directly; an
   `http(s)://` URL is used for every hub connection. Proxy credentials are never logged.
@@ -41,11 +44,11 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
+from consumer.auth.httpx_auth import BearerAuth, rejected_401_403
 from consumer.logs import get_logger, register_secret
-from consumer.signalr.errors import HubAuthError, HubConnectionError, NegotiateError, _AuthRejected
+from consumer.signalr.errors import HubAuthError, HubConnectionError, NegotiateError
 from consumer.signalr.proxies import httpx_proxy_options, redact_proxy, resolve_proxy
 from consumer.signalr.urls import (
-    _with_query,
     build_negotiate_url,
     build_ws_url,
     check_url_security,
@@ -136,52 +139,18 @@ class Connector:
         self._o = options
         self._token_factory = token_factory
         self._invalidate = invalidate
+        self._auth = self._flow(_FactoryTokens(token_factory, invalidate))
 
     async def open(self) -> Opened:
-        """One connect attempt with the 401/403 rule: on a rejected bearer the token is invalidated
-        and the attempt repeated at once with a fresh one; a second rejection is HubAuthError."""
-        try:
-            return await self._open()
-        except _AuthRejected as first:
-            log.warning("signalr.auth_rejected", where=first.where, status=first.status, retry="fresh token")
-            self._invalidate_token(first.token)
-            try:
-                return await self._open()
-            except _AuthRejected as second:
-                self._invalidate_token(second.token)
-                raise HubAuthError(
-                    f"{second.where} rejected the bearer with HTTP {second.status} (also with a fresh token)",
-                    second.status,
-                ) from None
-
-    async def open_ws(self, url: str) -> ClientConnection:
-        """A WebSocket to `url` (already negotiated), with the 401/403 rule."""
-        token = await self._get_token()
-        try:
-            return await self._open_ws(url, token)
-        except _AuthRejected as first:
-            self._invalidate_token(first.token)
-            try:
-                return await self._open_ws(url, await self._get_token())
-            except _AuthRejected as second:
-                raise HubAuthError(str(second), second.status) from None
-
-    # --- internals ---------------------------------------------------------------------------
-
-    def _invalidate_token(self, token: str | None) -> None:
-        if token is not None and self._invalidate is not None:
-            self._invalidate(token)
-
-    async def _open(self) -> Opened:
-        """[negotiate (+redirects)] → WebSocket. Raises _AuthRejected on 401/403."""
+        """One connect attempt: [negotiate (+redirects)] → WebSocket; a bearer rejected again after
+        the retry with a fresh token is HubAuthError."""
         o = self._o
         url = o.url
-        token = await self._get_token()
-        fixed_token: str | None = None  # a redirect's accessToken replaces the factory for this attempt
+        auth = self._auth  # a redirect's accessToken replaces the factory for this attempt
         negotiated: _Negotiated | None = None
         if not o.skip_negotiation:
             for _ in range(MAX_REDIRECTS):
-                result = await self._negotiate_once(url, token)
+                result = await self._negotiate_once(url, auth)
                 if isinstance(result, _Negotiated):
                     negotiated = result
                     break
@@ -189,13 +158,11 @@ class Connector:
                 log.info("signalr.negotiate_redirect", url=redact_url(result.url))
                 url = result.url
                 if result.access_token is not None:
-                    fixed_token = token = result.access_token
+                    auth = self._flow(_FixedToken(result.access_token))
             else:
                 raise NegotiateError("Negotiate redirection limit exceeded.")
-            if fixed_token is None:
-                token = await self._get_token()  # awaited again before the WebSocket connect
         connect_url = build_ws_url(url, negotiated.connection_token if negotiated else None)
-        ws = await self._open_ws(connect_url, token)
+        ws = await self._upgrade(connect_url, auth)
         return Opened(
             ws=ws,
             connect_url=connect_url,
@@ -203,21 +170,40 @@ class Connector:
             stateful=bool(negotiated and negotiated.stateful_reconnect),
         )
 
-    async def _get_token(self) -> str | None:
-        if self._token_factory is None:
-            return None
-        token = await self._token_factory()
-        register_secret(token)
-        return token
+    async def open_ws(self, url: str) -> ClientConnection:
+        """A WebSocket to `url` (already negotiated), under the same 401/403 flow."""
+        return await self._upgrade(url, self._auth)
 
-    def _auth_headers(self, token: str | None) -> dict[str, str]:
-        headers = dict(self._o.headers)
-        if token and self._o.token_transport in ("header", "both"):
-            headers["Authorization"] = f"Bearer {token}"
-        return headers
+    # --- internals ---------------------------------------------------------------------------
 
-    def _token_query(self, token: str | None) -> str | None:
-        return token if token and self._o.token_transport in ("query", "both") else None
+    def _flow(self, tokens: _FactoryTokens | _FixedToken) -> BearerAuth:
+        return BearerAuth(tokens, rejected=_logged_rejection, place=self._place)
+
+    def _place(self, request: httpx.Request, token: str) -> None:
+        """Where the bearer goes: the Authorization header, the access_token query parameter, or both."""
+        if not token:  # no token factory: no credentials
+            return
+        if self._o.token_transport in ("header", "both"):
+            request.headers["Authorization"] = f"Bearer {token}"
+        if self._o.token_transport in ("query", "both"):
+            request.url = request.url.copy_set_param("access_token", token)
+
+    async def _upgrade(self, url: str, auth: BearerAuth) -> ClientConnection:
+        """The WebSocket connect driven through the 401 flow: each request the flow yields is sent as
+        an upgrade, a refusal answered with its status and headers."""
+        flow = auth.async_auth_flow(httpx.Request("GET", url, headers=self._o.headers))
+        try:
+            request = await anext(flow)
+            while True:
+                try:
+                    return await self._open_ws(request)
+                except _Refused as refused:
+                    try:
+                        request = await flow.asend(refused.response)
+                    except StopAsyncIteration:
+                        raise refused.error() from None
+        finally:
+            await flow.aclose()
 
     @contextlib.asynccontextmanager
     async def _http(self) -> AsyncIterator[httpx.AsyncClient]:
@@ -230,14 +216,11 @@ class Connector:
         ) as client:
             yield client
 
-    async def _negotiate_once(self, url: str, token: str | None) -> _Negotiated | _Redirect:
+    async def _negotiate_once(self, url: str, auth: BearerAuth) -> _Negotiated | _Redirect:
         o = self._o
         negotiate_url = build_negotiate_url(url, stateful_reconnect=o.stateful_reconnect)
-        query_token = self._token_query(token)
-        if query_token:
-            negotiate_url = _with_query(negotiate_url, access_token=query_token)
         log.debug("signalr.negotiate", url=redact_url(negotiate_url))
-        content = await self._post_negotiate(url, negotiate_url, token)
+        content = await self._post_negotiate(url, negotiate_url, auth)
         try:
             body = msgspec.json.decode(content)
         except msgspec.DecodeError:
@@ -246,7 +229,7 @@ class Connector:
             raise NegotiateError("negotiate response is not a JSON object")
         return self._parse_negotiate(url, body)
 
-    async def _post_negotiate(self, url: str, negotiate_url: str, token: str | None) -> bytes:
+    async def _post_negotiate(self, url: str, negotiate_url: str, auth: BearerAuth) -> bytes:
         """The negotiate POST under one total deadline and a body size limit."""
         o = self._o
         limit = o.max_negotiate_bytes
@@ -257,14 +240,15 @@ class Connector:
                 client.stream(
                     "POST",
                     negotiate_url,
-                    headers=self._auth_headers(token),
+                    headers=dict(o.headers),
                     content=b"",
+                    auth=auth,
                     timeout=o.negotiate_timeout,
                 ) as response,
             ):
                 status = response.status_code
-                if status in (401, 403):
-                    raise _AuthRejected(status, token, "negotiate")
+                if status in (401, 403):  # the flow already retried with a fresh token
+                    raise _rejected_again("negotiate", status)
                 if status != 200:
                     hint = " (not a SignalR endpoint, or a proxy is in the way)" if status == 404 else ""
                     raise NegotiateError(f"Unexpected status code returned from negotiate '{status}'{hint}")
@@ -325,9 +309,10 @@ class Connector:
             raise NegotiateError(f"the server does not offer the WebSockets transport with {wanted} frames")
         return _Negotiated(url, str(connection_id) if connection_id else None, connection_token, stateful)
 
-    async def _open_ws(self, url: str, token: str | None) -> ClientConnection:
+    async def _open_ws(self, request: httpx.Request) -> ClientConnection:
+        """One WebSocket upgrade with the request's URL and headers; a 401/403 is `_Refused`."""
         o = self._o
-        ws_url = build_ws_url(url, access_token=self._token_query(token))
+        ws_url = str(request.url)
         check_url_security(ws_url, o.allow_insecure_http)
         proxy = resolve_proxy(ws_url, o.proxy)
         log.debug("signalr.websocket_connect", url=redact_url(ws_url), proxy=redact_proxy(proxy))
@@ -335,7 +320,9 @@ class Connector:
         try:
             return await websockets.connect(
                 ws_url,
-                additional_headers=self._auth_headers(token),
+                additional_headers=[  # httpx added a Host header; websockets writes its own
+                    (k.decode(), v.decode()) for k, v in request.headers.raw if k.lower() != b"host"
+                ],
                 max_size=o.max_frame_size,
                 max_queue=o.read_ahead,
                 open_timeout=o.open_timeout,
@@ -348,7 +335,9 @@ class Connector:
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
-                raise _AuthRejected(status, token, "WebSocket upgrade") from None
+                raise _Refused(
+                    httpx.Response(status, headers=list(exc.response.headers.raw_items()))
+                ) from None
             raise HubConnectionError(
                 f"WebSocket upgrade to {redact_url(ws_url)} refused with HTTP {status}"
             ) from None
@@ -361,3 +350,64 @@ class Connector:
                 f"WebSocket connect to {redact_url(ws_url)}{via} failed: {type(exc).__name__}: "
                 f"{redact_url(detail)}"
             ) from None
+
+
+class _Refused(Exception):
+    """The WebSocket upgrade answered 401/403: handed to the flow as its response."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+    def error(self) -> HubAuthError:
+        return _rejected_again("WebSocket upgrade", self.response.status_code)
+
+
+def _rejected_again(where: str, status: int) -> HubAuthError:
+    return HubAuthError(f"{where} rejected the bearer with HTTP {status} (also with a fresh token)", status)
+
+
+def _logged_rejection(response: httpx.Response) -> bool:
+    """SignalR's rule (401 or 403 rejects the token), logged when it applies."""
+    rejected = rejected_401_403(response)
+    if rejected:
+        log.warning("signalr.auth_rejected", status=response.status_code, retry="fresh token")
+    return rejected
+
+
+class _FactoryTokens:
+    """The client's `access_token_factory` + `invalidate_token` as the flow's token source."""
+
+    __slots__ = ("_factory", "_invalidate")
+    header_name = "Authorization"
+
+    def __init__(self, factory: TokenFactory | None, invalidate: Callable[[str], None] | None) -> None:
+        self._factory = factory
+        self._invalidate = invalidate
+
+    async def get_token(self) -> str:
+        if self._factory is None:
+            return ""
+        token = await self._factory()
+        register_secret(token)
+        return token
+
+    def invalidate(self, token: str) -> None:
+        if self._invalidate is not None:
+            self._invalidate(token)
+
+
+class _FixedToken:
+    """A negotiate redirect's accessToken: used as is for the rest of that attempt, never renewed."""
+
+    __slots__ = ("_token",)
+    header_name = "Authorization"
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def get_token(self) -> str:
+        return self._token
+
+    def invalidate(self, token: str) -> None:
+        pass
