@@ -38,8 +38,15 @@ class Calls:
         self.pending[invocation_id] = future
         return invocation_id, future
 
-    def forget(self, invocation_id: str) -> None:
+    def forget(self, invocation_id: str, future: asyncio.Future[Any]) -> None:
+        """The caller is done with the invocation (answered, or its send failed). A future that
+        `fail_all` failed while the send was under way is marked retrieved (the send's own error
+        is what the caller sees), so asyncio does not log "Future exception was never retrieved"."""
         self.pending.pop(invocation_id, None)
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()
 
     async def stream_item(self, message: proto.StreamItem) -> None:
         stream = self.streams.get(message.invocation_id)

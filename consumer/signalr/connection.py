@@ -355,7 +355,7 @@ class HubConnection(Dispatching):
             )
             return await future
         finally:
-            self.calls.forget(invocation_id)
+            self.calls.forget(invocation_id, future)
 
     def stream(self, target: str, *args: Any) -> HubStream:
         """A server→client stream; the StreamInvocation is sent on first iteration."""
