@@ -268,7 +268,8 @@ class HubConnection(Dispatching):
             await asyncio.shield(started)
         except asyncio.CancelledError:
             if not started.done():
-                await self._cancel_main()
+                self._main_task.cancel()  # still running: it resolves `started` before it ends
+                await asyncio.wait([self._main_task])
             if started.done() and not started.cancelled():
                 # Our caller was cancelled, so nobody else will read the "stopped during start" error
                 # _main set: retrieve it here (else asyncio logs "Future exception was never retrieved").
@@ -402,14 +403,6 @@ class HubConnection(Dispatching):
         """The hub answered a handshake: a connection opened (for healthy-before-reset and stats)."""
         self._health.opened()
         self.stats.connections_opened += 1
-
-    async def _cancel_main(self) -> None:
-        task = self._main_task
-        if task is None:
-            return
-        if not task.done():
-            task.cancel()
-        await asyncio.wait([task])
 
     async def _main(self, started: asyncio.Future[None]) -> None:
         self._closing = False
