@@ -364,7 +364,10 @@ class _Refused(Exception):
 
 
 def _rejected_again(where: str, status: int) -> HubAuthError:
-    return HubAuthError(f"{where} rejected the bearer with HTTP {status} (also with a fresh token)", status)
+    return HubAuthError(
+        f"{where} rejected the bearer with HTTP {status} (and the fresh token, when the factory gave one)",
+        status,
+    )
 
 
 def _logged_rejection(response: httpx.Response) -> bool:
