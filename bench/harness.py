@@ -111,18 +111,32 @@ class Hub:
 TOLERANCE = 0.05  # issue 11: each figure within 5 % of the baseline, or better
 
 
-def compare(
-    ours: dict[str, float] | None, base: dict[str, float] | None, *, lower_is_better: bool
-) -> dict[str, Any] | None:
-    """One figure against the baseline: both summaries (median, min, max), the change of the medians
-    (ours / baseline - 1; negative is less) and a verdict: "better", "within 5 %" (worse by at most
-    TOLERANCE) or "worse"."""
-    if not ours or not base or not base["median"]:
+def compare(ours: list[float], base: list[float], *, lower_is_better: bool) -> dict[str, Any] | None:
+    """One figure against the baseline, from the per-run values of both clients in run order (the
+    runs alternate, so run i of each saw about the same machine). `change` is the median of the
+    paired changes ours[i] / base[i] - 1 (negative is less; the pairs cancel the slow swings of a
+    shared machine that medians of each side keep), with their min and max as `change_range`; when
+    the runs do not pair up (a failed run), the change of the two medians. Verdict: "better",
+    "within 5 %" (worse by at most TOLERANCE) or "worse"."""
+    if not ours or not base:
         return None
-    change = ours["median"] / base["median"] - 1.0
+    if len(ours) == len(base) and all(base):
+        changes = sorted(o / b - 1.0 for o, b in zip(ours, base, strict=True))
+        change = statistics.median(changes)
+        change_range = [changes[0], changes[-1]]
+    else:
+        change = statistics.median(ours) / statistics.median(base) - 1.0
+        change_range = None
     worse_by = change if lower_is_better else -change
     verdict = "better" if worse_by < 0 else "within 5 %" if worse_by <= TOLERANCE else "worse"
-    return {"ours": ours, "baseline": base, "change": change, "verdict": verdict}
+    return {
+        "ours": summarise(ours),
+        "baseline": summarise(base),
+        "change": change,
+        "change_range": change_range,
+        "paired_runs": len(ours) if change_range else 0,
+        "verdict": verdict,
+    }
 
 
 def children_cpu() -> float:

@@ -156,7 +156,9 @@ def run(
             ours, base = by_key.get(("event-consumer", rate)), by_key.get((BASELINE_CLIENT, rate))
             if ours and base:
                 vs_baseline[f"p99_{rate}"] = compare(
-                    ours["write"]["p99"], base["write"]["p99"], lower_is_better=True
+                    [r["write"]["p99"] for r in ours["raw"]],
+                    [r["write"]["p99"] for r in base["raw"]],
+                    lower_is_better=True,
                 )
     return {
         **({"baseline": baseline_label(), "vs_baseline": vs_baseline} if vs_baseline else {}),

@@ -302,10 +302,11 @@ def render_baseline(doc: dict[str, Any], source: str) -> str:
         f"`event-consumer-baseline`) run by turns in one run: throughput {doc.get('messages_per_run', 0):,} "
         f"messages x {doc.get('runs_per_cell', 0)} runs per cell, latency "
         f"{lat.get('seconds_per_run', 0):g} s x {lat.get('runs_per_cell', 0)} runs per rate (JSON, file "
-        "sink, fsync never). Median (min-max) of the runs; change = median / baseline median - 1. "
-        f"Source: `{source}`.",
+        "sink, fsync never). Figures: median (min-max) of the runs. Change: run i of each is paired (they "
+        "ran back to back), change = median over the pairs of ours / baseline - 1, with the range of the "
+        f"pairs' changes: the spread is the machine's noise. Source: `{source}`.",
         "",
-        f"| figure | event-consumer | baseline `{base}` | change | verdict |",
+        f"| figure | event-consumer | baseline `{base}` | change (range over pairs) | verdict |",
         "|---|---:|---:|---:|---|",
     ]
     verdicts: dict[str, list[str]] = {}
@@ -317,9 +318,13 @@ def render_baseline(doc: dict[str, Any], source: str) -> str:
             verdicts.setdefault("not measured", []).append(label)
             continue
         verdicts.setdefault(row["verdict"], []).append(label)
+        spread = row.get("change_range")
+        change = f"{row['change'] * 100:+.1f} %" + (
+            f" ({spread[0] * 100:+.0f} to {spread[1] * 100:+.0f} %)" if spread else ""
+        )
         lines.append(
-            f"| {label} | {_cell(row['ours'], fmt)} | {_cell(row['baseline'], fmt)} | "
-            f"{row['change'] * 100:+.1f} % | {row['verdict']} |"
+            f"| {label} | {_cell(row['ours'], fmt)} | {_cell(row['baseline'], fmt)} | {change} | "
+            f"{row['verdict']} |"
         )
     worse = verdicts.get("worse", [])
     within = len(BASELINE_FIGURES) - len(worse) - len(verdicts.get("not measured", []))

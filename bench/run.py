@@ -251,7 +251,7 @@ def run_throughput(
             )
             if ours and base:
                 vs_baseline[f"{metric}_{protocol}"] = compare(
-                    ours[metric], base[metric], lower_is_better=lower
+                    [r[metric] for r in ours["raw"]], [r[metric] for r in base["raw"]], lower_is_better=lower
                 )
 
     return {
