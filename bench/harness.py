@@ -20,6 +20,39 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PY = sys.executable
+BASELINE_CLIENT = "event-consumer-baseline"
+
+
+def baseline_tree() -> Path | None:
+    """`$BENCH_BASELINE` (or sidebyside's `$SIDEBYSIDE_BASELINE`): a source tree of another commit,
+    e.g. `git archive <commit> | tar -x -C DIR`. Its `event-consumer-baseline` client runs that tree's
+    own bench client with the tree first on sys.path (cwd and PYTHONPATH): a before/after in one run."""
+    value = os.environ.get("BENCH_BASELINE") or os.environ.get("SIDEBYSIDE_BASELINE")
+    return Path(value).resolve() if value else None
+
+
+def baseline_label() -> str:
+    """The baseline's name in results: `$BENCH_BASELINE_COMMIT`, else the tree's directory name."""
+    tree = baseline_tree()
+    return os.environ.get("BENCH_BASELINE_COMMIT") or (tree.name if tree else "")
+
+
+def client_tree(client: str) -> Path:
+    """The source tree a client runs from: the baseline's for `event-consumer-baseline`, else ours."""
+    if client != BASELINE_CLIENT:
+        return ROOT
+    tree = baseline_tree()
+    if tree is None:
+        raise ValueError(f"{BASELINE_CLIENT} needs $BENCH_BASELINE (a source tree of the baseline commit)")
+    return tree
+
+
+def tree_env(tree: Path) -> dict[str, str]:
+    """The environment of a client process running from `tree` (its modules before the installed ones)."""
+    env = {**os.environ}
+    if tree != ROOT:
+        env["PYTHONPATH"] = str(tree)
+    return env
 
 
 class Hub:
@@ -75,6 +108,37 @@ class Hub:
             self.proc.wait()
 
 
+TOLERANCE = 0.05  # issue 11: each figure within 5 % of the baseline, or better
+
+
+def compare(ours: list[float], base: list[float], *, lower_is_better: bool) -> dict[str, Any] | None:
+    """One figure against the baseline, from the per-run values of both clients in run order (the
+    runs alternate, so run i of each saw about the same machine). `change` is the median of the
+    paired changes ours[i] / base[i] - 1 (negative is less; the pairs cancel the slow swings of a
+    shared machine that medians of each side keep), with their min and max as `change_range`; when
+    the runs do not pair up (a failed run), the change of the two medians. Verdict: "better",
+    "within 5 %" (worse by at most TOLERANCE) or "worse"."""
+    if not ours or not base:
+        return None
+    if len(ours) == len(base) and all(base):
+        changes = sorted(o / b - 1.0 for o, b in zip(ours, base, strict=True))
+        change = statistics.median(changes)
+        change_range = [changes[0], changes[-1]]
+    else:
+        change = statistics.median(ours) / statistics.median(base) - 1.0
+        change_range = None
+    worse_by = change if lower_is_better else -change
+    verdict = "better" if worse_by < 0 else "within 5 %" if worse_by <= TOLERANCE else "worse"
+    return {
+        "ours": summarise(ours),
+        "baseline": summarise(base),
+        "change": change,
+        "change_range": change_range,
+        "paired_runs": len(ours) if change_range else 0,
+        "verdict": verdict,
+    }
+
+
 def children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
@@ -95,8 +159,9 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
-def run_client(cmd: list[str], result_file: Path, timeout: float) -> dict[str, Any]:
-    """Run one client process; its last JSON result line (written to $BENCH_RESULT) or {"error"}."""
+def run_client(cmd: list[str], result_file: Path, timeout: float, tree: Path = ROOT) -> dict[str, Any]:
+    """Run one client process (from source `tree`); its last JSON result line (written to
+    $BENCH_RESULT) or {"error"}."""
     result_file.unlink(missing_ok=True)
     try:
         proc = subprocess.run(
@@ -105,9 +170,9 @@ def run_client(cmd: list[str], result_file: Path, timeout: float) -> dict[str, A
             stderr=subprocess.PIPE,
             text=True,
             timeout=timeout,
-            cwd=ROOT,
+            cwd=tree,
             check=False,
-            env={**os.environ, "BENCH_RESULT": str(result_file)},
+            env={**tree_env(tree), "BENCH_RESULT": str(result_file)},
         )
     except subprocess.TimeoutExpired as exc:
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""

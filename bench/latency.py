@@ -24,7 +24,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import HERE, PY, Hub, percentile, run_client, summarise
+from harness import (
+    BASELINE_CLIENT,
+    HERE,
+    PY,
+    Hub,
+    baseline_label,
+    baseline_tree,
+    client_tree,
+    compare,
+    percentile,
+    run_client,
+    summarise,
+)
 
 WARMUP_S = 0.5
 CLIENTS = ("event-consumer", "event-consumer-fsync", "node-signalr")
@@ -36,7 +48,7 @@ MAX_FAILURES = 2
 def command(client: str, url: str, count: int, rate: int, out: Path) -> list[str]:
     if client.startswith("event-consumer"):
         fsync = "interval" if client == "event-consumer-fsync" else "never"
-        ec = str(HERE / "clients" / "ec_client.py")
+        ec = str(client_tree(client) / "bench" / "clients" / "ec_client.py")
         return [PY, ec, url, str(count), "json", str(out), str(rate), fsync]
     return ["node", str(HERE / "clients" / "node_client.mjs"), url, str(count), "json", str(out), str(rate)]
 
@@ -56,7 +68,9 @@ def run_one(hub: Hub, client: str, rate: int, seconds: float, tmp: Path) -> dict
     out = tmp / f"lat-{client}-{rate}.jsonl"
     hub.drain()
     t0 = time.perf_counter()
-    result = run_client(command(client, hub.url, count, rate, out), tmp / "lat.result", seconds + 60)
+    result = run_client(
+        command(client, hub.url, count, rate, out), tmp / "lat.result", seconds + 60, client_tree(client)
+    )
     out.unlink(missing_ok=True)
     if "error" in result:
         return result
@@ -77,8 +91,18 @@ def run_one(hub: Hub, client: str, rate: int, seconds: float, tmp: Path) -> dict
     return row
 
 
-def run(hub: Hub, *, seconds: float, runs: int, tmp: Path, log: Any = print) -> dict[str, Any]:
-    raw: dict[tuple[str, int], list[dict[str, Any]]] = {(c, r): [] for r in RATES for c in CLIENTS}
+def run(
+    hub: Hub,
+    *,
+    seconds: float,
+    runs: int,
+    tmp: Path,
+    log: Any = print,
+    clients: tuple[str, ...] = CLIENTS,
+) -> dict[str, Any]:
+    if baseline_tree() is not None and BASELINE_CLIENT not in clients:
+        clients = (*clients, BASELINE_CLIENT)  # fsync never, like `event-consumer`
+    raw: dict[tuple[str, int], list[dict[str, Any]]] = {(c, r): [] for r in RATES for c in clients}
     errors: dict[tuple[str, int], str] = {}  # a cell is given up after MAX_FAILURES failed runs
     failures: dict[tuple[str, int], int] = {}
     for i in range(runs):
@@ -125,7 +149,19 @@ def run(hub: Hub, *, seconds: float, runs: int, tmp: Path, log: Any = print) -> 
             if ec is not None and node is not None:
                 key = str(rate) if client == "event-consumer" else f"{rate}-fsync"
                 targets[key] = {"ec_p99_ms": ec, "node_p99_ms": node, "met": ec <= node, "client": client}
+    vs_baseline = {}
+    if BASELINE_CLIENT in clients:
+        by_key = {(c["client"], c["rate"]): c for c in cells}
+        for rate in RATES:
+            ours, base = by_key.get(("event-consumer", rate)), by_key.get((BASELINE_CLIENT, rate))
+            if ours and base:
+                vs_baseline[f"p99_{rate}"] = compare(
+                    [r["write"]["p99"] for r in ours["raw"]],
+                    [r["write"]["p99"] for r in base["raw"]],
+                    lower_is_better=True,
+                )
     return {
+        **({"baseline": baseline_label(), "vs_baseline": vs_baseline} if vs_baseline else {}),
         "seconds_per_run": seconds,
         "runs_per_cell": runs,
         "warmup_seconds": WARMUP_S,

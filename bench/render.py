@@ -4,7 +4,9 @@
     python bench/render.py --readme README.md    # replace the blocks between the bench markers
 
 Throughput: the newest `bench/results/<date>.json` (full mode) is used; when there is none, the newest
-quick run, labelled as such. Chaos: the newest `bench/results/chaos-*.json`.
+quick run, labelled as such. Chaos: the newest `bench/results/chaos-*.json`. Baseline: the newest
+`bench/results/baseline-*.json` (`bench/run.py --only throughput,latency --out ...` with
+`$BENCH_BASELINE`: event-consumer against another commit's tree, interleaved in one run).
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-SECTIONS = ("throughput", "latency", "reconnect", "tokens", "memory", "scale", "sidebyside", "chaos")
+SECTIONS = (
+    "throughput",
+    "latency",
+    "reconnect",
+    "tokens",
+    "memory",
+    "scale",
+    "sidebyside",
+    "chaos",
+    "baseline",
+)
 MARKERS = {name: (f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->") for name in SECTIONS}
 LABELS = {
     "null": "hub send rate (null reader)",
@@ -269,6 +281,59 @@ def render_throughput(doc: dict[str, Any], source: str) -> str:
     return "\n".join(lines)
 
 
+BASELINE_FIGURES = (
+    ("throughput", "msgs_per_s_json", "JSON throughput (msgs/s)", ",.0f"),
+    ("throughput", "msgs_per_s_messagepack", "MessagePack throughput (msgs/s)", ",.0f"),
+    ("throughput", "cpu_s_per_100k_json", "JSON CPU-s per 100k msgs", ".2f"),
+    ("throughput", "cpu_s_per_100k_messagepack", "MessagePack CPU-s per 100k msgs", ".2f"),
+    ("latency", "p99_1000", "p99 latency at 1,000 msgs/s (ms)", ".2f"),
+    ("latency", "p99_5000", "p99 latency at 5,000 msgs/s (ms)", ".2f"),
+)
+
+
+def render_baseline(doc: dict[str, Any], source: str) -> str:
+    """event-consumer against the baseline commit's tree, measured interleaved in the same run."""
+    base = doc.get("baseline") or doc.get("latency", {}).get("baseline", "?")
+    lat = doc.get("latency", {})
+    m = doc["machine"]
+    lines = [
+        f"Measured {doc['date']} on {m['cores']} cores ({m['cpu']}), shared with other work: event-consumer "
+        f"{doc['versions']['event-consumer']} and the baseline `{base}` (its own tree and bench client, "
+        f"`event-consumer-baseline`) run by turns in one run: throughput {doc.get('messages_per_run', 0):,} "
+        f"messages x {doc.get('runs_per_cell', 0)} runs per cell, latency "
+        f"{lat.get('seconds_per_run', 0):g} s x {lat.get('runs_per_cell', 0)} runs per rate (JSON, file "
+        "sink, fsync never). Figures: median (min-max) of the runs. Change: run i of each is paired (they "
+        "ran back to back), change = median over the pairs of ours / baseline - 1, with the range of the "
+        f"pairs' changes: the spread is the machine's noise. Source: `{source}`.",
+        "",
+        f"| figure | event-consumer | baseline `{base}` | change (range over pairs) | verdict |",
+        "|---|---:|---:|---:|---|",
+    ]
+    verdicts: dict[str, list[str]] = {}
+    for section, key, label, fmt in BASELINE_FIGURES:
+        sec = doc if section == "throughput" else lat
+        row = (sec.get("vs_baseline") or {}).get(key)
+        if not row:
+            lines.append(f"| {label} | - | - | - | not measured |")
+            verdicts.setdefault("not measured", []).append(label)
+            continue
+        verdicts.setdefault(row["verdict"], []).append(label)
+        spread = row.get("change_range")
+        change = f"{row['change'] * 100:+.1f} %" + (
+            f" ({spread[0] * 100:+.0f} to {spread[1] * 100:+.0f} %)" if spread else ""
+        )
+        lines.append(
+            f"| {label} | {_cell(row['ours'], fmt)} | {_cell(row['baseline'], fmt)} | {change} | "
+            f"{row['verdict']} |"
+        )
+    worse = verdicts.get("worse", [])
+    within = len(BASELINE_FIGURES) - len(worse) - len(verdicts.get("not measured", []))
+    summary = f"{within} of {len(BASELINE_FIGURES)} figures are within 5 % of the baseline or better" + (
+        f"; worse by more than 5 %: {', '.join(worse)}." if worse else "."
+    )
+    return "\n".join([*lines, "", summary])
+
+
 def _rounds(row: dict[str, Any] | None, key: str, fmt: str) -> str:
     """Every round's value, in run order (`a / b`), as the issue's table shows them."""
     if row is None:
@@ -384,6 +449,9 @@ def rendered() -> dict[str, str]:
         path = section_file(section)
         if path is not None:
             out[section] = render(json.loads(path.read_text()), f"bench/results/{path.name}")
+    bl = newest("baseline-*.json")
+    if bl is not None:
+        out["baseline"] = render_baseline(json.loads(bl.read_text()), f"bench/results/{bl.name}")
     ch = newest("chaos-*.json")
     if ch is not None:
         out["chaos"] = render_chaos(json.loads(ch.read_text()), f"bench/results/{ch.name}")

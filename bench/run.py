@@ -40,7 +40,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness import Hub, children_cpu, summarise
+from harness import (
+    BASELINE_CLIENT,
+    Hub,
+    baseline_label,
+    baseline_tree,
+    children_cpu,
+    client_tree,
+    compare,
+    summarise,
+    tree_env,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -55,6 +65,7 @@ CLIENTS = (
     "node-signalr",
     "pysignalr",
     "signalrcore",
+    BASELINE_CLIENT,  # only with $BENCH_BASELINE (see harness.baseline_tree)
 )
 PROTOCOLS = ("json", "messagepack")
 
@@ -63,8 +74,9 @@ def client_command(name: str, url: str, count: int, protocol: str, out: str) -> 
     peers = str(HERE / "clients" / "peers.py")
     if name in ("null", "raw", "pysignalr", "signalrcore"):
         return [PY, peers, name, url, str(count), protocol, out]
-    if name == "event-consumer":
-        return [PY, str(HERE / "clients" / "ec_client.py"), url, str(count), protocol, out]
+    if name in ("event-consumer", BASELINE_CLIENT):
+        ec = client_tree(name) / "bench" / "clients" / "ec_client.py"
+        return [PY, str(ec), url, str(count), protocol, out]
     if name == "event-consumer-devnull":
         return [PY, str(HERE / "clients" / "ec_client.py"), url, str(count), protocol, "-"]
     if name == "node-signalr":
@@ -86,9 +98,9 @@ def run_once(hub: Hub, name: str, protocol: str, count: int, timeout: float, tmp
             stderr=subprocess.PIPE,
             text=True,
             timeout=timeout,
-            cwd=ROOT,
+            cwd=client_tree(name),
             check=False,
-            env={**os.environ, "BENCH_RESULT": str(result_file)},
+            env={**tree_env(client_tree(name)), "BENCH_RESULT": str(result_file)},
         )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
@@ -228,7 +240,22 @@ def run_throughput(
             }
         ratios[protocol] = entry
 
+    vs_baseline: dict[str, Any] = {}
+    for protocol in protocols if BASELINE_CLIENT in clients else ():
+        for metric, lower in (("msgs_per_s", False), ("cpu_s_per_100k", True)):
+            ours = next(
+                (r for r in table if r["client"] == "event-consumer" and r["protocol"] == protocol), None
+            )
+            base = next(
+                (r for r in table if r["client"] == BASELINE_CLIENT and r["protocol"] == protocol), None
+            )
+            if ours and base:
+                vs_baseline[f"{metric}_{protocol}"] = compare(
+                    [r[metric] for r in ours["raw"]], [r[metric] for r in base["raw"]], lower_is_better=lower
+                )
+
     return {
+        **({"baseline": baseline_label(), "vs_baseline": vs_baseline} if vs_baseline else {}),
         "messages_per_run": count,
         "runs_per_cell": runs,
         "payload": {"target": "ReceiveCarPatches", **hub.pool},
@@ -292,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
     parser.add_argument("--count", type=int, help="throughput: messages per run (overrides the mode)")
     parser.add_argument("--runs", type=int, help="throughput: runs per cell (overrides the mode)")
-    parser.add_argument("--clients", help=f"throughput: comma-separated subset of {','.join(CLIENTS)}")
+    parser.add_argument(
+        "--clients", help=f"throughput and latency: comma-separated subset of {','.join(CLIENTS)}"
+    )
+    parser.add_argument("--latency-runs", type=int, help="latency: runs per cell (overrides the mode)")
     parser.add_argument("--protocols", help="throughput: comma-separated subset of json,messagepack")
     parser.add_argument("--out", type=Path, help="results file (default bench/results/<date>[-mode].json)")
     parser.add_argument("--no-readme", action="store_true", help="do not re-render the README tables")
@@ -301,9 +331,15 @@ def main(argv: list[str] | None = None) -> int:
     mode_name = "full" if args.full else "smoke" if args.smoke else "quick"
     params = MODES[mode_name]
     sections = tuple(args.only.split(",")) if args.only else SECTIONS
+    if args.latency_runs:
+        params = {**params, "latency": {**params["latency"], "runs": args.latency_runs}}
     count = args.count or params["throughput"]["count"]
     runs = args.runs or params["throughput"]["runs"]
     clients = tuple(args.clients.split(",")) if args.clients else CLIENTS
+    if baseline_tree() is None:
+        if BASELINE_CLIENT in clients and args.clients:
+            parser.error(f"{BASELINE_CLIENT} needs $BENCH_BASELINE (a source tree of the baseline commit)")
+        clients = tuple(c for c in clients if c != BASELINE_CLIENT)
     if args.smoke and not args.clients:
         clients = ("null", "raw", "event-consumer", "node-signalr")
     protocols = (
@@ -341,7 +377,12 @@ def main(argv: list[str] | None = None) -> int:
                 elif section == "latency":
                     import latency
 
-                    doc["latency"] = latency.run(hub, tmp=tmp, log=log, **params["latency"])
+                    lat_clients = (
+                        tuple(c for c in latency.CLIENTS if c in clients) if args.clients else latency.CLIENTS
+                    )
+                    doc["latency"] = latency.run(
+                        hub, tmp=tmp, log=log, clients=lat_clients, **params["latency"]
+                    )
                 elif section == "reconnect":
                     import reconnect
 

@@ -7,21 +7,39 @@ The flow: take a token from the provider, send the request with it (`headers_for
 says the token was rejected (`rejected(response)`: by default `token_rejected`, i.e. 401 or a Bearer
 challenge with `error="invalid_token"`), call `provider.invalidate(token)`, take a fresh token and send
 the request once more — only when the provider hands out a *different* token (a static or empty one
-would be rejected again). The second response is final, whatever it says. An empty token (grant none)
-sends no credentials and is never retried.
+would be rejected again). The second response is final, whatever it says; a token it rejects is
+invalidated too, so the next request starts with a new one. An empty token (grant none) sends no
+credentials and is never retried.
+
+Requests httpx does not send drive the same generator (`async_auth_flow`): the SignalR client's
+WebSocket upgrade (`consumer.signalr.connector`) sends each request it yields and answers with an
+`httpx.Response` of the upgrade's status and headers. `place` puts the token where the peer wants it
+(default: the provider's header; the SignalR client may also use the `access_token` query parameter).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Generator
+from typing import Protocol
 
 import httpx
 
-from consumer.auth.base import TokenProvider, headers_for
+from consumer.auth.base import headers_for
 
 __all__ = ["BearerAuth", "rejected_401_403", "token_rejected"]
 
 Rejected = Callable[[httpx.Response], bool]
+Place = Callable[[httpx.Request, str], None]
+
+
+class RenewableToken(Protocol):
+    """What the flow needs from a token source (`consumer.auth.TokenProvider` is one)."""
+
+    header_name: str
+
+    async def get_token(self) -> str: ...
+
+    def invalidate(self, token: str) -> None: ...
 
 
 def token_rejected(response: httpx.Response) -> bool:
@@ -46,9 +64,15 @@ class BearerAuth(httpx.Auth):
     out a different one).
     """
 
-    def __init__(self, provider: TokenProvider, *, rejected: Rejected = token_rejected) -> None:
+    def __init__(
+        self, provider: RenewableToken, *, rejected: Rejected = token_rejected, place: Place | None = None
+    ) -> None:
         self._provider = provider
         self._rejected = rejected
+        self._place = place if place is not None else self._header
+
+    def _header(self, request: httpx.Request, token: str) -> None:
+        request.headers.update(headers_for(self._provider.header_name, token))
 
     def __repr__(self) -> str:
         return f"BearerAuth({self._provider!r})"
@@ -59,12 +83,14 @@ class BearerAuth(httpx.Auth):
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         token = await self._provider.get_token()
-        request.headers.update(headers_for(self._provider.header_name, token))
+        self._place(request, token)
         response = yield request
         if not token or not self._rejected(response):
             return
         self._provider.invalidate(token)
         fresh = await self._provider.get_token()
         if fresh and fresh != token:
-            request.headers.update(headers_for(self._provider.header_name, fresh))
-            yield request
+            self._place(request, fresh)
+            response = yield request
+            if self._rejected(response):
+                self._provider.invalidate(fresh)

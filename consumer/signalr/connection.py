@@ -1,89 +1,28 @@
 """asyncio SignalR hub client: accessTokenFactory semantics, automatic reconnect that never gives up.
 
-Layout: the protocol decisions (handshake, keepalive and Ack deadlines, stateful reconnect's
-numbering, replay buffer and dedupe, Close) are the sans-I/O core's (`consumer.signalr.core`); this
-module drives it over httpx (negotiate, redirects) and websockets. Dispatching is
-`consumer.signalr.dispatch`, streams `streams.py`, errors `errors.py`, URLs `urls.py`.
-Size (about 1,400 lines, over the 700 guideline, a known debt of issue 11 item 3): negotiate/connect
-(~380 lines) and the lifecycle with the reconnect policy (~370 lines) still live in `HubConnection`;
-they are the next to move out (a connector module and a supervisor loop outside the connection).
+It follows the official @microsoft/signalr client (HttpConnection.js, HubConnection.js,
+MessageBuffer.js) and goes past it where a daemon needs it. This module is the thin driver that ties
+the parts together and holds the public surface; each part describes its own behaviour:
 
-Point by point it follows the official @microsoft/signalr client (HttpConnection.js, HubConnection.js,
-MessageBuffer.js) and goes past it where a daemon needs it:
+- `core.py`: the sans-I/O connection core (handshake, keepalive and Ack deadlines, stateful
+  reconnect's numbering, byte-bounded replay buffer and dedupe, Close).
+- `connector.py`: negotiate (redirects, token transport, proxies, the 401/403 rule) and the
+  WebSocket open. `wire.py`: the handshake, sending through the core, keepalive Ping only when
+  nothing was sent for `keepalive_interval`, Acks, the Close. `receiver.py`: socket → core →
+  dispatch queue, the server timeout (any received frame resets it: half-open detection), UTF-8
+  checks of text frames (an invalid one closes the WebSocket with 1007 and recycles the connection).
+- `dispatch.py`: handlers, callbacks (`on_reconnecting(error)`, `on_reconnected(connection_id)`,
+  `on_closed(error)`), the bounded hand-off and the final drain. `calls.py`: pending invocations and
+  streams (`streams.py`); they fail with `ConnectionLostError` when the connection is lost (unless a
+  stateful reconnect resumes it), so nothing hangs.
+- `supervisor.py`: the lifecycle outside the connection (connect, the reconnect policy,
+  healthy-before-reset, flapping, the single resume attempt of a stateful connection, shutdown),
+  driving this connection through `_Link`. `state.py`: `ConnectionState`, `ClientStats`, `BufferUsage`.
 
-- Negotiate: `POST {url}/negotiate?negotiateVersion=1` (plus `useStatefulReconnect=true` when asked);
-  `connectionToken` (v1) or `connectionId` (v0); redirect responses (`url` + optional `accessToken`)
-  are followed, at most 100 hops, the redirect token replacing the factory for that attempt; the
-  WebSockets transport must be offered with the protocol's transfer format. `skip_negotiation=True`
-  connects straight to the WebSocket URL (RedMist does this).
-- Transport: `websockets` (asyncio API). http(s) → ws(s); the bearer goes in an `Authorization` header,
-  the `access_token` query parameter or both (`token_transport`); TLS verification is on. Plain
-  http/ws is refused (ConfigError) unless the host is loopback or `allow_insecure_http=True`.
-- The async token factory is awaited before every negotiate and every WebSocket connect. A 401/403
-  there calls `invalidate_token(token)` and retries once at once with a fresh token before the
-  attempt counts as failed.
-- Handshake timeout; keepalive Ping only when nothing was sent for `keepalive_interval`; server
-  timeout (any received frame resets it) → the transport is treated as lost (half-open detection).
-- `on(target, handler)` (sync or async, target case-insensitive like the official client); handlers
-  run one at a time, in arrival order, in a dispatcher task. The receive loop hands each WebSocket
-  frame's invocations over as one batch (one queue operation per frame, not per message) on a queue
-  bounded in invocations (`dispatch_queue_size`) and in bytes (`max_dispatch_bytes`, the frames'
-  wire size, which the undecoded arguments point into): while either bound is reached, the receive
-  loop stops reading (backpressure: TCP then slows the hub; nothing is dropped). A frame's batch is
-  never split, so at most `dispatch_queue_size - 1` + two frames' invocations, or
-  `max_dispatch_bytes` + two frames' bytes, are decoded and not yet dispatched (one admitted over
-  the bound, one waiting for room). `buffer_usage()` reports bytes and invocations in use and the
-  limits. A handler exception is logged and never stops the
-  connection. A server invocation that expects a result gets
-  a Completion with the handler's return value, or an error Completion ("Client didn't provide a
-  result." when nothing handled it).
-- `raw_arguments=True` builds the protocol with its `raw_arguments` option: invocations whose target
-  has no `on()` handler go to the single `on_raw(handler(target, raw_args))` handler, undecoded
-  (`msgspec.Raw` of the arguments array). `on()` handlers still get decoded arguments.
-- `send` (no invocation id), `invoke` (awaits the Completion; raises `HubError` with the hub's
-  message), `stream` (a `HubStream` async iterator; `aclose()`, leaving `async with`, or cancelling
-  the consuming task sends CancelInvocation).
-- States `disconnected, connecting, connected, reconnecting, disconnecting`; callbacks
-  `on_reconnecting(error)`, `on_reconnected(connection_id)`, `on_closed(error)`. Pending invocations
-  and streams fail with `ConnectionLostError` when the connection is lost (unless a stateful reconnect
-  resumes it), so nothing hangs.
-- One FIFO orders data and connection events: the reconnecting and reconnected callbacks are queued
-  behind every invocation decoded before them and run by the dispatcher. So handlers see every
-  invocation decoded before a loss before on_reconnecting fires; on_reconnected runs with the receive
-  loop already up (state `connected`, so it may await `invoke()`), and it finishes before any invocation
-  the new transport brings is dispatched. The reconnect itself never waits for callbacks or handlers.
-  on_closed runs last, after the final drain.
-- Nothing decoded is lost on `stop(drain_timeout=)`: reading stops first, the queue is drained
-  (bounded), then Close and the WebSocket close. `stats` (`ClientStats`) counts invocations decoded,
-  dispatched and abandoned (a drain cut short by its deadline or a cancelled `stop()`).
-- Automatic reconnect with a `RetryPolicy` (default `DaemonRetryPolicy`: never gives up). With
-  `retry_initial_start=True` (default) a failed first start is retried with the same policy.
-  Close(allowReconnect=false) stops; Close(allowReconnect=true) or transport loss reconnects.
-- Healthy before reset: a connection counts as healthy once it has stayed up `healthy_after`
-  seconds (default 10). Only the loss of a healthy connection restarts the policy at retry 0 (0 s
-  with the default policy); a connection lost sooner counts as one more failed attempt, so a hub
-  that accepts the handshake and then closes or breaks every connection gets the same backoff as
-  one that refuses them (no hot loop). Three short-lived connections in a row are "flapping": a
-  `signalr.flapping` warning (at most one a minute, with the count since the last one), `flapping`
-  and `stats.short_lived_connections` for metrics; `signalr.flapping_ended` once a connection is
-  healthy again. Time, not data, is the criterion: a hub that delivers a few messages and then drops
-  every connection is flapping just the same.
-- Text frames (JSON protocol) must be valid UTF-8 (RFC 6455 5.6, 8.1): a frame that is not is a
-  protocol error, never decoded or relayed; the WebSocket is closed with 1007 and the connection
-  recycled like any other protocol error.
-- Proxies: `proxy="env"` (default) follows HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY as httpx
-  does, for the negotiate request and the WebSocket (HTTP CONNECT); `"off"` connects directly; an
-  `http(s)://` URL is used for every hub connection. Proxy credentials are never logged.
-- Negotiate: one total deadline (`negotiate_timeout`) over connect, request and body, and a body
-  size limit (`max_negotiate_bytes`, 1 MiB); exceeding either is a clear NegotiateError.
-- Stateful reconnect (opt-in): negotiates `useStatefulReconnect`, handshake version 2, counts
-  trackable messages (types 1-5) both ways, Acks about every `ack_interval`, keeps a byte-bounded
-  replay buffer (sends wait when it is full), on a transport drop reconnects with the same
-  connection token without negotiating or handshaking, sends Sequence and replays, drops duplicates.
-  If that single resume attempt fails, a normal reconnect follows.
-
-Logging: structlog via `consumer.logs.get_logger`; tokens never logged; every logged URL goes
-through `redact_url` (access_token and the connection token `id` masked).
+States `disconnected, connecting, connected, reconnecting, disconnecting`. `send` (no invocation
+id), `invoke` (awaits the Completion; raises `HubError` with the hub's message), `stream` (a
+`HubStream` async iterator). Nothing decoded is lost on `stop(drain_timeout=)` (see `stop`). Tokens
+are never logged; every logged URL goes through `redact_url`.
 
 Public API::
 
@@ -97,46 +36,32 @@ Public API::
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
-import itertools
-import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeAlias, cast
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
-import msgspec
-import websockets
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from consumer.errors import ConfigError, CredentialsRejected, describe_error
+from consumer.errors import ConfigError
 from consumer.logs import get_logger, register_secret
 from consumer.signalr import protocol as proto
-from consumer.signalr.core import (
-    CloseReceived,
-    CoreOptions,
-    HandshakeCompleted,
-    HandshakeFailed,
-    HubCore,
-    ProtocolViolation,
-    Role,
-    StateError,
+from consumer.signalr.calls import Calls
+from consumer.signalr.connector import (
+    MAX_NEGOTIATE_BYTES,
+    Connector,
+    ConnectorOptions,
+    TokenFactory,
+    TokenProviderLike,
 )
+from consumer.signalr.core import CloseReceived, CoreOptions, HubCore, ProtocolViolation, Role
 from consumer.signalr.core import State as CoreState
 from consumer.signalr.dispatch import (
     DEFAULT_MAX_DISPATCH_BYTES,
     MAX_TARGET_LENGTH,
     Batch,
-    Callback,
     Dispatching,
     DispatchQueue,
-    Handler,
-    Notify,
-    RawHandler,
 )
 from consumer.signalr.errors import (
     ConnectionLostError,
@@ -144,29 +69,18 @@ from consumer.signalr.errors import (
     HubAuthError,
     HubConnectionError,
     HubError,
-    InvalidTextFrameError,
     NegotiateError,
     ServerClosedError,
     ServerTimeoutError,
-    _AuthRejected,
 )
-from consumer.signalr.proxies import (
-    PROXY_ENV,
-    PROXY_OFF,
-    httpx_proxy_options,
-    redact_proxy,
-    resolve_proxy,
-    validate_proxy,
-)
+from consumer.signalr.proxies import PROXY_ENV, PROXY_OFF, redact_proxy, validate_proxy
+from consumer.signalr.receiver import Receiver
 from consumer.signalr.retry import DaemonRetryPolicy, RetryPolicy
-from consumer.signalr.streams import _END, HubStream
-from consumer.signalr.urls import (
-    _with_query,
-    build_negotiate_url,
-    build_ws_url,
-    check_url_security,
-    redact_url,
-)
+from consumer.signalr.state import BufferUsage, ClientStats, ConnectionState
+from consumer.signalr.streams import HubStream
+from consumer.signalr.supervisor import Ended, Health, Supervisor, describe_reason
+from consumer.signalr.urls import build_negotiate_url, build_ws_url, check_url_security, redact_url
+from consumer.signalr.wire import Wire
 
 __all__ = [
     "MAX_TARGET_LENGTH",
@@ -191,91 +105,7 @@ __all__ = [
 
 log = get_logger(__name__)
 
-MAX_REDIRECTS = 100
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
-MAX_NEGOTIATE_BYTES = 1024 * 1024
-FLAPPING_AFTER = 3  # consecutive short-lived connections
-FLAPPING_LOG_INTERVAL = 60.0  # seconds between two `signalr.flapping` warnings
-
-TokenFactory: TypeAlias = Callable[[], Awaitable[str]]
-
-
-class TokenProviderLike(Protocol):
-    async def get_token(self) -> str: ...
-
-    def invalidate(self, token: str) -> None: ...
-
-
-# --- negotiate --------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Negotiated:
-    url: str
-    connection_id: str | None
-    connection_token: str | None
-    stateful_reconnect: bool
-
-
-@dataclass(slots=True)
-class _Redirect:
-    url: str
-    access_token: str | None
-
-
-# --- the connection ---------------------------------------------------------------------------------
-
-
-class ConnectionState(enum.StrEnum):
-    DISCONNECTED = "disconnected"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    RECONNECTING = "reconnecting"
-    DISCONNECTING = "disconnecting"
-
-
-@dataclass(slots=True)
-class ClientStats:
-    """Counters of one HubConnection (cumulative over start/stop cycles).
-
-    Once the connection is closed, `invocations_decoded == invocations_dispatched +
-    invocations_abandoned`; `invocations_abandoned` only grows when a drain deadline expired (a
-    handler too slow for `drain_timeout`) or `stop()` itself was cancelled.
-    """
-
-    invocations_decoded: int = 0  # server→client invocations decoded from the socket (replays excluded)
-    invocations_dispatched: int = 0  # ... whose dispatch finished (handled, failed or unhandled)
-    invocations_abandoned: int = 0  # ... decoded but never dispatched because a drain was cut short
-    connections_opened: int = 0  # handshakes completed (first connect and every reconnect)
-    short_lived_connections: int = 0  # ... lost before they had stayed up `healthy_after` seconds
-
-
-@dataclass(frozen=True, slots=True)
-class BufferUsage:
-    """What the connection holds in memory now, and its limits (for `/metrics`).
-
-    `dispatch_*`: invocations decoded and not yet dispatched (wire bytes of their frames);
-    `replay_*`: the stateful-reconnect buffer of sent, not yet acknowledged messages (0 without one).
-    """
-
-    dispatch_bytes: int
-    dispatch_invocations: int
-    dispatch_limit_bytes: int
-    dispatch_limit_invocations: int
-    replay_bytes: int
-    replay_limit_bytes: int
-
-
-_INVOCATION = proto.Invocation
-
-
-@dataclass(slots=True)
-class _Ended:
-    """Why a transport ended: the error, whether reconnecting is allowed, and whether to try a resume."""
-
-    error: BaseException | None
-    allow_reconnect: bool
-    resumable: bool
 
 
 class HubConnection(Dispatching):
@@ -316,6 +146,7 @@ class HubConnection(Dispatching):
         proxy: str = PROXY_ENV,
         max_negotiate_bytes: int = MAX_NEGOTIATE_BYTES,
     ) -> None:
+        super().__init__()
         check_url_security(url, allow_insecure_http)
         problem = validate_proxy(proxy)
         if problem is not None:
@@ -326,86 +157,76 @@ class HubConnection(Dispatching):
             access_token_factory = access_token_factory or token_provider.get_token
             invalidate_token = invalidate_token or token_provider.invalidate
         self.url = url
-        self._token_factory = access_token_factory
-        self._invalidate = invalidate_token
-        self._protocol_name = protocol
         self._raw_arguments = raw_arguments
         try:
             self._protocol: proto.HubProtocol = proto.get_protocol(protocol, raw_arguments=raw_arguments)
         except proto.ProtocolError as exc:
             raise ConfigError(str(exc), key="protocol") from None
         self._text = self._protocol.transfer_format == "text"
-        self._skip_negotiation = skip_negotiation
-        self._token_transport = token_transport
-        self._headers = dict(headers or {})
         self._retry_policy: RetryPolicy = retry_policy if retry_policy is not None else DaemonRetryPolicy()
         self._retry_initial_start = retry_initial_start
-        self._stateful_requested = stateful_reconnect and not skip_negotiation
-        self._stateful_buffer_size = stateful_buffer_size
-        self._ack_interval = ack_interval
-        self._handshake_timeout = handshake_timeout
-        self._keepalive_interval = keepalive_interval
+        self._core_options = CoreOptions(
+            keepalive_interval=keepalive_interval,
+            timeout=None,  # the server timeout times only the wait on the socket (receiver.py)
+            handshake_timeout=handshake_timeout,
+            ack_interval=ack_interval,
+            replay_limit=stateful_buffer_size,
+            max_message_size=max_message_size,
+            max_handshake_size=max_message_size,
+        )
         self._server_timeout = server_timeout
-        self._negotiate_timeout = negotiate_timeout
-        self._close_timeout = close_timeout
-        self._max_message_size = max_message_size
-        self._max_frame_size = max_frame_size if max_frame_size is not None else 8 * max_message_size
         self._dispatch_queue_size = dispatch_queue_size
         self._max_dispatch_bytes = max_dispatch_bytes
-        # Frames the WebSocket library may read ahead of the receive loop (it pauses the socket past
-        # that): as many of the largest frames as the dispatch byte bound holds, 1..16 (its default).
-        self._read_ahead = max(1, min(16, max_dispatch_bytes // self._max_frame_size))
         self._drain_timeout = drain_timeout
+        self._close_timeout = close_timeout
         self._stream_buffer_size = stream_buffer_size
-        self._allow_insecure = allow_insecure_http
-        self._http_client = http_client
-        self._ssl = ssl
-        self._healthy_after = healthy_after
-        self._proxy = proxy
-        self._max_negotiate_bytes = max_negotiate_bytes
         if proxy not in (PROXY_ENV, PROXY_OFF):
-            parts = urlsplit(proxy)
-            register_secret(parts.password)
-        self._connected_at: float | None = None  # loop time of the last completed handshake
-        self._short_streak = 0  # consecutive connections lost before they were healthy
-        self._flap_logged_at: float | None = None
-        self._flap_unlogged = 0
+            register_secret(urlsplit(proxy).password)
+        frame_size = max_frame_size if max_frame_size is not None else 8 * max_message_size
+        self._connector = Connector(
+            ConnectorOptions(
+                url=url,
+                text=self._text,
+                skip_negotiation=skip_negotiation,
+                stateful_reconnect=stateful_reconnect and not skip_negotiation,
+                token_transport=token_transport,
+                headers=dict(headers or {}),
+                allow_insecure_http=allow_insecure_http,
+                proxy=proxy,
+                negotiate_timeout=negotiate_timeout,
+                max_negotiate_bytes=max_negotiate_bytes,
+                open_timeout=handshake_timeout,
+                close_timeout=close_timeout,
+                max_frame_size=frame_size,
+                # Frames the WebSocket library may read ahead of the receive loop (it pauses the
+                # socket past that): as many of the largest frames as the dispatch byte bound
+                # holds, 1..16 (its default).
+                read_ahead=max(1, min(16, max_dispatch_bytes // frame_size)),
+                http_client=http_client,
+                ssl=ssl,
+            ),
+            access_token_factory,
+            invalidate_token,
+        )
 
         self._state = ConnectionState.DISCONNECTED
-        self._handlers: dict[str, list[Handler]] = {}
-        self._raw_handler: RawHandler | None = None
-        self._reconnecting_cbs: list[Callback] = []
-        self._reconnected_cbs: list[Callback] = []
-        self._closed_cbs: list[Callback] = []
-        self._ids = itertools.count()
-        self._pending: dict[str, asyncio.Future[Any]] = {}
-        self._streams: dict[str, HubStream] = {}
-        self._warned_targets: set[str] = set()
-        self._background: set[asyncio.Task[Any]] = set()
-
-        self._ws: ClientConnection | None = None
-        # The sans-I/O connection core of the current logical connection (handshake, keepalive and
-        # Ack deadlines, stateful reconnect's numbering, replay buffer and dedupe); None when closed.
-        self._core: HubCore | None = None
-        self._early: list[Any] = []
-        self._timer_wake = asyncio.Event()  # the core may have an earlier deadline (an Ack is due)
-        self._acked = asyncio.Event()  # Acks arrived (or the core went away): blocked senders recheck
+        self.calls = Calls()
+        self._wire = Wire(text=self._text, close_timeout=close_timeout)
+        self._early: list[Any] = []  # hub messages right behind the handshake response
         self._resume_url: str | None = None
         self._connection_id: str | None = None
-        self._send_lock = asyncio.Lock()
         self._dispatch_queue: DispatchQueue | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._leftover: deque[Batch] = deque()  # decoded, not yet queued when stop() came
-        self._routes = {}  # (annotated in Dispatching)
         self._main_task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._closing = False  # _main is past its receive/reconnect loop: only cleanup is left
+        self._closing = False  # the supervisor is past its loop: only cleanup is left
         self._graceful_close = False  # stop() found the connection connected: send Close after draining
         self._drain_deadline: float | None = None
         self._abandoned = False  # stop() was cancelled: cut the drain and on_closed short
-        self._firing_closed = False  # _main is running the on_closed callbacks
+        self._firing_closed = False  # the on_closed callbacks are running
         self.stats = ClientStats()
-        self._give_up_error: BaseException | None = None
+        self._health = Health(healthy_after, self.stats)
         self._closed_event = asyncio.Event()
         self._closed_event.set()
 
@@ -427,42 +248,12 @@ class HubConnection(Dispatching):
     def flapping(self) -> bool:
         """Three or more connections in a row were lost before `healthy_after` seconds, and the
         current one (if any) has not yet stayed up that long."""
-        if self._short_streak < FLAPPING_AFTER:
-            return False
-        at = self._connected_at
-        if self._state == ConnectionState.CONNECTED and at is not None:
-            return time.monotonic() - at < self._healthy_after
-        return True
+        return self._health.flapping(self._state == ConnectionState.CONNECTED)
 
-    def on(self, target: str, handler: Handler) -> None:
-        """Register `handler(*args)` (sync or async) for a hub → client method; case-insensitive."""
-        self._handlers.setdefault(target.lower(), []).append(handler)
-        self._routes.clear()
-
-    def off(self, target: str, handler: Handler | None = None) -> None:
-        self._routes.clear()
-        if handler is None:
-            self._handlers.pop(target.lower(), None)
-            return
-        handlers = self._handlers.get(target.lower(), [])
-        with contextlib.suppress(ValueError):
-            handlers.remove(handler)
-        if not handlers:
-            self._handlers.pop(target.lower(), None)
-
-    def on_raw(self, handler: RawHandler | None) -> None:
-        """With `raw_arguments=True`: `handler(target, raw_args)` gets invocations no `on()` handler takes."""
-        self._raw_handler = handler
-        self._routes.clear()
-
-    def on_reconnecting(self, callback: Callback) -> None:
-        self._reconnecting_cbs.append(callback)
-
-    def on_reconnected(self, callback: Callback) -> None:
-        self._reconnected_cbs.append(callback)
-
-    def on_closed(self, callback: Callback) -> None:
-        self._closed_cbs.append(callback)
+    @property
+    def pending_calls(self) -> int:
+        """Invocations awaiting their Completion plus open streams."""
+        return len(self.calls)
 
     async def start(self) -> None:
         """Connect (retrying with the policy when `retry_initial_start`); returns once connected."""
@@ -477,7 +268,8 @@ class HubConnection(Dispatching):
             await asyncio.shield(started)
         except asyncio.CancelledError:
             if not started.done():
-                await self._cancel_main()
+                self._main_task.cancel()  # still running: it resolves `started` before it ends
+                await asyncio.wait([self._main_task])
             if started.done() and not started.cancelled():
                 # Our caller was cancelled, so nobody else will read the "stopped during start" error
                 # _main set: retrieve it here (else asyncio logs "Future exception was never retrieved").
@@ -539,14 +331,14 @@ class HubConnection(Dispatching):
     def buffer_usage(self) -> BufferUsage:
         """Bytes and invocations held for dispatch and for a stateful resume now, with their limits."""
         queue = self._dispatch_queue
-        core = self._core
+        core = self._wire.core
         return BufferUsage(
             dispatch_bytes=queue.bytes if queue is not None else 0,
             dispatch_invocations=queue.size if queue is not None else 0,
             dispatch_limit_bytes=self._max_dispatch_bytes,
             dispatch_limit_invocations=self._dispatch_queue_size,
             replay_bytes=core.replay_bytes if core is not None else 0,
-            replay_limit_bytes=self._stateful_buffer_size,
+            replay_limit_bytes=self._core_options.replay_limit,
         )
 
     async def send(self, target: str, *args: Any) -> None:
@@ -557,53 +349,20 @@ class HubConnection(Dispatching):
     async def invoke(self, target: str, *args: Any) -> Any:
         """Invoke a hub method and return its result; raises HubError with the hub's error message."""
         self._require_connected()
-        invocation_id = str(next(self._ids))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[invocation_id] = future
+        invocation_id, future = self.calls.expect()
         try:
             await self._send_message(
                 proto.Invocation(target=target, arguments=list(args), invocation_id=invocation_id)
             )
             return await future
         finally:
-            self._pending.pop(invocation_id, None)
+            self.calls.forget(invocation_id, future)
 
     def stream(self, target: str, *args: Any) -> HubStream:
         """A server→client stream; the StreamInvocation is sent on first iteration."""
         return HubStream(self, target, args, self._stream_buffer_size)
 
-    # --- internals: streams --------------------------------------------------------------------
-
-    async def _start_stream(self, stream: HubStream) -> None:
-        self._require_connected()
-        invocation_id = str(next(self._ids))
-        stream._invocation_id = invocation_id
-        self._streams[invocation_id] = stream
-        try:
-            await self._send_message(
-                proto.StreamInvocation(
-                    invocation_id=invocation_id, target=stream._target, arguments=list(stream._args)
-                )
-            )
-        except BaseException:
-            self._streams.pop(invocation_id, None)
-            stream._finished = True
-            raise
-
-    async def _send_cancel(self, invocation_id: str) -> None:
-        if self._state != ConnectionState.CONNECTED:
-            return
-        try:
-            await self._send_message(proto.CancelInvocation(invocation_id=invocation_id))
-        except Exception as exc:  # the connection is going away; nothing to cancel any more
-            log.debug("signalr.cancel_not_sent", invocation_id=invocation_id, error=repr(exc))
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    # --- internals: sending --------------------------------------------------------------------
+    # --- internals -------------------------------------------------------------------------------
 
     def _require_connected(self) -> None:
         if self._state != ConnectionState.CONNECTED:
@@ -611,247 +370,26 @@ class HubConnection(Dispatching):
                 f"Cannot send data if the connection is not in the 'connected' state (it is {self._state})."
             )
 
-    async def _ws_send(self, ws: ClientConnection, data: bytes) -> None:
-        try:
-            if self._text:
-                await ws.send(data.decode("utf-8"))
-            else:
-                await ws.send(data)
-        except ConnectionClosed as exc:
-            raise ConnectionLostError(f"the WebSocket is closed ({exc})") from exc
-
     async def _send_message(self, message: proto.HubMessage) -> None:
-        """Through the core: it numbers and buffers trackable messages when stateful. A stateful
-        message whose write fails stays buffered and is replayed after the resume; a sender waits
-        while the replay buffer is at its byte limit and its message unacknowledged."""
-        core = self._core
-        if core is None or core.state not in (CoreState.OPEN, CoreState.DETACHED):
-            raise ConnectionLostError("the connection has no transport")
-        async with self._send_lock:
-            try:  # detached (resuming): a trackable message is kept for the replay
-                seq = core.send(message, asyncio.get_running_loop().time())
-            except StateError:
-                raise ConnectionLostError("the connection has no transport") from None
-            await self._flush_core(core, lost_ok=seq > 0)
-        while seq > 0 and core.send_blocked(seq):
-            if self._core is not core or core.state in (CoreState.CLOSING, CoreState.CLOSED):
-                raise ConnectionLostError("the connection was closed before the hub acknowledged the message")
-            self._acked.clear()
-            await self._acked.wait()
-
-    async def _flush_core(self, core: HubCore, *, lost_ok: bool = False) -> None:
-        """Write what the core queued (send lock held). `lost_ok`: a lost transport is not an error
-        (what was written is in the replay buffer)."""
-        ws = self._ws
-        data = core.data_to_send()
-        if ws is None:
-            if lost_ok:
-                return
-            raise ConnectionLostError("the connection has no transport")
-        try:
-            for chunk in data:
-                await self._ws_send(ws, chunk)
-        except ConnectionLostError:
-            if not lost_ok:
-                raise
-
-    # --- internals: connecting -----------------------------------------------------------------
-
-    async def _get_token(self) -> str | None:
-        if self._token_factory is None:
-            return None
-        token = await self._token_factory()
-        register_secret(token)
-        return token
-
-    def _auth_headers(self, token: str | None) -> dict[str, str]:
-        headers = dict(self._headers)
-        if token and self._token_transport in ("header", "both"):
-            headers["Authorization"] = f"Bearer {token}"
-        return headers
-
-    def _token_query(self, token: str | None) -> str | None:
-        return token if token and self._token_transport in ("query", "both") else None
-
-    @contextlib.asynccontextmanager
-    async def _http(self) -> AsyncIterator[httpx.AsyncClient]:
-        if self._http_client is not None:
-            yield self._http_client
-            return
-        options = httpx_proxy_options(self._proxy)
-        async with httpx.AsyncClient(
-            timeout=self._negotiate_timeout, follow_redirects=True, **options
-        ) as client:
-            yield client
-
-    async def _negotiate_once(self, url: str, token: str | None) -> _Negotiated | _Redirect:
-        negotiate_url = build_negotiate_url(url, stateful_reconnect=self._stateful_requested)
-        query_token = self._token_query(token)
-        if query_token:
-            negotiate_url = _with_query(negotiate_url, access_token=query_token)
-        log.debug("signalr.negotiate", url=redact_url(negotiate_url))
-        limit = self._max_negotiate_bytes
-        try:
-            async with (
-                asyncio.timeout(self._negotiate_timeout),
-                self._http() as client,
-                client.stream(
-                    "POST",
-                    negotiate_url,
-                    headers=self._auth_headers(token),
-                    content=b"",
-                    timeout=self._negotiate_timeout,
-                ) as response,
-            ):
-                status = response.status_code
-                if status in (401, 403):
-                    raise _AuthRejected(status, token, "negotiate")
-                if status != 200:
-                    hint = " (not a SignalR endpoint, or a proxy is in the way)" if status == 404 else ""
-                    raise NegotiateError(f"Unexpected status code returned from negotiate '{status}'{hint}")
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise NegotiateError(
-                        f"negotiate response too large: {declared} bytes declared, limit {limit}"
-                    )
-                content = bytearray()
-                async for chunk in response.aiter_bytes():
-                    content += chunk
-                    if len(content) > limit:
-                        raise NegotiateError(f"negotiate response too large: over the {limit}-byte limit")
-        except TimeoutError:
-            raise NegotiateError(
-                f"no complete negotiate response from {redact_url(url)} within {self._negotiate_timeout} s"
-            ) from None
-        except httpx.HTTPError as exc:
-            proxy = resolve_proxy(negotiate_url, self._proxy)
-            via = f" via proxy {redact_proxy(proxy)}" if proxy else ""
-            raise NegotiateError(
-                f"Failed to complete negotiation with the server at {redact_url(url)}{via}: "
-                f"{type(exc).__name__}"
-            ) from None
-        try:
-            body = msgspec.json.decode(content)
-        except msgspec.DecodeError:
-            raise NegotiateError("negotiate response is not JSON") from None
-        if not isinstance(body, dict):
-            raise NegotiateError("negotiate response is not a JSON object")
-        if body.get("error"):
-            raise NegotiateError(f"negotiate refused: {body['error']}")
-        if "ProtocolVersion" in body:
-            raise NegotiateError(
-                "Detected a connection attempt to an ASP.NET SignalR Server; "
-                "only ASP.NET Core SignalR is supported."
-            )
-        if body.get("url"):
-            new_url = str(body["url"])
-            access_token = body.get("accessToken")
-            if access_token is not None:
-                access_token = str(access_token)
-                register_secret(access_token)
-            return _Redirect(new_url, access_token)
-        version = body.get("negotiateVersion") or 0
-        connection_id = body.get("connectionId")
-        connection_token = body.get("connectionToken") if version >= 1 else connection_id
-        if not isinstance(connection_token, str) or not connection_token:
-            raise NegotiateError("negotiate response has no connection token")
-        stateful = bool(body.get("useStatefulReconnect"))
-        if stateful and not self._stateful_requested:
-            raise NegotiateError("Client didn't negotiate Stateful Reconnect but the server did.")
-        wanted = "Text" if self._text else "Binary"
-        transports = body.get("availableTransports") or []
-        if not any(
-            isinstance(t, dict)
-            and t.get("transport") == "WebSockets"
-            and wanted in (t.get("transferFormats") or [])
-            for t in transports
-        ):
-            raise NegotiateError(f"the server does not offer the WebSockets transport with {wanted} frames")
-        return _Negotiated(url, str(connection_id) if connection_id else None, connection_token, stateful)
-
-    async def _open_ws(self, url: str, token: str | None) -> ClientConnection:
-        ws_url = build_ws_url(url, access_token=self._token_query(token))
-        check_url_security(ws_url, self._allow_insecure)
-        proxy = resolve_proxy(ws_url, self._proxy)
-        log.debug("signalr.websocket_connect", url=redact_url(ws_url), proxy=redact_proxy(proxy))
-        extra: dict[str, Any] = {"ssl": self._ssl} if self._ssl is not None else {}
-        try:
-            return await websockets.connect(
-                ws_url,
-                additional_headers=self._auth_headers(token),
-                max_size=self._max_frame_size,
-                max_queue=self._read_ahead,
-                open_timeout=self._handshake_timeout,
-                close_timeout=self._close_timeout,
-                ping_interval=None,
-                ping_timeout=None,
-                proxy=proxy,
-                **extra,
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                raise _AuthRejected(status, token, "WebSocket upgrade") from None
-            raise HubConnectionError(
-                f"WebSocket upgrade to {redact_url(ws_url)} refused with HTTP {status}"
-            ) from None
-        except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
-            via = f" via proxy {redact_proxy(proxy)}" if proxy else ""
-            detail = str(exc)
-            if "access_token" in detail or (proxy and "@" in detail):
-                detail = "[redacted]"
-            raise HubConnectionError(
-                f"WebSocket connect to {redact_url(ws_url)}{via} failed: {type(exc).__name__}: "
-                f"{redact_url(detail)}"
-            ) from None
+        await self._wire.send_message(message)
 
     async def _establish(self) -> None:
-        """One connect: [negotiate (+redirects)] → WebSocket → handshake. Raises _AuthRejected on 401/403."""
-        url = self.url
-        token = await self._get_token()
-        fixed_token: str | None = None  # a redirect's accessToken replaces the factory for this attempt
-        negotiated: _Negotiated | None = None
-        if not self._skip_negotiation:
-            for _ in range(MAX_REDIRECTS):
-                result = await self._negotiate_once(url, token)
-                if isinstance(result, _Negotiated):
-                    negotiated = result
-                    break
-                check_url_security(result.url, self._allow_insecure)
-                log.info("signalr.negotiate_redirect", url=redact_url(result.url))
-                url = result.url
-                if result.access_token is not None:
-                    fixed_token = token = result.access_token
-            else:
-                raise NegotiateError("Negotiate redirection limit exceeded.")
-            if fixed_token is None:
-                token = await self._get_token()  # awaited again before the WebSocket connect
-        connect_url = build_ws_url(url, negotiated.connection_token if negotiated else None)
-        ws = await self._open_ws(connect_url, token)
-        stateful = bool(negotiated and negotiated.stateful_reconnect)
+        """One connect: the connector's [negotiate (+redirects)] → WebSocket (with the 401/403 rule),
+        then the handshake driven through a new core."""
+        opened = await self._connector.open()
+        ws, connect_url, stateful = opened.ws, opened.connect_url, opened.stateful
+        loop = asyncio.get_running_loop()
         core = HubCore(
-            Role.CLIENT,
-            asyncio.get_running_loop().time(),
-            protocol=self._protocol,
-            stateful=stateful,
-            options=CoreOptions(
-                keepalive_interval=self._keepalive_interval,
-                timeout=None,  # the server timeout times only the wait on the socket (_receive_loop)
-                handshake_timeout=self._handshake_timeout,
-                ack_interval=self._ack_interval,
-                replay_limit=self._stateful_buffer_size,
-                max_message_size=self._max_message_size,
-                max_handshake_size=self._max_message_size,
-            ),
+            Role.CLIENT, loop.time(), protocol=self._protocol, stateful=stateful, options=self._core_options
         )
         try:
-            await self._handshake(ws, core)
+            self._early = await self._wire.handshake(ws, core, self._answered)
         except BaseException:
-            await self._abort(ws)
+            await self._wire.abort(ws)
             raise
-        self._replace_core(core)
-        self._ws = ws
-        self._connection_id = negotiated.connection_id if negotiated else None
+        self._wire.replace_core(core)
+        self._wire.ws = ws
+        self._connection_id = opened.connection_id
         self._resume_url = connect_url if stateful else None
         log.info(
             "signalr.connected",
@@ -861,456 +399,115 @@ class HubConnection(Dispatching):
             stateful_reconnect=stateful,
         )
 
-    def _replace_core(self, core: HubCore | None) -> None:
-        """A new logical connection (or none): senders blocked on the old one's replay buffer fail."""
-        self._core = core
-        self._acked.set()
-
-    async def _handshake(self, ws: ClientConnection, core: HubCore) -> None:
-        """Drive the core's handshake over `ws`; hub messages right behind the response are kept."""
-        loop = asyncio.get_running_loop()
-        for chunk in core.data_to_send():
-            await ws.send(chunk.decode("utf-8"))
-        events: list[Any] = []
-        try:
-            async with asyncio.timeout_at(core.next_deadline()):
-                while core.state is CoreState.HANDSHAKING:
-                    frame = await ws.recv(decode=False)
-                    if self._text and not frame.isascii():
-                        _check_utf8(frame)
-                    core.receive_data(frame, loop.time())
-                    events.extend(core.events_received())
-        except TimeoutError:
-            core.on_timer(loop.time())
-            events.extend(core.events_received())
-        except ConnectionClosed as exc:
-            raise HandshakeError(f"the server closed the WebSocket during the handshake ({exc})") from None
-        except proto.ProtocolError as exc:  # invalid UTF-8
-            raise HandshakeError(f"Error parsing handshake response: {exc}") from None
-        for index, event in enumerate(events):
-            if isinstance(event, HandshakeFailed):
-                if event.error.startswith("Server returned"):  # a response arrived: the server is up
-                    self._connected_at = time.monotonic()
-                    self.stats.connections_opened += 1
-                raise HandshakeError(event.error)
-            if isinstance(event, HandshakeCompleted):
-                self._connected_at = time.monotonic()
-                self.stats.connections_opened += 1
-                rest = events[index + 1 :]
-                for later in rest:
-                    if isinstance(later, ProtocolViolation):
-                        raise HandshakeError(f"malformed data after the handshake: {later.error}")
-                self._early = rest
-                return
-        raise HandshakeError("the handshake ended without a response")  # pragma: no cover
-
-    async def _connect_once(self) -> None:
-        """`_establish` with the 401/403 rule: invalidate the token and retry once at once."""
-        try:
-            await self._establish()
-        except _AuthRejected as first:
-            log.warning("signalr.auth_rejected", where=first.where, status=first.status, retry="fresh token")
-            if first.token is not None and self._invalidate is not None:
-                self._invalidate(first.token)
-            try:
-                await self._establish()
-            except _AuthRejected as second:
-                if second.token is not None and self._invalidate is not None:
-                    self._invalidate(second.token)
-                raise HubAuthError(
-                    f"{second.where} rejected the bearer with HTTP {second.status} (also with a fresh token)",
-                    second.status,
-                ) from None
-
-    async def _abort(self, ws: ClientConnection, code: int = 1000, reason: str = "") -> None:
-        try:
-            async with asyncio.timeout(self._close_timeout):
-                await ws.close(code, reason)
-        except Exception:
-            ws.transport.abort()
-
-    async def _connect_with_policy(
-        self, reason: BaseException | None, *, initial: bool, failures: int = 0
-    ) -> bool:
-        """Attempt until connected (True) or the policy gives up (False, or raises on initial start).
-
-        `failures`: short-lived connections lost in a row before this call; they count as failed
-        attempts, so the policy's delays continue from there instead of starting at retry 0."""
-        started_at = time.monotonic()
-        attempts = failures
-        last: BaseException | None = reason
-        delay: float | None = 0.0 if initial else self._next_delay(attempts, 0.0, reason)
-        if delay is None:
-            return False
-        if not initial:
-            self._state = ConnectionState.RECONNECTING
-            log.warning("signalr.reconnecting", reason=_describe(reason), url=redact_url(self.url))
-            await self._notify(self._reconnecting_cbs, reason)
-            if self._stopping:
-                return False
-        while delay is not None:
-            if delay > 0:
-                log.info(
-                    "signalr.retry_scheduled",
-                    attempt=attempts + 1,
-                    delay=round(delay, 3),
-                    reason=_describe(last),
-                    initial_start=initial,
-                )
-                await asyncio.sleep(delay)
-            if self._stopping:
-                return False
-            try:
-                await self._connect_once()
-                return True
-            except (ConfigError, CredentialsRejected):
-                raise  # permanent: retrying cannot help
-            except Exception as exc:  # every other failure is retried by the policy
-                attempts += 1
-                last = exc
-                log.warning(
-                    "signalr.connect_failed", attempt=attempts, error=_describe(exc), initial_start=initial
-                )
-                if initial and not self._retry_initial_start:
-                    raise
-                delay = self._next_delay(attempts, time.monotonic() - started_at, exc)
-        log.error("signalr.retries_exhausted", attempts=attempts, error=_describe(last))
-        if initial and last is not None:
-            raise last
-        self._give_up_error = last
-        return False
-
-    async def _notify(self, callbacks: list[Callback], *args: Any) -> None:
-        """Queue connection callbacks behind every invocation decoded so far: the dispatcher runs
-        them in that order, so markers and data keep their true order and the receive loop (or the
-        reconnect) never waits for a callback. If the queue stays full for `drain_timeout` s (a
-        handler is stuck), the put goes on in the background and ordering becomes best effort."""
-        queue = self._dispatch_queue
-        assert queue is not None
-        item = Notify(callbacks, args)
-        if queue.put_nowait(item):
-            return
-        try:
-            async with asyncio.timeout(self._drain_timeout):
-                await queue.put(item)
-        except TimeoutError:
-            log.warning("signalr.dispatch_queue_stuck", queued=queue.size)
-            self._spawn(queue.put(item))
-
-    def _note_connection_lost(self, error: BaseException | None) -> None:
-        """Healthy or short-lived? Count the streak and warn (rate-bounded) while flapping."""
-        now = time.monotonic()
-        at = self._connected_at
-        lived = now - at if at is not None else 0.0
-        if lived >= self._healthy_after:
-            if self._short_streak >= FLAPPING_AFTER:
-                log.info("signalr.flapping_ended", short_lived=self._short_streak, lived=round(lived, 3))
-            self._short_streak = 0
-            self._flap_unlogged = 0
-            return
-        self._short_streak += 1
-        self.stats.short_lived_connections += 1
-        if self._short_streak < FLAPPING_AFTER:
-            return
-        self._flap_unlogged += 1
-        last = self._flap_logged_at
-        if last is None or now - last >= FLAPPING_LOG_INTERVAL:
-            log.warning(
-                "signalr.flapping",
-                consecutive_short_lived=self._short_streak,
-                since_last_warning=self._flap_unlogged,
-                lived=round(lived, 3),
-                healthy_after=self._healthy_after,
-                error=_describe(error),
-            )
-            self._flap_logged_at = now
-            self._flap_unlogged = 0
-
-    def _next_delay(self, count: int, elapsed: float, reason: BaseException | None) -> float | None:
-        try:
-            delay = self._retry_policy.next_delay(count, elapsed, reason)
-        except Exception as exc:
-            log.error("signalr.retry_policy_failed", error=_describe(exc))
-            return None
-        return None if delay is None else max(0.0, float(delay))
-
-    # --- internals: lifecycle ------------------------------------------------------------------
-
-    async def _cancel_main(self) -> None:
-        task = self._main_task
-        if task is None:
-            return
-        if not task.done():
-            task.cancel()
-        await asyncio.wait([task])
+    def _answered(self) -> None:
+        """The hub answered a handshake: a connection opened (for healthy-before-reset and stats)."""
+        self._health.opened()
+        self.stats.connections_opened += 1
 
     async def _main(self, started: asyncio.Future[None]) -> None:
-        close_error: BaseException | None = None
-        connected_once = False
-        self._give_up_error = None
         self._closing = False
         self._abandoned = False
-        self._short_streak = 0
-        self._connected_at = None
+        self._health.reset()
         self._leftover.clear()
         queue = DispatchQueue(self._dispatch_queue_size, self._max_dispatch_bytes)
         self._dispatch_queue = queue
-        dispatcher = asyncio.create_task(self._dispatch_loop(queue), name="signalr:dispatcher")
-        self._dispatcher = dispatcher
-        try:
-            await self._connect_with_policy(None, initial=True)
-            connected_once = True
-            self._state = ConnectionState.CONNECTED
-            started.set_result(None)
-            while True:
-                ended = await self._run_transport()
-                if self._stopping:
-                    break
-                if not ended.allow_reconnect:
-                    close_error = ended.error
-                    log.warning("signalr.closed_by_server", error=_describe(ended.error), reconnect=False)
-                    break
-                self._note_connection_lost(ended.error)
-                if self._core is not None and self._core.state is CoreState.DETACHED:
-                    if self._short_streak:  # a resume that drops at once must not spin either
-                        delay = self._next_delay(self._short_streak, 0.0, ended.error)
-                        if delay is None:
-                            close_error = ended.error
-                            break
-                        await asyncio.sleep(delay)
-                    if await self._resume():
-                        self._connected_at = time.monotonic()
-                        continue
-                self._fail_pending(
-                    ConnectionLostError(
-                        f"connection lost: {_describe(ended.error) or 'closed by the server'}"
-                    )
-                )
-                if await self._connect_with_policy(ended.error, initial=False, failures=self._short_streak):
-                    self._state = ConnectionState.CONNECTED
-                    log.info("signalr.reconnected", connection_id=self._connection_id)
-                    # Queued ahead of everything the new transport will decode, and run by the
-                    # dispatcher while the receive loop is up: a callback may await invoke().
-                    await self._notify(self._reconnected_cbs, self._connection_id)
-                    continue
-                close_error = self._give_up_error or ended.error
-                break
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            if not started.done():
-                started.set_exception(HubConnectionError("The connection was stopped during start."))
-        except BaseException as exc:
-            close_error = exc
-            if not started.done():
-                started.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            self._closing = True
-            self._state = ConnectionState.DISCONNECTING
-            self._fail_pending(  # before draining: a handler awaiting an invoke must not wait for it
-                ConnectionLostError("the connection was stopped")
-                if close_error is None
-                else ConnectionLostError(f"the connection was closed: {_describe(close_error)}")
-            )
-            deadline = self._drain_deadline
-            if deadline is None:
-                deadline = asyncio.get_running_loop().time() + self._drain_timeout
-            await self._drain(queue, dispatcher, deadline)
-            ws, self._ws = self._ws, None
-            core = self._core
-            if ws is not None:
-                if self._graceful_close and core is not None and core.state is CoreState.OPEN:
-                    core.close(now=asyncio.get_running_loop().time())
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(self._close_timeout):
-                            for chunk in core.data_to_send():
-                                await self._ws_send(ws, chunk)
-                await self._abort(ws)
-            for task in list(self._background):
-                task.cancel()
-            self._fail_pending(ConnectionLostError("the connection was stopped"))
-            self._replace_core(None)
-            self._state = ConnectionState.DISCONNECTED
-            self._dispatcher = None
-            self._drain_deadline = None
-            self._graceful_close = False
-            log.info("signalr.closed", error=_describe(close_error))
-        if connected_once:
-            self._firing_closed = True
-            try:
-                # after a cancelled stop() the callbacks get close_timeout, and are cut short if
-                # the cancel comes while they run: a hung callback must not hang stop()
-                async with asyncio.timeout(self._close_timeout if self._abandoned else None):
-                    await self._fire(self._closed_cbs, close_error)
-            except (TimeoutError, asyncio.CancelledError):
-                log.warning("signalr.closed_callbacks_cut_short")
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    current.uncancel()
-            finally:
-                self._firing_closed = False
-        self._closed_event.set()
+        self._dispatcher = asyncio.create_task(self._dispatch_loop(queue), name="signalr:dispatcher")
+        supervisor = Supervisor(
+            _Link(self), self._retry_policy, self._health, retry_initial_start=self._retry_initial_start
+        )
+        await supervisor.run(started)
 
-    async def _run_transport(self) -> _Ended:
-        ws = self._ws
-        core = self._core
-        assert ws is not None and core is not None
-        timers = asyncio.create_task(self._timer_loop(core))
+    async def _reconnecting(self, reason: BaseException | None) -> None:
+        self._state = ConnectionState.RECONNECTING
+        await self._notify(self._reconnecting_cbs, reason)
+
+    async def _reconnected(self) -> None:
+        self._state = ConnectionState.CONNECTED
+        log.info("signalr.reconnected", connection_id=self._connection_id)
+        # Queued ahead of everything the new transport will decode, and run by the dispatcher
+        # while the receive loop is up: a callback may await invoke().
+        await self._notify(self._reconnected_cbs, self._connection_id)
+
+    async def _shut_down(self, close_error: BaseException | None) -> None:
+        """Drain (bounded), Close when stop() found it connected, close the WebSocket."""
+        queue, dispatcher = self._dispatch_queue, self._dispatcher
+        assert queue is not None and dispatcher is not None
+        self._closing = True
+        self._state = ConnectionState.DISCONNECTING
+        self.calls.fail_all(  # before draining: a handler awaiting an invoke must not wait for it
+            ConnectionLostError("the connection was stopped")
+            if close_error is None
+            else ConnectionLostError(f"the connection was closed: {describe_reason(close_error)}")
+        )
+        deadline = self._drain_deadline
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self._drain_timeout
+        await self._drain(queue, dispatcher, deadline)
+        await self._wire.close(graceful=self._graceful_close)
+        for task in list(self._background):
+            task.cancel()
+        self.calls.fail_all(ConnectionLostError("the connection was stopped"))
+        self._wire.replace_core(None)
+        self._state = ConnectionState.DISCONNECTED
+        self._dispatcher = None
+        self._drain_deadline = None
+        self._graceful_close = False
+        log.info("signalr.closed", error=describe_reason(close_error))
+
+    async def _fire_closed(self, close_error: BaseException | None) -> None:
+        self._firing_closed = True
+        try:
+            # after a cancelled stop() the callbacks get close_timeout, and are cut short if
+            # the cancel comes while they run: a hung callback must not hang stop()
+            async with asyncio.timeout(self._close_timeout if self._abandoned else None):
+                await self._fire(self._closed_cbs, close_error)
+        except (TimeoutError, asyncio.CancelledError):
+            log.warning("signalr.closed_callbacks_cut_short")
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                current.uncancel()
+        finally:
+            self._firing_closed = False
+
+    async def _run_transport(self) -> Ended:
+        wire = self._wire
+        ws, core, queue = wire.ws, wire.core, self._dispatch_queue
+        assert ws is not None and core is not None and queue is not None
+        timers = asyncio.create_task(wire.timer_loop(core))
         try:
             early, self._early = self._early, []
-            ended = await self._handle_messages(early) if early else None
-            if ended is None:
-                ended = await self._receive_loop(ws, core)
+            receiver = Receiver(
+                ws,
+                core,
+                queue,
+                self.stats,
+                leftover=self._leftover,
+                other=self._handle_other,
+                text=self._text,
+                server_timeout=self._server_timeout,
+                acked=wire.acked,
+                timer_wake=wire.timer_wake,
+            )
+            ended = await receiver.run(early)
         finally:
             timers.cancel()
             await asyncio.wait([timers])
-        if self._ws is ws:
-            self._ws = None
-        # stateful and resumable: the core keeps the replay buffer, detached, for _resume
-        core.connection_lost(asyncio.get_running_loop().time(), resumable=ended.resumable)
-        if ended.error is None or isinstance(ended.error, ServerClosedError):
-            await self._abort(ws)  # the server said goodbye: close the WebSocket politely
-        elif isinstance(ended.error, InvalidTextFrameError):
-            await self._abort(ws, code=1007, reason="invalid UTF-8")  # RFC 6455 7.4.1
-        else:
-            ws.transport.abort()  # dead, half-open or broken: do not wait for a close handshake
+        await wire.transport_ended(ws, core, ended)
         if not self._stopping:
             log.warning(
                 "signalr.transport_ended",
-                error=_describe(ended.error),
+                error=describe_reason(ended.error),
                 allow_reconnect=ended.allow_reconnect,
                 resumable=core.state is CoreState.DETACHED,
             )
         return ended
 
-    async def _receive_loop(self, ws: ClientConnection, core: HubCore) -> _Ended:
-        recv = ws.recv
-        receive_data = core.receive_data
-        events_received = core.events_received
-        clock = asyncio.get_running_loop().time
-        server_timeout = self._server_timeout
-        handle = self._handle_messages
-        text = self._text
-        stateful = core.stateful
-        while True:
-            try:
-                # Only the wait on the socket is timed (a driver rule, not the core's): a receive loop
-                # held back by a full dispatch queue is not a silent server.
-                async with asyncio.timeout(server_timeout):
-                    data = await recv(decode=False)
-            except TimeoutError:
-                return _Ended(
-                    ServerTimeoutError(
-                        f"Server timeout elapsed without receiving a message from the server "
-                        f"({server_timeout} s)."
-                    ),
-                    allow_reconnect=True,
-                    resumable=False,
-                )
-            except ConnectionClosed as exc:
-                return _Ended(
-                    ConnectionLostError(f"WebSocket closed ({exc})"), allow_reconnect=True, resumable=True
-                )
-            if text and not data.isascii():
-                try:
-                    _check_utf8(data)
-                except proto.ProtocolError as exc:
-                    return _Ended(exc, allow_reconnect=True, resumable=False)
-            receive_data(data, clock())
-            events = events_received()
-            if stateful:
-                self._acked.set()  # Acks may have made room in the replay buffer
-                self._timer_wake.set()  # an Ack of ours may be due earlier than the timer sleeps
-            if events:
-                ended = await handle(events, len(data))
-                if ended is not None:
-                    return ended
-
-    async def _handle_messages(self, messages: list[Any], nbytes: int = 0) -> _Ended | None:
-        """One frame's messages (`nbytes` on the wire). Its invocations go to the dispatcher as one
-        batch; the hot case (no stateful buffer, nothing but invocations) costs one list
-        comprehension and one put."""
-        batch = cast(Batch, [m for m in messages if m.__class__ is _INVOCATION])
-        if len(batch) == len(messages):
-            self.stats.invocations_decoded += len(batch)
-            queue = self._dispatch_queue
-            assert queue is not None
-            if not queue.put_nowait(batch, nbytes):
-                await self._hand_over(queue, batch, messages, len(messages), nbytes)
-            return None
-        return await self._handle_mixed(messages, nbytes)
-
-    async def _hand_over(
-        self,
-        queue: DispatchQueue,
-        batch: Batch,
-        messages: list[Any],
-        resume_at: int,
-        nbytes: int = 0,
-    ) -> None:
-        """Wait for room for `batch` (already counted as decoded). Cancelled (stop() came): nothing
-        was queued, so the batch and the invocations of `messages[resume_at:]` are kept for the
-        final drain, in order."""
-        try:
-            await queue.put(batch, nbytes)
-        except asyncio.CancelledError:
-            self._leftover.append(batch)
-            self._keep_rest(messages, resume_at)
-            raise
-
-    def _keep_rest(self, messages: list[Any], resume_at: int) -> None:
-        rest: Batch = []
-        for message in messages[resume_at:]:
-            if isinstance(message, proto.Invocation):
-                rest.append(message)
-        if rest:
-            self.stats.invocations_decoded += len(rest)
-            self._leftover.append(rest)
-
-    async def _handle_mixed(self, messages: list[Any], nbytes: int = 0) -> _Ended | None:
-        """The general case: non-invocation messages and the core's events (the core already did the
-        stateful numbering, dedupe, Acks and Sequence). Invocations collected so far are handed over
-        before any message whose effect a handler could observe (StreamItem, Completion, Close), so
-        the order of effects is the arrival order. Each batch is charged its share of the frame's
-        `nbytes` (by message count)."""
-        queue = self._dispatch_queue
-        assert queue is not None
-        per_message = nbytes // len(messages) if messages else 0
-        batch: Batch = []
-        for index, message in enumerate(messages):
-            if isinstance(message, proto.Invocation):
-                batch.append(message)
-                continue
-            if batch:
-                self.stats.invocations_decoded += len(batch)
-                cost = per_message * len(batch)
-                if not queue.put_nowait(batch, cost):
-                    await self._hand_over(queue, batch, messages, index + 1, cost)
-                batch = []
-            try:
-                ended = await self._handle_other(message)
-            except asyncio.CancelledError:  # stop() while a stream consumer was slow
-                self._keep_rest(messages, index + 1)
-                raise
-            if ended is not None:
-                return ended
-        if batch:
-            self.stats.invocations_decoded += len(batch)
-            cost = per_message * len(batch)
-            if not queue.put_nowait(batch, cost):
-                await self._hand_over(queue, batch, messages, len(messages), cost)
-        return None
-
-    async def _handle_other(self, message: Any) -> _Ended | None:
+    async def _handle_other(self, message: Any) -> Ended | None:
+        """What the receive path does not hand to the dispatcher, in arrival order."""
         if isinstance(message, proto.StreamItem):
-            stream = self._streams.get(message.invocation_id)
-            if stream is not None:
-                await stream._put(message.item)
+            await self.calls.stream_item(message)
         elif isinstance(message, proto.Completion):
-            self._complete(message)
+            self.calls.complete(message)
         elif isinstance(message, CloseReceived):
             error = (
                 ServerClosedError(f"Server returned an error on close: {message.error}")
@@ -1318,104 +515,84 @@ class HubConnection(Dispatching):
                 else None
             )
             log.info("signalr.close_message", error=message.error, allow_reconnect=message.allow_reconnect)
-            return _Ended(error, allow_reconnect=message.allow_reconnect, resumable=False)
+            return Ended(error, allow_reconnect=message.allow_reconnect, resumable=False)
         elif isinstance(message, ProtocolViolation):
-            return _Ended(proto.ProtocolError(message.error), allow_reconnect=True, resumable=False)
+            return Ended(proto.ProtocolError(message.error), allow_reconnect=True, resumable=False)
         else:
             log.warning("signalr.unexpected_message", type=type(message).__name__)
         return None
 
-    def _complete(self, message: proto.Completion) -> None:
-        future = self._pending.pop(message.invocation_id, None)
-        if future is not None:
-            if not future.done():
-                if message.error is not None:
-                    future.set_exception(HubError(message.error))
-                else:
-                    future.set_result(message.result)
-            return
-        stream = self._streams.get(message.invocation_id)
-        if stream is not None:
-            stream._complete(HubError(message.error) if message.error is not None else _END)
-
-    def _fail_pending(self, error: ConnectionLostError) -> None:
-        pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(error)
-        streams, self._streams = self._streams, {}
-        for stream in streams.values():
-            stream._complete(error)
-
-    async def _timer_loop(self, core: HubCore) -> None:
-        """Runs the core's deadlines (keepalive Ping after a quiet interval, Acks) for one transport."""
-        loop = asyncio.get_running_loop()
-        wake = self._timer_wake
-        while True:
-            deadline = core.next_deadline()
-            wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline):
-                    await wake.wait()
-            if core.state is not CoreState.OPEN:
-                return
-            core.on_timer(loop.time())
-            try:
-                async with self._send_lock:
-                    await self._flush_core(core)
-            except HubConnectionError:
-                return
-
     async def _resume(self) -> bool:
         """Stateful reconnect: same connection token, no negotiate, no handshake; the core writes
         Sequence + the replay and drops what the hub replays twice."""
-        core = self._core
+        core = self._wire.core
         url = self._resume_url
         assert core is not None and url is not None and core.state is CoreState.DETACHED
         log.info("signalr.resuming", url=redact_url(url), unacked_bytes=core.replay_bytes)
         try:
-            ws = await self._open_ws_with_auth_retry(url)
+            ws = await self._connector.open_ws(url)
         except (HubConnectionError, OSError, TimeoutError) as exc:
-            log.warning("signalr.resume_failed", error=_describe(exc))
+            log.warning("signalr.resume_failed", error=describe_reason(exc))
             core.give_up()
             return False
         self._early = []
         try:
-            async with self._send_lock:
-                replayed = core.resume(asyncio.get_running_loop().time())
-                for chunk in core.data_to_send():
-                    await self._ws_send(ws, chunk)
-                self._ws = ws  # under the lock: no send may find the core open and no transport
+            replayed = await self._wire.resume_on(ws, core)
         except HubConnectionError as exc:
-            log.warning("signalr.resume_failed", error=_describe(exc))
+            log.warning("signalr.resume_failed", error=describe_reason(exc))
             core.connection_lost(asyncio.get_running_loop().time(), resumable=False)
-            await self._abort(ws)
+            await self._wire.abort(ws)
             return False
         log.info("signalr.resumed", replayed=replayed)
         return True
 
-    async def _open_ws_with_auth_retry(self, url: str) -> ClientConnection:
-        token = await self._get_token()
-        try:
-            return await self._open_ws(url, token)
-        except _AuthRejected as first:
-            if first.token is not None and self._invalidate is not None:
-                self._invalidate(first.token)
-            try:
-                return await self._open_ws(url, await self._get_token())
-            except _AuthRejected as second:
-                raise HubAuthError(str(second), second.status) from None
 
+class _Link:
+    """`HubConnection` as the supervisor sees it (`consumer.signalr.supervisor.Link`)."""
 
-def _describe(error: BaseException | None) -> str | None:
-    return describe_error(error) if error is not None else None
+    __slots__ = ("_conn",)
 
+    def __init__(self, conn: HubConnection) -> None:
+        self._conn = conn
 
-def _check_utf8(data: bytes) -> None:
-    """Raise InvalidTextFrameError unless `data` is valid UTF-8 (callers skip pure ASCII first)."""
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidTextFrameError(
-            f"invalid UTF-8 in a text frame at byte {exc.start} of {len(data)}"
-        ) from None
+    @property
+    def stopping(self) -> bool:
+        return self._conn._stopping
+
+    @property
+    def log_url(self) -> str:
+        return redact_url(self._conn.url)
+
+    def can_resume(self) -> bool:
+        core = self._conn._wire.core
+        return core is not None and core.state is CoreState.DETACHED
+
+    async def connect_once(self) -> None:
+        await self._conn._establish()
+
+    async def run_transport(self) -> Ended:
+        return await self._conn._run_transport()
+
+    async def resume(self) -> bool:
+        return await self._conn._resume()
+
+    def mark_connected(self) -> None:
+        self._conn._state = ConnectionState.CONNECTED
+
+    async def reconnecting(self, reason: BaseException | None) -> None:
+        await self._conn._reconnecting(reason)
+
+    async def reconnected(self) -> None:
+        await self._conn._reconnected()
+
+    def fail_pending(self, error: ConnectionLostError) -> None:
+        self._conn.calls.fail_all(error)
+
+    async def shut_down(self, error: BaseException | None) -> None:
+        await self._conn._shut_down(error)
+
+    async def fire_closed(self, error: BaseException | None) -> None:
+        await self._conn._fire_closed(error)
+
+    def closed(self) -> None:
+        self._conn._closed_event.set()

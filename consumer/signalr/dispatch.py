@@ -1,14 +1,39 @@
 """The client's dispatching: the receive loop -> dispatcher hand-off (a FIFO of whole frames'
 invocation batches and connection-callback markers, bounded in invocations and in bytes), and the
 dispatcher itself (`Dispatching`, mixed into `HubConnection`): routes, handlers, raw handlers,
-Completions for invocations that expect a result, connection callbacks, the final drain."""
+Completions for invocations that expect a result, connection callbacks, the final drain.
+
+- `on(target, handler)` (sync or async, target case-insensitive like the official client); handlers
+  run one at a time, in arrival order, in a dispatcher task. The receive loop hands each WebSocket
+  frame's invocations over as one batch (one queue operation per frame, not per message) on a queue
+  bounded in invocations (`dispatch_queue_size`) and in bytes (`max_dispatch_bytes`, the frames'
+  wire size, which the undecoded arguments point into): while either bound is reached, the receive
+  loop stops reading (backpressure: TCP then slows the hub; nothing is dropped). A frame's batch is
+  never split, so at most `dispatch_queue_size - 1` + two frames' invocations, or
+  `max_dispatch_bytes` + two frames' bytes, are decoded and not yet dispatched (one admitted over
+  the bound, one waiting for room). `buffer_usage()` reports bytes and invocations in use and the
+  limits. A handler exception is logged and never stops the
+  connection. A server invocation that expects a result gets
+  a Completion with the handler's return value, or an error Completion ("Client didn't provide a
+  result." when nothing handled it).
+- `raw_arguments=True` builds the protocol with its `raw_arguments` option: invocations whose target
+  has no `on()` handler go to the single `on_raw(handler(target, raw_args))` handler, undecoded
+  (`msgspec.Raw` of the arguments array). `on()` handlers still get decoded arguments.
+- One FIFO orders data and connection events: the reconnecting and reconnected callbacks are queued
+  behind every invocation decoded before them and run by the dispatcher. So handlers see every
+  invocation decoded before a loss before on_reconnecting fires; on_reconnected runs with the receive
+  loop already up (state `connected`, so it may await `invoke()`), and it finishes before any invocation
+  the new transport brings is dispatched. The reconnect itself never waits for callbacks or handlers.
+  on_closed runs last, after the final drain.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -20,7 +45,7 @@ from consumer.signalr import protocol as proto
 from consumer.signalr.errors import HubConnectionError
 
 if TYPE_CHECKING:
-    from consumer.signalr.connection import ClientStats
+    from consumer.signalr.state import ClientStats
 
 log = get_logger("consumer.signalr.connection")  # the client's log events keep their logger name
 
@@ -145,20 +170,82 @@ MAX_ROUTES = 1024  # distinct target spellings cached (each <= MAX_TARGET_LENGTH
 
 
 class Dispatching:
-    """The dispatcher side of `HubConnection` (a mixin: the attributes below are the connection's)."""
+    """The dispatcher side of `HubConnection` (a mixin): the handler and callback registry (`on`,
+    `off`, `on_raw`, `on_reconnecting`, `on_reconnected`, `on_closed`), the dispatch loop and the
+    final drain. The annotated attributes without a value here are the connection's."""
 
     stats: ClientStats
-    _routes: dict[str, _Route]
-    _handlers: dict[str, list[Handler]]
-    _raw_handler: RawHandler | None
     _raw_arguments: bool
     _text: bool
-    _warned_targets: set[str]
+    _drain_timeout: float
+    _dispatch_queue: DispatchQueue | None
     _leftover: deque[Batch]
     _abandoned: bool
     _firing_closed: bool
     _dispatcher: asyncio.Task[None] | None
     _main_task: asyncio.Task[None] | None
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[Handler]] = {}
+        self._raw_handler: RawHandler | None = None
+        self._routes: dict[str, _Route] = {}  # cleared in place when handlers change, never replaced
+        self._warned_targets: set[str] = set()
+        self._reconnecting_cbs: list[Callback] = []
+        self._reconnected_cbs: list[Callback] = []
+        self._closed_cbs: list[Callback] = []
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def on(self, target: str, handler: Handler) -> None:
+        """Register `handler(*args)` (sync or async) for a hub → client method; case-insensitive."""
+        self._handlers.setdefault(target.lower(), []).append(handler)
+        self._routes.clear()
+
+    def off(self, target: str, handler: Handler | None = None) -> None:
+        self._routes.clear()
+        if handler is None:
+            self._handlers.pop(target.lower(), None)
+            return
+        handlers = self._handlers.get(target.lower(), [])
+        with contextlib.suppress(ValueError):
+            handlers.remove(handler)
+        if not handlers:
+            self._handlers.pop(target.lower(), None)
+
+    def on_raw(self, handler: RawHandler | None) -> None:
+        """With `raw_arguments=True`: `handler(target, raw_args)` gets invocations no `on()` handler takes."""
+        self._raw_handler = handler
+        self._routes.clear()
+
+    def on_reconnecting(self, callback: Callback) -> None:
+        self._reconnecting_cbs.append(callback)
+
+    def on_reconnected(self, callback: Callback) -> None:
+        self._reconnected_cbs.append(callback)
+
+    def on_closed(self, callback: Callback) -> None:
+        self._closed_cbs.append(callback)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _notify(self, callbacks: list[Callback], *args: Any) -> None:
+        """Queue connection callbacks behind every invocation decoded so far: the dispatcher runs
+        them in that order, so markers and data keep their true order and the receive loop (or the
+        reconnect) never waits for a callback. If the queue stays full for `drain_timeout` s (a
+        handler is stuck), the put goes on in the background and ordering becomes best effort."""
+        queue = self._dispatch_queue
+        assert queue is not None
+        item = Notify(callbacks, args)
+        if queue.put_nowait(item):
+            return
+        try:
+            async with asyncio.timeout(self._drain_timeout):
+                await queue.put(item)
+        except TimeoutError:
+            log.warning("signalr.dispatch_queue_stuck", queued=queue.size)
+            self._spawn(queue.put(item))
 
     async def _send_message(self, message: proto.HubMessage) -> None:
         raise NotImplementedError  # the connection's

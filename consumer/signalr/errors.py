@@ -55,11 +55,3 @@ class ServerTimeoutError(HubConnectionError):
 
 class InvalidTextFrameError(proto.ProtocolError):
     """A text frame that is not valid UTF-8 (RFC 6455: the connection must be failed with 1007)."""
-
-
-class _AuthRejected(Exception):
-    def __init__(self, status: int, token: str | None, where: str) -> None:
-        super().__init__(f"{where} rejected the bearer with HTTP {status}")
-        self.status = status
-        self.token = token
-        self.where = where

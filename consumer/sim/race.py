@@ -10,6 +10,9 @@ The hub drives engines against a clock at a speed factor; tests drive them as fa
 `synthetic_replay(seed, ...)` builds a replay-shaped race (any number of cars) so several events and
 load tests use the same engine.
 
+Size (about 715 lines, just over the 700 guideline): one pure engine whose lap, pit, flag and gap
+rules read one another's state, and the generator of its input.
+
 As the real hub: `lastUpdated` is always null (RedMist never assigns it); `gpsHealth` /
 `gpsSourceHealth` (timing-common 1.17.0) carry values only when the replay has telemetry data
 (`"hasTelemetrySource": true` and per car `"gh": [[lap, health 0-5], ...]`, which synthetic races

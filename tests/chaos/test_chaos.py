@@ -370,13 +370,17 @@ async def test_hub_ending_every_connection_after_the_handshake(
             await wait_relaying(daemon, traffic)
             stats = sim.hub.server.stats
             before = stats.connections_total
+            # Taken before the flapping: the hub removes a closed connection from its groups, so any
+            # member that is not one of these subscribed after the flapping. (Taken after it, it
+            # raced the daemon: a reconnect that subscribed between the end of the flapping and this
+            # line was counted as old, and the wait below timed out; a slow scrape made it likely.)
+            old = group_ids(sim)
             sim.faults.flap(mode, window)
             await sim.faults.close_all(allow_reconnect=True)  # the current connection goes too
             await asyncio.sleep(window - 1.0)  # the fault schedule (the hub flaps this long)
             metrics = await scrape(port)  # while it still flaps
             await asyncio.sleep(1.0)
             connections = stats.connections_total - before
-            old = group_ids(sim)
             recover = await hub_resubscribed(sim, old, 15)
             await wait_relaying(daemon, traffic)
             await settle(daemon, traffic)

@@ -24,12 +24,8 @@ from consumer.config import ConfigError, parse_config, to_display
 from consumer.logs import setup_logging
 from consumer.observability import DaemonCollector, build_registry
 from consumer.relay.stats import RelayStats
-from consumer.signalr.connection import (
-    ConnectionState,
-    HubConnection,
-    InvalidTextFrameError,
-    NegotiateError,
-)
+from consumer.signalr.connection import ConnectionState, HubConnection, NegotiateError
+from consumer.signalr.errors import InvalidTextFrameError
 from consumer.signalr.proxies import redact_proxy, resolve_proxy
 from consumer.signalr.retry import NEVER, DaemonRetryPolicy
 

@@ -468,7 +468,7 @@ async def test_pending_invoke_and_stream_fail_on_loss(protocol: str) -> None:
         pending = asyncio.create_task(conn.invoke("Hang"))
         stream = conn.stream("Forever")
         assert await anext(stream) == 0
-        await until(lambda: bool(conn._pending))
+        await until(lambda: conn.pending_calls > 0)
         server.drop_all()
         with pytest.raises(ConnectionLostError):
             await asyncio.wait_for(pending, 5)
@@ -484,7 +484,7 @@ async def test_invoke_fails_on_stop() -> None:
         conn = client(url)
         await conn.start()
         pending = asyncio.create_task(conn.invoke("Hang"))
-        await until(lambda: bool(conn._pending))
+        await until(lambda: conn.pending_calls > 0)
         await conn.stop()
         with pytest.raises(ConnectionLostError):
             await pending

@@ -57,7 +57,7 @@ async def test_pending_invoke_survives_a_resumed_drop() -> None:
         running(client(url, stateful_reconnect=True, ack_interval=0.05)) as conn,
     ):
         pending = asyncio.create_task(conn.invoke("Slow", 41))
-        await until(lambda: bool(conn._pending))
+        await until(lambda: conn.pending_calls > 0)
         assert server.drop_all() == 1
         await until(lambda: server.stats.reconnects >= 1)
         release.set()

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+from typing import Any
+
 import pytest
 
 from consumer.errors import ConfigError
+from consumer.signalr.calls import Calls
 from consumer.signalr.connection import (
+    ConnectionLostError,
     HubConnection,
     build_negotiate_url,
     build_ws_url,
@@ -139,3 +145,25 @@ def test_unknown_protocol_and_token_transport_are_config_errors() -> None:
         HubConnection("https://h/hub", protocol="xml")
     with pytest.raises(ConfigError):
         HubConnection("https://h/hub", token_transport="cookie")  # type: ignore[arg-type]
+
+
+async def test_an_invocation_failed_while_its_send_failed_logs_no_unretrieved_future() -> None:
+    """invoke(): the connection is lost (fail_all fails the pending future) while the send is under
+    way, and the send raises too; the caller sees the send's error, and the failed future must not be
+    reported by asyncio as "Future exception was never retrieved" (it was, in the daemon's log)."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        calls = Calls()
+        invocation_id, future = calls.expect()
+        assert len(calls) == 1
+        calls.fail_all(ConnectionLostError("connection lost"))
+        calls.forget(invocation_id, future)  # what invoke()'s finally does after the send raised
+        assert len(calls) == 0
+        del future
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []
