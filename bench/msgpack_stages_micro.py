@@ -6,8 +6,9 @@ SignalR invocation). Every stage is run over the whole pool, interleaved round a
 reported as the best round in µs per message (no network: the WebSocket read is the bare loop's row
 of the side-by-side table). Stages, in the order a message meets them:
 
-- `timeout`: `asyncio.timeout(...)` entered and left around an await that does not block (the
-  receive loop times only the wait on the socket).
+- `timeout (before)`: `asyncio.timeout(...)` entered and left around an await that does not block:
+  what the receive loop paid per message before its watchdog (it times only the wait on the socket).
+- `watchdog`: what it pays now per message (a clock read and two attribute stores around the await).
 - `core`: `HubCore.receive_data` + `events_received` (SignalR framing, the envelope decode with
   raw arguments, the Invocation).
 - `handle + queue`: `Receiver.handle`'s hand-over to the `DispatchQueue` and the dispatcher's
@@ -104,6 +105,19 @@ async def stages(rounds: int) -> dict[str, float]:
             async with asyncio.timeout(30.0):
                 await fut
 
+    class Dog:
+        __slots__ = ("waiting_since",)
+
+    async def t_watchdog() -> None:
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        clock = asyncio.get_running_loop().time
+        dog = Dog()
+        for _ in range(n):
+            dog.waiting_since = clock()
+            await fut
+            dog.waiting_since = None
+
     async def t_core() -> None:
         for p in payloads:
             core.receive_data(p, 1.0)
@@ -160,7 +174,8 @@ async def stages(rounds: int) -> dict[str, float]:
         os.ftruncate(fd, 0)
 
     plan: dict[str, tuple[Callable[[], Any], float]] = {
-        "timeout": (t_timeout, n),
+        "timeout (before)": (t_timeout, n),
+        "watchdog": (t_watchdog, n),
         "core": (t_core, n),
         "handle + queue": (t_queue, n),
         "convert": (t_convert, n),
