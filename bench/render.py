@@ -45,6 +45,7 @@ LABELS = {
     "node-decode": "`@microsoft/signalr` on Node (decode only)",
     "event-consumer-compact": '**event-consumer** -> file, `patches = "compact"`',
     "event-consumer-baseline": "event-consumer before issue 15 (baseline commit) -> file (faithful)",
+    "python-floor": "Python floor: recv + one typed decode + envelope line + os.write (faithful, no daemon)",
 }
 SIDE_LABELS = {**LABELS, "event-consumer": "**event-consumer** -> file (faithful)"}
 

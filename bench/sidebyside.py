@@ -9,6 +9,10 @@ once per run; runs interleaved (round 1 of every client, then round 2, ...):
   the hub's own send time per stream is recorded too (`hub_msgs_per_s`).
 - `pysignalr-decode`: pysignalr, handler counts only (decode only, no output).
 - `node-decode`: `@microsoft/signalr` on Node, handler counts only (bench/clients/node_client.mjs).
+- `python-floor`: the least a Python process can do for event-consumer's faithful output
+  (bench/clients/peers.py `floor`: recv, one typed decode of the whole invocation into fastpack's
+  Structs, the envelope line, one os.write per 4 MiB; no dispatch, queues or sink thread): what is
+  reachable in Python at all, measured like the peers.
 - `event-consumer`: the real `event-consumer run --config <toml>` process (python -m consumer),
   file sink with `fsync = "never"`, faithful output (the default).
 - `event-consumer-compact`: the same with `[redmist] patches = "compact"` (when the config knows it).
@@ -43,7 +47,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PY = sys.executable
 POLL = 0.005
-CLIENTS = ("bare", "pysignalr-decode", "node-decode", "event-consumer", "event-consumer-compact")
+CLIENTS = (
+    "bare",
+    "pysignalr-decode",
+    "node-decode",
+    "python-floor",
+    "event-consumer",
+    "event-consumer-compact",
+)
 PROTOCOLS = ("json", "messagepack")
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -169,9 +180,11 @@ def _observe(
             os.close(fd)
 
 
-def client_command(name: str, url: str, count: int, protocol: str) -> list[str]:
+def client_command(name: str, url: str, count: int, protocol: str, out: str = "-") -> list[str]:
     if name in ("bare", "pysignalr-decode"):
         return [PY, str(HERE / "clients" / "peers.py"), name, url, str(count), protocol, "-"]
+    if name == "python-floor":
+        return [PY, str(HERE / "clients" / "peers.py"), "floor", url, str(count), protocol, out]
     if name == "node-decode":
         return ["node", str(HERE / "clients" / "node_client.mjs"), url, str(count), protocol, "-"]
     raise ValueError(name)
@@ -216,11 +229,13 @@ def run(
                         tree=Path(os.environ["SIDEBYSIDE_BASELINE"]) if baseline else ROOT,
                     )
                 else:
+                    out = tmp / f"{client}-{protocol}.jsonl"
                     result = run_client(
-                        client_command(client, hub.url, count, protocol),
+                        client_command(client, hub.url, count, protocol, str(out)),
                         tmp / f"{client}-{protocol}.result",
                         timeout,
                     )
+                    out.unlink(missing_ok=True)
                 if "error" in result:
                     errors[(client, protocol)] = result["error"]
                     log(f"  {client:<24} {protocol:<12} run {i + 1}: FAILED {result['error']}")

@@ -10,6 +10,13 @@ KIND:
   invocation records in each received message (JSON: 0x1E separators; MessagePack: a walk over the
   VarInt length prefixes) and stops after COUNT. OUT is ignored. The side-by-side section's ceiling.
 - `pysignalr-decode`: pysignalr with a handler that only counts (decode only, no output; OUT ignored).
+- `floor`: the least a Python client can do for event-consumer's faithful output (issue 15's floor): a
+  bare `websockets` recv loop; MessagePack: VarInt framing and ONE typed msgspec decode of the whole
+  invocation straight into consumer.redmist.fastpack's array-like Structs (no separate envelope
+  pass, time values converted by its dec_hook), class switch to the named Structs, the project's
+  `EnvelopeEncoder` line; JSON: the envelope decoded with raw arguments spliced into the line. Lines
+  are joined and written with one `os.write` per 4 MiB to OUT (the same bytes per line as the
+  daemon's, seq and time aside). No dispatch, no queues, no sink thread, no error handling.
 - `null`: the hub's own send rate: a hand-rolled WebSocket reader on a plain asyncio socket that skips
   frame payloads unread and stops at the hub's close frame (nothing parsed, nothing written).
 """
@@ -154,6 +161,109 @@ async def run_bare(url: str, count: int, protocol: str) -> dict[str, Any]:
                 pos += size
                 n += 1
         result = window.result(n)
+    return result
+
+
+# --- the floor -------------------------------------------------------------------------------------
+
+
+class _JsonRecord(msgspec.Struct):
+    type: int
+    target: str = ""
+    arguments: msgspec.Raw = msgspec.Raw(b"[]")
+
+
+class Floor:
+    """The floor client's per-record work (kept apart from the socket loop so a test can pin its lines
+    to the daemon's): `line(record)` is the envelope line of one SignalR record, or None when the
+    record is not a `ReceiveCarPatches` invocation."""
+
+    def __init__(self, protocol: str, encoder: Any = None) -> None:
+        from consumer.redmist import fastpack
+        from consumer.redmist.payloads import event_id_of, peek_json_event_id
+        from consumer.relay.envelope import EnvelopeEncoder
+
+        self.invocation = (encoder or EnvelopeEncoder("bench")).invocation
+        self.event_id_of = event_id_of
+        self.peek = peek_json_event_id
+        pack = fastpack.FASTPACK
+        # MessagePack: one typed decode of the whole invocation (no separate envelope pass)
+        self.whole = msgspec.msgpack.Decoder(
+            tuple[int, dict[str, str], None, str, pack.decoders[TARGET].type, list[str]],
+            dec_hook=fastpack._dec_hook,
+        )
+        self.rename = pack._rename
+        self.json_record = msgspec.json.Decoder(_JsonRecord).decode
+        self.line = self.json_line if protocol == "json" else self.msgpack_line
+
+    def json_line(self, record: Any) -> bytes | None:
+        m = self.json_record(record)
+        if m.type != 1 or m.target != TARGET:
+            return None
+        return self.invocation(TARGET, m.arguments, self.peek(m.arguments))  # type: ignore[no-any-return]
+
+    def msgpack_line(self, record: Any) -> bytes | None:
+        try:
+            msg = self.whole.decode(record)
+        except msgspec.ValidationError:
+            return None  # not a ReceiveCarPatches invocation (the completion, a ping)
+        if msg[0] != 1 or msg[3] != TARGET:
+            return None
+        args = list(msg[4])
+        for a in args:
+            if a is not None:
+                self.rename(a)
+        return self.invocation(TARGET, args, self.event_id_of(args))  # type: ignore[no-any-return]
+
+
+async def run_floor(url: str, count: int, protocol: str, out: str) -> dict[str, Any]:
+    import websockets
+
+    floor = Floor(protocol)
+    line_of = floor.line
+    window = Window()
+    n = 0
+    pending: list[bytes] = []
+    size = 0
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    async with websockets.connect(_ws_url(url), max_size=None, compression=None) as ws:
+        await ws.send(_handshake(protocol).decode())
+        await ws.recv()  # handshake response
+        call = _bench_call(protocol, count)
+        await ws.send(call.decode() if protocol == "json" else call)
+        while n < count:
+            frame = await ws.recv(decode=False)
+            if protocol == "json":
+                records: list[Any] = frame.split(b"\x1e")[:-1]
+            else:
+                records = []
+                view = memoryview(frame)
+                pos, end = 0, len(frame)
+                while pos < end:
+                    length = shift = 0
+                    while True:
+                        b = view[pos]
+                        pos += 1
+                        length |= (b & 0x7F) << shift
+                        shift += 7
+                        if not b & 0x80:
+                            break
+                    records.append(view[pos : pos + length])
+                    pos += length
+            for record in records:
+                line = line_of(record)
+                if line is None:
+                    continue
+                window.start(n)
+                pending.append(line)
+                size += len(line)
+                n += 1
+            if size >= 4 << 20 or n >= count:
+                os.write(fd, b"\n".join([*pending, b""]))
+                pending.clear()
+                size = 0
+        result = window.result(n)
+    os.close(fd)
     return result
 
 
@@ -332,6 +442,8 @@ def main() -> None:
         result = asyncio.run(run_pysignalr(url, count, protocol, None))
     elif kind == "bare":
         result = asyncio.run(run_bare(url, count, protocol))
+    elif kind == "floor":
+        result = asyncio.run(run_floor(url, count, protocol, out))
     elif kind == "signalrcore":
         result = run_signalrcore(url, count, protocol, out)
     else:

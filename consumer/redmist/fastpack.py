@@ -65,11 +65,19 @@ class BytesText(str):
 _UTC = dt.UTC
 
 
+# "HH:MM:" for every minute of the day and "SS." for every second: the per-value work is two divmods,
+# two list lookups and the 7-digit fraction (an int -> str conversion): ~3x cheaper than %-formatting
+# four numbers, for the ~3 TimeOnly slots a 12-car frame carries.
+_HOUR_MINUTE = tuple(f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60))
+_SECOND = tuple(f"{s:02d}." for s in range(60))
+_FRACTION_BASE = 10_000_000  # str(frac + base)[1:] is frac zero-padded to 7 digits (0 <= frac < base)
+
+
 def _time_only_text(ticks: int) -> TimeOnlyText:
     """`contract.format_time_only` for 0 <= ticks < one day (the caller checks the range)."""
     seconds, frac = divmod(ticks, 10_000_000)
     minutes, secs = divmod(seconds, 60)
-    return TimeOnlyText("%02d:%02d:%02d.%07d" % (minutes // 60, minutes % 60, secs, frac))  # noqa: UP031
+    return TimeOnlyText(_HOUR_MINUTE[minutes] + _SECOND[secs] + str(frac + _FRACTION_BASE)[1:])
 
 
 def _datetime_text(value: dt.datetime) -> DateTimeText:

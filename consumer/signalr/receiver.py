@@ -81,48 +81,65 @@ class Receiver:
         return ended
 
     async def _loop(self) -> Ended:
+        """Only the wait on the socket is timed (a driver rule, not the core's): a receive loop held
+        back by a full dispatch queue is not a silent server. One watchdog timer per transport, not
+        one `asyncio.timeout` per message (that costs a timer handle, a heap push and a cancel per
+        frame): `_waiting_since` says when the pending `recv()` started (None while not waiting); the
+        watchdog wakes when the wait can first have lasted `server_timeout`, re-arms itself for the
+        current wait, and cancels the task when it has (then this loop reports the server timeout,
+        exactly as `asyncio.timeout` did: an outer cancellation still propagates)."""
         core = self._core
         recv = self._ws.recv
         receive_data = core.receive_data
         events_received = core.events_received
-        clock = asyncio.get_running_loop().time
+        loop = asyncio.get_running_loop()
+        clock = loop.time
         server_timeout = self._server_timeout
         handle = self.handle
         text = self._text
         stateful = core.stateful
-        while True:
-            try:
-                # Only the wait on the socket is timed (a driver rule, not the core's): a receive loop
-                # held back by a full dispatch queue is not a silent server.
-                async with asyncio.timeout(server_timeout):
-                    data = await recv(decode=False)
-            except TimeoutError:
-                return Ended(
-                    ServerTimeoutError(
-                        f"Server timeout elapsed without receiving a message from the server "
-                        f"({server_timeout} s)."
-                    ),
-                    allow_reconnect=True,
-                    resumable=False,
-                )
-            except ConnectionClosed as exc:
-                return Ended(
-                    ConnectionLostError(f"WebSocket closed ({exc})"), allow_reconnect=True, resumable=True
-                )
-            if text and not data.isascii():
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        watchdog = _Watchdog(task, server_timeout, clock)
+        watchdog.arm(loop)
+        try:
+            while True:
+                watchdog.waiting_since = clock()
                 try:
-                    check_utf8(data)
-                except proto.ProtocolError as exc:
-                    return Ended(exc, allow_reconnect=True, resumable=False)
-            receive_data(data, clock())
-            events = events_received()
-            if stateful:
-                self._acked.set()  # Acks may have made room in the replay buffer
-                self._timer_wake.set()  # an Ack of ours may be due earlier than the timer sleeps
-            if events:
-                ended = await handle(events, len(data))
-                if ended is not None:
-                    return ended
+                    data = await recv(decode=False)
+                except ConnectionClosed as exc:
+                    return Ended(
+                        ConnectionLostError(f"WebSocket closed ({exc})"), allow_reconnect=True, resumable=True
+                    )
+                except asyncio.CancelledError:
+                    if watchdog.fired and task.uncancel() <= cancelling:
+                        return Ended(
+                            ServerTimeoutError(
+                                f"Server timeout elapsed without receiving a message from the server "
+                                f"({server_timeout} s)."
+                            ),
+                            allow_reconnect=True,
+                            resumable=False,
+                        )
+                    raise
+                watchdog.waiting_since = None
+                if text and not data.isascii():
+                    try:
+                        check_utf8(data)
+                    except proto.ProtocolError as exc:
+                        return Ended(exc, allow_reconnect=True, resumable=False)
+                receive_data(data, clock())
+                events = events_received()
+                if stateful:
+                    self._acked.set()  # Acks may have made room in the replay buffer
+                    self._timer_wake.set()  # an Ack of ours may be due earlier than the timer sleeps
+                if events:
+                    ended = await handle(events, len(data))
+                    if ended is not None:
+                        return ended
+        finally:
+            watchdog.disarm()
 
     async def handle(self, messages: list[Any], nbytes: int = 0) -> Ended | None:
         """One frame's messages (`nbytes` on the wire). Its invocations go to the dispatcher as one
@@ -206,3 +223,37 @@ def check_utf8(data: bytes) -> None:
         raise InvalidTextFrameError(
             f"invalid UTF-8 in a text frame at byte {exc.start} of {len(data)}"
         ) from None
+
+
+class _Watchdog:
+    """The receive loop's server timeout: one timer per transport (see `Receiver._loop`)."""
+
+    __slots__ = ("_clock", "_handle", "_task", "_timeout", "fired", "waiting_since")
+
+    def __init__(self, task: asyncio.Task[Any], timeout: float, clock: Callable[[], float]) -> None:
+        self._task = task
+        self._timeout = timeout
+        self._clock = clock
+        self._handle: asyncio.TimerHandle | None = None
+        self.waiting_since: float | None = None
+        self.fired = False
+
+    def arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._handle = loop.call_at(self._clock() + self._timeout, self._check, loop)
+
+    def disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = self._clock()
+        since = self.waiting_since
+        if since is not None and now - since >= self._timeout:
+            self._handle = None
+            self.fired = True
+            self._task.cancel()
+            return
+        # Not waiting: no wait that starts from now on can time out before now + timeout.
+        due = (since if since is not None else now) + self._timeout
+        self._handle = loop.call_at(due, self._check, loop)

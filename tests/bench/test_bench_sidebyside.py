@@ -71,6 +71,43 @@ def test_wirehub_frames_are_redmist_shaped() -> None:
     assert frames.describe["json_frame_bytes_mean"] > 10 * frames.describe["msgpack_frame_bytes_mean"]
 
 
+@pytest.mark.parametrize("protocol", ["json", "messagepack"])
+async def test_floor_client_writes_the_daemons_lines(protocol: str) -> None:
+    """The side-by-side floor row is only a floor if it produces the same output: its lines for
+    every wirehub frame equal the relay's (same clock, same seq), through the project's reader."""
+    from consumer.redmist import PAYLOADS
+    from consumer.relay.envelope import Clock, EnvelopeEncoder
+    from consumer.relay.relay import Relay
+    from consumer.sinks import FileSink, SinkWorker
+
+    wirehub = bench_module("wirehub")
+    sys.path.insert(0, str(ROOT / "bench" / "clients"))
+    try:
+        peers = __import__("peers")
+    finally:
+        sys.path.pop(0)
+    frames = wirehub.Frames(40)
+
+    def encoder() -> EnvelopeEncoder:
+        return EnvelopeEncoder("bench", clock=Clock(time_ns=lambda: 1_765_000_000_123_456_789))
+
+    worker = SinkWorker(FileSink("/dev/null"), queue_size=1000)
+    relay = Relay([worker], hub="bench", protocol=protocol, profile=PAYLOADS, encoder=encoder())  # type: ignore[arg-type]
+    floor = peers.Floor(protocol, encoder())
+    reader = p.get_protocol(protocol, raw_arguments=True).reader()
+    floor_lines = []
+    for raw in frames.single[protocol]:
+        _, payload = ws_payload(raw)
+        (msg,) = reader.feed(payload)
+        await relay.on_raw(msg.target, msg.arguments)
+        body = payload[:-1] if protocol == "json" else payload[2:]  # the record: 0x1E / VarInt prefix off
+        assert payload[0] >= 0x80 or protocol == "json"  # (a two-byte VarInt prefix: bodies > 127 B)
+        floor_lines.append(floor.line(body))
+    relay_lines = worker.queued_lines()
+    assert len(relay_lines) == 40
+    assert floor_lines == relay_lines
+
+
 @pytest.mark.node
 def test_sidebyside_smoke(tmp_path: Path) -> None:
     out = tmp_path / "smoke.json"

@@ -143,6 +143,22 @@ def test_converted_slots_match_the_reference() -> None:
     assert b'"completedSections":[{"number":"42","sectionId":"S1"' in out
 
 
+def test_time_only_ticks_agree_with_the_reference_at_every_boundary() -> None:
+    """TimeOnly text is built from per-minute and per-second tables plus the 7-digit fraction: every
+    carry (fraction -> second -> minute -> hour) and both ends of the day, against the reference."""
+    second, minute, hour = 10_000_000, 600_000_000, 36_000_000_000
+    ticks = sorted(
+        {0, 1, 9, 10, 999_999, 1_000_000, TICKS_PER_DAY - 1}
+        | {b + d for b in (second, minute, hour, 10 * hour, 23 * hour + 59 * minute) for d in (-1, 0, 1)}
+        | set(range(0, TICKS_PER_DAY, 86_399_999_999 // 997))  # a stride that walks every field
+    )
+    raw = frame(*(patch(k0="1", k43=t) for t in ticks))
+    fast = fastpack.convert(CAR, raw)
+    assert fast is not None
+    assert encoded(fast) == reference_bytes(CAR, raw)
+    assert b'"lapStartTime":"00:00:00.0000001"' in encoded(fast)
+
+
 @pytest.mark.parametrize(
     "raw",
     [

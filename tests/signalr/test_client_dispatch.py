@@ -172,6 +172,49 @@ async def test_full_queue_stops_reading_and_nothing_is_lost_or_reordered(protoco
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_loop_parked_on_a_full_queue_longer_than_server_timeout_is_no_server_timeout(
+    protocol: str,
+) -> None:
+    """Only the wait on the socket is timed: the receive loop's watchdog ignores time spent handing
+    frames over, however long, and still times the next wait once the loop reads again."""
+    total, timeout = 200, 0.5
+    server = build_hub()
+    async with server.serve() as url:
+        conn = client(url, protocol=protocol, dispatch_queue_size=8, server_timeout=timeout)
+        lost: list[Any] = []
+        conn.on_reconnecting(lost.append)
+        seen: list[int] = []
+        gate = asyncio.Event()
+        entered = asyncio.Event()
+        done = asyncio.Event()
+
+        async def item(value: int) -> None:
+            if not entered.is_set():
+                entered.set()
+                await gate.wait()
+            seen.append(value)
+            if len(seen) == total:
+                done.set()
+
+        conn.on("Item", item)
+        await conn.start()
+        cid = conn.connection_id
+        assert cid is not None
+        for i in range(total):
+            assert server.send_to_connection(cid, "Item", i) == 1
+        await asyncio.wait_for(entered.wait(), 10)
+        await until(lambda: conn.stats.invocations_decoded > 8)
+        await asyncio.sleep(3 * timeout)  # an observation window longer than the timeout, not a sync point
+        assert lost == [] and conn.state is ConnectionState.CONNECTED
+        gate.set()
+        await asyncio.wait_for(done.wait(), 10)
+        assert seen == list(range(total))
+        assert await asyncio.wait_for(conn.invoke("Add", 2, 3), 10) == 5
+        assert lost == []
+        await conn.stop()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_stop_while_a_mixed_frame_waits_for_room_keeps_every_invocation(protocol: str) -> None:
     server = build_hub()
     async with server.serve() as url:
