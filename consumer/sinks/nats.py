@@ -29,6 +29,9 @@ server exits 69, a missing stream exits 78 naming the stream and the key (unless
 Later losses are not fatal: the next write reconnects (one attempt per write, so the worker's capped
 exponential backoff paces the reconnects). The stream is created or updated at `open()` with
 `create_stream = true` (subjects, max age, max bytes, duplicate window, file storage).
+
+Size (about 750 lines, over the 700 guideline): the pipelined publisher, its ack-run proof and the
+connection/stream setup share one window's state; split, each half would need the other's internals.
 """
 
 from __future__ import annotations
