@@ -39,6 +39,7 @@ from consumer.backoff import Backoff
 from consumer.errors import CredentialsRejected, describe_error
 from consumer.logs import get_logger
 from consumer.natsconn import NatsUnavailable, close_quietly, connect, sanitize_token, server_label
+from consumer.versioned import Versioned
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -202,7 +203,7 @@ class KvBoard:
                 await close_quietly(nc, event="kvboard.nats_close_failed")
 
 
-class KvBoardSource:
+class KvBoardSource(Versioned):
     """The board API's source (`consumer.web.BoardSource`) read from the KV bucket: no hub connection.
 
     `run()` connects, opens the bucket, and watches `<hub>.*` (the watch first delivers every current
@@ -222,6 +223,7 @@ class KvBoardSource:
         on_hub_state: Callable[[str], None] | None = None,
         on_connection: Callable[[bool], None] | None = None,
     ) -> None:
+        super().__init__()
         self._kwargs = dict(connect_kwargs)
         self.bucket = bucket
         self.prefix = sanitize_token(hub) + "."
@@ -233,8 +235,6 @@ class KvBoardSource:
         self.updates = 0
         self.invalid = 0
         self.reconnects = 0
-        self.version = 0
-        self._waiters: asyncio.Event | None = None
 
     # -- BoardSource ---------------------------------------------------------------------------
 
@@ -260,24 +260,11 @@ class KvBoardSource:
             return None
         return time.monotonic() - (time.time() - value.last_message_at)
 
-    async def wait_changed(self, since_version: int) -> int:
-        while self.version <= since_version:
-            if self._waiters is None:
-                self._waiters = asyncio.Event()
-            await self._waiters.wait()
-        return self.version
-
     def hub_state(self) -> str:
         """What the board shows as the hub state: the writer's, or "reconnecting" without NATS."""
         return self.writer_hub_state if self.connected else "reconnecting"
 
     # -- following the bucket ------------------------------------------------------------------
-
-    def _touch(self) -> None:
-        self.version += 1
-        if self._waiters is not None:
-            self._waiters.set()
-            self._waiters = None
 
     def _set_connected(self, connected: bool) -> None:
         before = self.hub_state()

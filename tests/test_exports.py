@@ -102,6 +102,7 @@ EXPORTS: dict[str, list[str]] = {
     ],
     # modules whose names other packages build on
     "consumer.backoff": ["Backoff"],
+    "consumer.versioned": ["Versioned"],
     "consumer.relay.profile": ["HubProfile", "PlainProfile"],
     "consumer.redmist.payloads": [
         "PAYLOADS",

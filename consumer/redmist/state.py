@@ -53,6 +53,7 @@ import msgspec
 from consumer.logs import get_logger
 from consumer.redmist import contract
 from consumer.relay.envelope import Clock
+from consumer.versioned import Versioned
 
 __all__ = ["LiveState"]
 
@@ -78,7 +79,7 @@ def _entry_numbers(entries: Any) -> set[str] | None:
     return numbers or None
 
 
-class LiveState:
+class LiveState(Versioned):
     def __init__(
         self,
         path: str | os.PathLike[str] | None,
@@ -89,6 +90,7 @@ class LiveState:
         max_cars: int = 1000,
         max_fields: int = 256,
     ) -> None:
+        super().__init__()
         self.path = Path(path) if path is not None else None
         self._followed = frozenset(str(e) for e in events) if events is not None else None
         self.max_cars = max_cars
@@ -109,18 +111,13 @@ class LiveState:
         self.session_changes = 0
         # Called with the event id when the board needs a fresh snapshot (a new session).
         self.on_resync: Callable[[str], None] | None = None
-        self.version = 0
         self.written_version = 0
         self._changed = asyncio.Event()
-        self._waiters: asyncio.Event | None = None
         self._stamp = Clock()
 
     def _touch(self) -> None:
-        self.version += 1
+        super()._touch()
         self._changed.set()
-        if self._waiters is not None:
-            self._waiters.set()
-            self._waiters = None
 
     # -- read API ------------------------------------------------------------------------------
 
@@ -150,14 +147,6 @@ class LiveState:
     def last_message_at(self, event_id: str) -> float | None:
         """Monotonic time of the last hub message (session or car patch) for the event."""
         return self._last_message.get(str(event_id))
-
-    async def wait_changed(self, since_version: int) -> int:
-        """Wait until `version > since_version`; returns the new version (no polling)."""
-        while self.version <= since_version:
-            if self._waiters is None:
-                self._waiters = asyncio.Event()
-            await self._waiters.wait()
-        return self.version
 
     def board(self) -> dict[str, Any]:
         events: dict[str, Any] = {}
