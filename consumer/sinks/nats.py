@@ -70,7 +70,6 @@ FLUSH_BYTES = 256 * 1024  # hand the buffered commands to the socket every this 
 # Fast path: one ack requested for the first and the last line of every ACK_EVERY lines; the run in
 # between counts as stored only when the stream sequences of those two acks are exactly that far apart.
 ACK_EVERY = 256
-sha256 = hashlib.sha256
 # nats-py 2.x internals the fast path writes to (its outgoing command buffer); else `publish()`.
 _FAST = True  # tests turn it off to cover the public path
 
@@ -275,7 +274,7 @@ class NatsSink:
             if len(self._subjects) >= 10_000:  # bounded: event ids come from the hub
                 self._subjects.clear()
             self._subjects[key] = subject
-        hdr = _HDR % (sha256(line).hexdigest()[:32].encode(), head.seq)
+        hdr = _HDR % (msg_id(line).encode(), head.seq)
         n = len(hdr)
         if reply is None:
             cmd = b"HPUB %s %d %d\r\n%s" % (subject, n, n + len(line), hdr)
